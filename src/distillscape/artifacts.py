@@ -1,0 +1,122 @@
+"""Artifacts on disk: safetensors for tensors, JSON for everything else, never pickle.
+
+Every write goes to a temporary file in the same directory and is renamed into place, so a crash
+leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+FORMAT_VERSION = 1
+
+
+class ArtifactError(RuntimeError):
+    """A missing or unreadable artifact; the message says which file and what to do."""
+
+
+def atomic_write(path: str | os.PathLike, writer) -> Path:
+    """Call writer(tmp_path) and move the result to `path` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(path, data: dict) -> Path:
+    def w(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.write("\n")
+    return atomic_write(path, w)
+
+
+def write_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_tensors(path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ArtifactError(f"{path} is not a readable safetensors file ({e}); it is corrupt or truncated: "
+                            f"re-create it by rerunning the job that wrote it") from None
+
+
+def read_json(path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path} is not valid JSON ({e}); it is corrupt or truncated: "
+                            f"re-create it by rerunning the job that wrote it") from None
+
+
+@dataclass
+class Distilled:
+    """A distilled dataset: what one-step training needs, plus where it came from."""
+    images: torch.Tensor          # [n, C, H, W], normalized space
+    labels: torch.Tensor          # [n, classes], the targets of the inner loss
+    lrs: torch.Tensor             # [inner_steps, 1 or n_param_tensors], positive
+    meta: dict[str, Any] = field(default_factory=dict)
+    fixed_init: dict[str, torch.Tensor] | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.meta.get("metrics", {})
+
+
+def save_distilled(out_dir, d: Distilled, stem: str = "distilled") -> tuple[Path, Path]:
+    out_dir = Path(out_dir)
+    tensors = {"images": d.images, "labels": d.labels, "lrs": d.lrs}
+    for k, v in (d.fixed_init or {}).items():
+        tensors[f"fixed_init.{k}"] = v
+    st = write_tensors(out_dir / f"{stem}.safetensors", tensors)
+    js = write_json(out_dir / f"{stem}.json", {"format_version": FORMAT_VERSION, **d.meta})
+    return st, js
+
+
+_REQUIRED_META = ("dataset", "num_classes", "image_shape", "normalization", "arch", "inner")
+
+
+def load_distilled(path) -> Distilled:
+    """Load a distilled dataset from its directory or from either of its two files."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "distilled.safetensors"
+    st = path.with_suffix(".safetensors")
+    js = path.with_suffix(".json")
+    tensors = read_tensors(st)
+    meta = read_json(js)
+    missing = [k for k in ("images", "labels", "lrs") if k not in tensors]
+    missing += [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise ArtifactError(f"{st.parent} holds an incomplete distilled artifact (missing {', '.join(missing)}); "
+                            f"rerun distillscape-distill to re-create it")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ArtifactError(f"{js} has format_version {meta.get('format_version')}, this distillscape reads "
+                            f"{FORMAT_VERSION}")
+    fixed = {k.removeprefix("fixed_init."): v for k, v in tensors.items() if k.startswith("fixed_init.")}
+    meta.pop("format_version")
+    return Distilled(tensors["images"], tensors["labels"], tensors["lrs"], meta, fixed or None)

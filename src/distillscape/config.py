@@ -1,0 +1,174 @@
+"""Schemas that check a composed config before any work starts.
+
+Hydra already refuses unknown config-group options and overrides of keys that do not exist (struct
+mode). What it cannot know is which values make sense: these dataclasses give every section of the
+config its types (checked by OmegaConf) and ranges / allowed values (checked in `__post_init__`), and
+`validate` turns any failure into one `ConfigError` line that names the key and what is allowed.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .data import DATASETS
+from .inner import INNER_LOSSES
+from .models import INIT_SCHEMES
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key and the allowed values."""
+
+
+def _choice(key: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
+
+
+def _at_least(key: str, value, low, strict: bool = False) -> None:
+    if value is None:
+        return
+    if value < low or (strict and value == low):
+        raise ConfigError(f"{key}={value} must be {'>' if strict else '>='} {low}")
+
+
+@dataclass
+class DatasetSchema:
+    _target_: str = "distillscape.data.TensorDataModule"
+    name: str = "digits"
+    root: Optional[str] = None
+    download: bool = False
+    val_size: int = 200
+    batch_size: int = 256
+    eval_batch_size: int = 1000
+    train_subset: Optional[int] = None
+    split_seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self):
+        _choice("dataset.name", self.name, DATASETS)
+        _at_least("dataset.val_size", self.val_size, 1)
+        _at_least("dataset.batch_size", self.batch_size, 1)
+        _at_least("dataset.eval_batch_size", self.eval_batch_size, 1)
+        _at_least("dataset.train_subset", self.train_subset, 1)
+        _at_least("dataset.num_workers", self.num_workers, 0)
+
+
+@dataclass
+class DistillOptimSchema:
+    lr_images: float = 0.01
+    lr_labels: float = 0.01
+    lr_lrs: float = 0.01
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+
+    def __post_init__(self):
+        for f in ("lr_images", "lr_labels", "lr_lrs"):
+            _at_least(f"distill.optim.{f}", getattr(self, f), 0.0)
+
+
+IMAGE_INITS = ("noise", "real")
+LABEL_MODES = ("soft", "onehot")
+INIT_MODES = ("random", "fixed")
+
+
+@dataclass
+class DistillSchema:
+    images_per_class: int = 1
+    image_init: str = "noise"
+    label_mode: str = "soft"
+    inner_loss: str = "mse"
+    inner_steps: int = 1
+    lr_init: float = 0.02
+    lr_per_param: bool = False
+    init_mode: str = "random"
+    init_scheme: str = "default"
+    fixed_init_seed: int = 12345
+    inits_per_step: int = 8
+    steps: int = 1500
+    val_every: int = 250
+    val_inits: int = 10
+    eval_inits: int = 100
+    eval_seed: int = 1_000_000
+    init_chunk: Optional[int] = None
+    grad_clip: Optional[float] = None
+    optim: DistillOptimSchema = field(default_factory=DistillOptimSchema)
+
+    def __post_init__(self):
+        _at_least("distill.images_per_class", self.images_per_class, 1)
+        _choice("distill.image_init", self.image_init, IMAGE_INITS)
+        _choice("distill.label_mode", self.label_mode, LABEL_MODES)
+        _choice("distill.inner_loss", self.inner_loss, INNER_LOSSES)
+        _at_least("distill.inner_steps", self.inner_steps, 1)
+        _at_least("distill.lr_init", self.lr_init, 0.0, strict=True)
+        _choice("distill.init_mode", self.init_mode, INIT_MODES)
+        _choice("distill.init_scheme", self.init_scheme, INIT_SCHEMES)
+        for k in ("inits_per_step", "steps", "val_every", "val_inits", "eval_inits"):
+            _at_least(f"distill.{k}", getattr(self, k), 1)
+        _at_least("distill.init_chunk", self.init_chunk, 1)
+        _at_least("distill.grad_clip", self.grad_clip, 0.0, strict=True)
+
+
+@dataclass
+class DirectSchema:
+    checkpoint: Optional[str] = None
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    init_seed: int = 0
+
+    def __post_init__(self):
+        _at_least("direct.epochs", self.epochs, 1)
+        _at_least("direct.lr", self.lr, 0.0, strict=True)
+        _at_least("direct.weight_decay", self.weight_decay, 0.0)
+
+
+@dataclass
+class BaselineSchema:
+    lr_grid: list = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    tune_inits: int = 10
+
+    def __post_init__(self):
+        if not self.lr_grid or any(v <= 0 for v in self.lr_grid):
+            raise ConfigError(f"baseline.lr_grid={list(self.lr_grid)} must be a non-empty list of positive rates")
+        _at_least("baseline.tune_inits", self.tune_inits, 1)
+
+
+ARCHS = ("distillscape.models.MLP", "distillscape.models.LeNet",
+         "distillscape.models.SimpleConvNet", "distillscape.models.ConvNet")
+
+SECTIONS = {"dataset": DatasetSchema, "distill": DistillSchema, "direct": DirectSchema,
+            "baseline": BaselineSchema}
+
+
+def _check_section(name: str, node: Any, schema: type) -> None:
+    if not isinstance(node, (dict, DictConfig)):
+        raise ConfigError(f"{name} must be a mapping, got {node!r}")
+    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    known = {f.name for f in fields(schema)}
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean {name}.{close[0]}?" if close else ""
+            raise ConfigError(f"unknown key {name}.{key}.{hint} Known keys: {', '.join(sorted(known))}")
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:  # wrong type: OmegaConf names the key in full_key
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{name}.{key}: {str(e).splitlines()[0]}") from None
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check every section the config has; return it unchanged or raise ConfigError."""
+    for name, schema in SECTIONS.items():
+        if name in cfg:
+            _check_section(name, cfg[name], schema)
+    if "arch" in cfg:
+        _choice("arch._target_", cfg.arch.get("_target_"), ARCHS)
+    if "seed" in cfg and cfg.seed is not None and not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
+    return cfg

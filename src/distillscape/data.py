@@ -1,0 +1,217 @@
+"""One LightningDataModule for every dataset: whole splits in memory as normalized tensors.
+
+Each dataset is read once into a uint8/float tensor, normalized per channel with statistics of its
+training split, and served by index batches (no per-item PIL transform in the hot path). A
+validation split is held out of train with a fixed seed, so every task (distill, direct training,
+landscapes) sees the same train/val/test partition.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+
+# Where each torchvision dataset expects its files under the data directory, for error messages.
+_LAYOUT = {
+    "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "fashion_mnist": ("FashionMNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    pass
+
+
+def default_data_dir() -> str:
+    return os.environ.get("DISTILLSCAPE_DATA") or "./data"
+
+
+@dataclass
+class Splits:
+    """Raw splits before normalization: images [N, C, H, W] float in [0, 1], labels int64."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+
+
+def _missing(name: str, root: Path, download: bool, cause: Exception | None = None) -> DatasetNotFoundError:
+    sub, files = _LAYOUT[name]
+    how = ("the download failed" + (f" ({type(cause).__name__}: {cause})" if cause else "")
+           if download else "download=false")
+    return DatasetNotFoundError(
+        f"{name} not found: expected {', '.join(files)} in {root / sub} ({how}). "
+        f"Put the files there, point the data directory elsewhere with dataset.root=/path or the "
+        f"DISTILLSCAPE_DATA environment variable, or let torchvision fetch them with dataset.download=true "
+        f"on a machine with internet access."
+    )
+
+
+def _load_digits(seed: int = 0, test_fraction: float = 0.2) -> Splits:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    # scikit-learn ships no test split: a fixed permutation gives one that never changes.
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(round(len(y) * test_fraction))
+    te, tr = perm[:n_test], perm[n_test:]
+    return Splits(x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)])
+
+
+def _load_mnist_like(name: str, root: Path, download: bool) -> Splits:
+    import torchvision
+
+    cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}[name]
+    try:
+        tr, te = cls(str(root), train=True, download=download), cls(str(root), train=False, download=download)
+    except RuntimeError as e:  # torchvision: "Dataset not found. You can use download=True ..."
+        raise _missing(name, root, download, e if download else None) from e
+    except OSError as e:  # download=True without network
+        raise _missing(name, root, download, e) from e
+    return Splits(tr.data.unsqueeze(1).float() / 255, tr.targets.long(),
+                  te.data.unsqueeze(1).float() / 255, te.targets.long(), list(tr.classes))
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    # CIFAR-10's official python format is a pickle of {b"data": uint8[N, 3072], b"labels": [...]};
+    # it is read here exactly as torchvision reads it, without its md5 check so that
+    # re-packed or generated files of the same format load too.
+    with open(path, "rb") as f:
+        entry = pickle.load(f, encoding="latin1")
+    data = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    labels = np.asarray(entry.get("labels", entry.get("fine_labels")), dtype=np.int64)
+    return data, labels
+
+
+def _load_cifar10(root: Path, download: bool) -> Splits:
+    base = root / _LAYOUT["cifar10"][0]
+    if not all((base / f).exists() for f in _LAYOUT["cifar10"][1]):
+        if not download:
+            raise _missing("cifar10", root, download)
+        import torchvision
+
+        try:
+            torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        except (OSError, RuntimeError) as e:
+            raise _missing("cifar10", root, download, e) from e
+    parts = [_read_cifar_batch(base / f"data_batch_{i}") for i in range(1, 6)]
+    test = _read_cifar_batch(base / "test_batch")
+    classes = [str(i) for i in range(10)]
+    meta = base / "batches.meta"
+    if meta.exists():
+        with open(meta, "rb") as f:
+            classes = list(pickle.load(f, encoding="latin1")["label_names"])
+    tx = torch.from_numpy(np.concatenate([p[0] for p in parts])).float() / 255
+    ty = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    return Splits(tx, ty, torch.from_numpy(test[0]).float() / 255, torch.from_numpy(test[1]), classes)
+
+
+def load_splits(name: str, root: str | os.PathLike | None = None, download: bool = False) -> Splits:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    if name == "digits":
+        return _load_digits()
+    root = Path(root if root is not None else default_data_dir()).expanduser()
+    if name == "cifar10":
+        return _load_cifar10(root, download)
+    return _load_mnist_like(name, root, download)
+
+
+class TensorDataModule(L.LightningDataModule):
+    """Whole-split, in-memory, normalized tensors for train / val / test.
+
+    `train_subset` keeps a fixed random subset of the training split (for the cost-surface study of
+    subsets of growing size); `val_size` images are held out of train for validation.
+    """
+
+    def __init__(self, name: str = "digits", root: str | None = None, download: bool = False,
+                 val_size: int = 200, batch_size: int = 256, eval_batch_size: int = 1000,
+                 train_subset: int | None = None, split_seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.name, self.root, self.download = name, root, download
+        self.val_size, self.batch_size, self.eval_batch_size = val_size, batch_size, eval_batch_size
+        self.train_subset, self.split_seed = train_subset, split_seed
+        self._ready = False
+
+    # -- loading -------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._ready:
+            return
+        s = load_splits(self.name, self.root, self.download)
+        g = torch.Generator().manual_seed(self.split_seed)
+        perm = torch.randperm(len(s.train_y), generator=g)
+        if self.val_size >= len(perm):
+            raise ValueError(f"dataset.val_size={self.val_size} leaves no training data "
+                             f"({self.name} has {len(perm)} training images)")
+        val_idx, train_idx = perm[: self.val_size], perm[self.val_size:]
+        if self.train_subset is not None:
+            train_idx = train_idx[: self.train_subset]
+        train_x = s.train_x[train_idx]
+        # per-channel statistics of the training split define the normalization everywhere
+        self.mean = train_x.mean(dim=(0, 2, 3))
+        self.std = train_x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+        self.train_x, self.train_y = self.normalize(train_x), s.train_y[train_idx]
+        self.val_x, self.val_y = self.normalize(s.train_x[val_idx]), s.train_y[val_idx]
+        self.test_x, self.test_y = self.normalize(s.test_x), s.test_y
+        self.classes = s.classes
+        self._ready = True
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std.view(1, -1, 1, 1) + self.mean.view(1, -1, 1, 1)
+
+    # -- facts other parts need ------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    def normalization(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def class_balanced_sample(self, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`per_class` random training images of each class, class-sorted (as a distilled batch is)."""
+        idx = []
+        for c in range(self.num_classes):
+            pool = (self.train_y == c).nonzero().flatten()
+            if len(pool) < per_class:
+                raise ValueError(f"class {c} has only {len(pool)} training images, {per_class} requested")
+            idx.append(pool[torch.randperm(len(pool), generator=generator)[:per_class]])
+        idx = torch.cat(idx)
+        return self.train_x[idx], self.train_y[idx]
+
+    # -- loaders: index batches over preloaded tensors -------------------------------------------
+    def _loader(self, x, y, batch_size, shuffle):
+        ds = TensorDataset(x, y)  # TensorDataset indexes with a whole list of indices at once
+        sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, sampler=BatchSampler(sampler, min(batch_size, len(ds)), drop_last=shuffle),
+                          batch_size=None, num_workers=self.hparams.num_workers)
+
+    def train_dataloader(self):
+        return self._loader(self.train_x, self.train_y, self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)

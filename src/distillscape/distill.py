@@ -1,0 +1,175 @@
+"""DistillModule: the bilevel loop that learns a synthetic batch for one-step training.
+
+Outer step: sample fresh inits -> `inner_steps` of gradient descent on the synthetic batch (learned
+images, labels and learning rates) -> cross-entropy of each landing on a real batch -> backprop into
+the synthetic batch. Validation and test train held-out inits on the distilled batch with the same
+inner procedure and report accuracy over inits.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .artifacts import Distilled
+from .inner import InitSampler, InnerLoop, Params, evaluate_stack, param_names, stack_len, summarize
+
+
+def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool) -> torch.Tensor:
+    """Targets of the inner loss for class indices y.
+
+    mse: one-hot vectors. soft_ce: label *logits*; hard ones put all mass on the class
+    (softmax of -1e4 is exactly 0 in float32), learnable ones start soft enough to move.
+    """
+    onehot = F.one_hot(y, num_classes).float()
+    if inner_loss == "mse":
+        return onehot
+    return torch.where(onehot > 0, 0.0, -1e4) if hard else 4.0 * onehot
+
+
+class DistillModule(L.LightningModule):
+    def __init__(self, net: nn.Module, num_classes: int, image_shape: tuple[int, ...],
+                 cfg: Mapping[str, Any], real_images: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = dict(cfg)
+        c = self.cfg
+        self.num_classes = num_classes
+        self.loop = InnerLoop(net, c["inner_loss"])
+        self.sampler = InitSampler(net, c["init_scheme"])
+        n = c["images_per_class"] * num_classes
+        y = torch.arange(num_classes).repeat_interleave(c["images_per_class"])
+        self.register_buffer("classes", y)
+        if c["image_init"] == "real":
+            if real_images is None or real_images.shape[0] != n:
+                raise ValueError(f"image_init=real needs {n} real images, class-sorted")
+            images = real_images.clone()
+        else:
+            images = torch.randn(n, *image_shape)
+        self.images = nn.Parameter(images)
+        targets = label_targets(y, num_classes, c["inner_loss"], hard=c["label_mode"] == "onehot")
+        if c["label_mode"] == "soft":
+            self.labels = nn.Parameter(targets)
+        else:
+            self.register_buffer("labels", targets)
+        groups = len(param_names(net)) if c["lr_per_param"] else 1
+        # learned in log space: the rate stays positive and its updates are relative
+        self.log_lrs = nn.Parameter(torch.full((c["inner_steps"], groups), math.log(c["lr_init"])))
+        if c["init_mode"] == "fixed":
+            fixed = self.sampler.sample(1, seed=c["fixed_init_seed"])
+            for k, v in fixed.items():
+                self.register_buffer("fixed_init__" + k.replace(".", "__"), v)
+        self._eval: dict[str, dict[str, Any]] = {}
+
+    # -- the synthetic batch -------------------------------------------------------------------
+    @property
+    def lrs(self) -> torch.Tensor:
+        return self.log_lrs.exp()
+
+    def fixed_init(self) -> Params | None:
+        if self.cfg["init_mode"] != "fixed":
+            return None
+        return {k: getattr(self, "fixed_init__" + k.replace(".", "__")) for k in self.loop.names}
+
+    def land(self, inits: Params, chunk_size: int | None = None) -> Params:
+        """One-step (or `inner_steps`) landings of a stack of inits on the current synthetic batch."""
+        return self.loop.run_stack(inits, self.images, self.labels, self.lrs,
+                                   chunk_size=chunk_size or self.cfg.get("init_chunk"))
+
+    def training_inits(self) -> Params:
+        fixed = self.fixed_init()
+        if fixed is not None:
+            return fixed
+        return self.sampler.sample(self.cfg["inits_per_step"], device=self.device)
+
+    # -- the outer loop ------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        landed = self.land(self.training_inits())
+        logits = self.loop.forward_stack(landed, x)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[0]))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"outer loss became {loss.item()} at step {self.global_step}: the inner learning rate "
+                f"({self.lrs.detach().flatten().tolist()}) or the outer rates are too large; lower "
+                f"distill.lr_init or distill.optim.* and rerun")
+        acc = (logits.argmax(-1) == y).float().mean()
+        self.log_dict({"train/outer_loss": loss, "train/outer_acc": acc,
+                       "train/inner_lr": self.lrs.detach().mean()}, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        o = self.cfg["optim"]
+        groups = [{"params": [self.images], "lr": o["lr_images"]},
+                  {"params": [self.log_lrs], "lr": o["lr_lrs"]}]
+        if isinstance(self.labels, nn.Parameter):
+            groups.append({"params": [self.labels], "lr": o["lr_labels"]})
+        return torch.optim.Adam(groups, betas=tuple(o.get("betas", (0.9, 0.999))))
+
+    # -- evaluation over held-out inits --------------------------------------------------------
+    def eval_inits(self, stage: str) -> dict[str, Params]:
+        """Held-out inits: val and test draw from seeds no training step uses, and differ from each other."""
+        n = self.cfg["val_inits"] if stage == "val" else self.cfg["eval_inits"]
+        seed = self.cfg["eval_seed"] + (0 if stage == "val" else 1)
+        random = self.sampler.sample(n, seed=seed, device=self.device)
+        fixed = self.fixed_init()
+        if fixed is None:
+            return {"onestep": random}
+        return {"onestep": fixed, "onestep_random_init": random}
+
+    def _eval_start(self, stage: str) -> None:
+        # Lightning evaluates under inference mode; the inner step still needs its own gradients.
+        with torch.inference_mode(False), torch.enable_grad():
+            images, labels, lrs = (t.detach().clone() for t in (self.images, self.labels, self.lrs))
+            self._eval = {}
+            for name, inits in self.eval_inits(stage).items():
+                landed = self.loop.run_stack(inits, images, labels, lrs, chunk_size=self.cfg.get("init_chunk"))
+                self._eval[name] = {"landed": {k: v.detach() for k, v in landed.items()},
+                                    "correct": 0, "loss": 0.0, "n": 0}
+
+    def _eval_step(self, batch) -> None:
+        x, y = batch
+        for state in self._eval.values():
+            acc, loss = evaluate_stack(self.loop, state["landed"], x, y, batch_size=len(y),
+                                       chunk_size=self.cfg.get("init_chunk"))
+            state["correct"] = state["correct"] + acc * len(y)
+            state["loss"] = state["loss"] + loss * len(y)
+            state["n"] += len(y)
+
+    def _eval_end(self, stage: str) -> dict[str, float]:
+        metrics = {}
+        for name, state in self._eval.items():
+            acc = state["correct"] / state["n"]
+            metrics.update({f"{stage}/{k}": v for k, v in summarize(acc, name).items()})
+            metrics[f"{stage}/{name}_loss"] = (state["loss"] / state["n"]).mean().item()
+            metrics[f"{stage}/{name}_inits"] = float(stack_len(state["landed"]))
+        self.log_dict(metrics)
+        self._eval = {}
+        return metrics
+
+    def on_validation_epoch_start(self):
+        self._eval_start("val")
+
+    def validation_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_validation_epoch_end(self):
+        self._eval_end("val")
+
+    def on_test_epoch_start(self):
+        self._eval_start("test")
+
+    def test_step(self, batch, batch_idx):
+        self._eval_step(batch)
+
+    def on_test_epoch_end(self):
+        self._eval_end("test")
+
+    # -- the artifact --------------------------------------------------------------------------
+    def to_distilled(self, meta: dict[str, Any]) -> Distilled:
+        return Distilled(images=self.images.detach().cpu().clone(), labels=self.labels.detach().cpu().clone(),
+                         lrs=self.lrs.detach().cpu().clone(), meta=meta,
+                         fixed_init={k: v.cpu() for k, v in (self.fixed_init() or {}).items()} or None)

@@ -1,0 +1,152 @@
+"""The inner loop: gradient descent on a synthetic batch, written functionally so it can be
+differentiated (into images, labels and learning rates) and batched over many initializations.
+
+Parameters travel as dicts name -> tensor. A *stack* is such a dict whose tensors carry a leading
+init dimension; `torch.func.vmap` maps one inner run over it.
+"""
+from __future__ import annotations
+
+import copy
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from .models import init_parameters_
+
+Params = dict[str, torch.Tensor]
+INNER_LOSSES = ("mse", "soft_ce")
+
+
+def inner_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
+    """The loss a model is trained with on the distilled batch.
+
+    mse: squared error to the (soft) label vectors, as in the reference study;
+    soft_ce: cross-entropy to softmax(label logits).
+    """
+    if kind == "mse":
+        return F.mse_loss(logits, targets)
+    if kind == "soft_ce":
+        return torch.sum(-F.softmax(targets, dim=-1) * F.log_softmax(logits, dim=-1), dim=-1).mean()
+    raise ValueError(f"unknown inner loss {kind!r}; allowed: {', '.join(INNER_LOSSES)}")
+
+
+def param_names(net: nn.Module) -> list[str]:
+    return [n for n, _ in net.named_parameters()]
+
+
+class InitSampler:
+    """Draws random initializations of one architecture as a parameter stack.
+
+    Draws are a pure function of `seed`, so held-out evaluation inits are the same every time.
+    """
+
+    def __init__(self, net: nn.Module, scheme: str = "default"):
+        self.net = copy.deepcopy(net)
+        self.scheme = scheme
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int | None = None, device=None) -> Params:
+        """n inits; with a seed, a fixed draw that leaves the global RNG untouched, without one,
+        the next draw of the global RNG (fresh inits every training step, reproducible by seed)."""
+        if seed is None:
+            return self._draw(n, device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._draw(n, device)
+
+    def _draw(self, n: int, device) -> Params:
+        draws: dict[str, list[torch.Tensor]] = {k: [] for k in param_names(self.net)}
+        for _ in range(n):
+            init_parameters_(self.net, self.scheme)
+            for k, p in self.net.named_parameters():
+                draws[k].append(p.detach().clone())
+        return {k: torch.stack(v).to(device) for k, v in draws.items()}
+
+
+def unstack(stack: Params, i: int) -> Params:
+    return {k: v[i] for k, v in stack.items()}
+
+
+def stack_len(stack: Params) -> int:
+    return next(iter(stack.values())).shape[0]
+
+
+class InnerLoop:
+    """`steps` of gradient descent on (images, targets) from given params, differentiably.
+
+    lrs: tensor [steps, G] of positive learning rates; G = 1 (one rate per step) or one per
+    parameter tensor, in `param_names` order.
+    """
+
+    def __init__(self, net: nn.Module, loss: str = "mse"):
+        if loss not in INNER_LOSSES:
+            raise ValueError(f"unknown inner loss {loss!r}; allowed: {', '.join(INNER_LOSSES)}")
+        self.net, self.loss = net, loss
+        self.names = param_names(net)
+        self.buffers = dict(net.named_buffers())
+
+    def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.net, (params, self.buffers), (x,))
+
+    def _loss(self, params: Params, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return inner_loss(self.forward(params, x), targets, self.loss)
+
+    def run(self, params: Params, x: torch.Tensor, targets: torch.Tensor, lrs: torch.Tensor) -> Params:
+        """Landing of ONE init (unbatched params). Differentiable in x, targets and lrs."""
+        for t in range(lrs.shape[0]):
+            g = grad(self._loss)(params, x, targets)
+            params = {k: params[k] - lrs[t, i if lrs.shape[1] > 1 else 0] * g[k]
+                      for i, k in enumerate(self.names)}
+        return params
+
+    def run_stack(self, stack: Params, x, targets, lrs, chunk_size: int | None = None,
+                  batched_data: bool = False) -> Params:
+        """Landings of a stack of inits, vmapped over the init dimension (and over x / targets
+        too when `batched_data`: each init trained on its own batch)."""
+        d = 0 if batched_data else None
+        return vmap(self.run, in_dims=(0, d, d, None), chunk_size=chunk_size)(stack, x, targets, lrs)
+
+    def forward_stack(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Logits [n_inits, batch, classes] of every model of the stack on the same inputs."""
+        return vmap(self.forward, in_dims=(0, None), chunk_size=chunk_size)(stack, x)
+
+    def run_autograd(self, params: Params, x, targets, lrs) -> Params:
+        """Same as `run` with plain autograd (`create_graph=True`); one init at a time.
+
+        Kept as a second implementation to check `run` against, and as the path of choice when
+        vmap is slower for an architecture (see bench/)."""
+        for t in range(lrs.shape[0]):
+            loss = self._loss(params, x, targets)
+            gs = torch.autograd.grad(loss, [params[k] for k in self.names], create_graph=True)
+            params = {k: params[k] - lrs[t, i if lrs.shape[1] > 1 else 0] * g
+                      for i, (k, g) in enumerate(zip(self.names, gs))}
+        return params
+
+
+def accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-model correct counts and summed CE over a batch; logits [M, B, C]."""
+    correct = (logits.argmax(-1) == y.unsqueeze(0)).sum(-1)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.repeat(logits.shape[0]), reduction="none")
+    return correct, loss.view(logits.shape[0], -1).sum(-1)
+
+
+@torch.no_grad()
+def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor,
+                   batch_size: int = 1000, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models]."""
+    correct = torch.zeros(stack_len(stack), dtype=torch.long, device=x.device)
+    loss = torch.zeros(stack_len(stack), device=x.device)
+    for i in range(0, len(y), batch_size):
+        c, l = accuracy_and_loss(loop.forward_stack(stack, x[i:i + batch_size], chunk_size), y[i:i + batch_size])
+        correct += c
+        loss += l
+    return correct.float() / len(y), loss / len(y)
+
+
+def summarize(acc: torch.Tensor, prefix: str) -> dict[str, float]:
+    """mean / std / min / max over inits, named `prefix_acc_*` (std with Bessel's correction)."""
+    return {f"{prefix}_acc_mean": acc.mean().item(),
+            f"{prefix}_acc_std": acc.std().item() if acc.numel() > 1 else 0.0,
+            f"{prefix}_acc_min": acc.min().item(), f"{prefix}_acc_max": acc.max().item()}
+

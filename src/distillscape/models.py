@@ -1,0 +1,134 @@
+"""Architectures and the initialization schemes we sample from.
+
+Every network takes `(in_channels, height, width, num_classes)` so one `arch/` config works on every
+dataset. None of them keeps running statistics: distillation trains from many fresh inits through
+`torch.func.functional_call`, where batch-norm buffers would leak state between inits (the 3-block
+ConvNet uses instance norm for exactly that reason, as the distillation literature does).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
+                 hidden: tuple[int, ...] | list[int] = (128,)):
+        super().__init__()
+        sizes = [in_channels * height * width, *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LeNet(nn.Module):
+    """LeNet-5 (ReLU, max pooling), the network of Wang et al. 2018's MNIST experiments."""
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int):
+        super().__init__()
+        # the second conv is padded only on small inputs (8x8 digits), which it would otherwise consume
+        pad = 2 if min(height, width) < 16 else 0
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        with torch.no_grad():
+            n = self.features(torch.zeros(1, in_channels, height, width)).numel()
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(n, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
+        )
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class SimpleConvNet(nn.Module):
+    """conv 3x3 16 -> ReLU -> conv 3x3 32 -> ReLU -> linear: the reference cost-surface study's network."""
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int):
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        )
+        self.lin = nn.Linear(32 * height * width, num_classes)
+
+    def forward(self, x):
+        return self.lin(self.convs(x).flatten(1))
+
+
+class ConvNet(nn.Module):
+    """The ConvNet of distillation benchmarks: `depth` blocks of conv 3x3 -> instance norm -> ReLU -> avg pool."""
+
+    def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
+                 width_channels: int = 128, depth: int = 3):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        c, h, w = in_channels, height, width
+        for _ in range(depth):
+            blocks += [nn.Conv2d(c, width_channels, 3, padding=1),
+                       nn.GroupNorm(width_channels, width_channels, affine=True),  # = instance norm, with affine
+                       nn.ReLU()]
+            c = width_channels
+            if h >= 2 and w >= 2:  # 8x8 digits run out of pixels before three pools
+                blocks.append(nn.AvgPool2d(2))
+                h, w = h // 2, w // 2
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Linear(c * h * w, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.features(x).flatten(1))
+
+
+INIT_SCHEMES = ("default", "kaiming", "xavier")
+
+
+def init_parameters_(net: nn.Module, scheme: str = "default") -> nn.Module:
+    """Re-draw every parameter of `net` in place from the given scheme, using torch's global RNG."""
+    if scheme not in INIT_SCHEMES:
+        raise ValueError(f"unknown init scheme {scheme!r}; allowed: {', '.join(INIT_SCHEMES)}")
+    for m in net.modules():
+        if scheme == "default" or not isinstance(m, (nn.Linear, nn.Conv2d)):
+            if hasattr(m, "reset_parameters") and m is not net:
+                m.reset_parameters()
+            continue
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        else:
+            nn.init.xavier_normal_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def num_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def flops_per_example(net: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-adds x2 of one forward pass of Linear and Conv2d layers (for GFLOP/s reports)."""
+    total = 0
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(m, nn.Linear):
+            total += 2 * m.in_features * m.out_features
+        elif isinstance(m, nn.Conv2d):
+            k = math.prod(m.kernel_size) * m.in_channels // m.groups
+            total += 2 * k * out[0].numel()
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            net(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total

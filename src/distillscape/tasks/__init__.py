@@ -1,0 +1,1 @@
+"""One Hydra app per task, each a `distillscape-<task>` console script."""

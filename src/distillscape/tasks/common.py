@@ -1,0 +1,81 @@
+"""What every `distillscape-<task>` Hydra app shares: where the configs live, building the data,
+the network, the trainer and the logger from config, and turning known failures into one clear line."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from ..artifacts import ArtifactError
+from ..config import ConfigError, validate
+from ..data import DatasetNotFoundError, TensorDataModule
+
+
+def _conf_dir() -> str:
+    env = os.environ.get("DISTILLSCAPE_CONF_DIR")
+    if env:
+        return str(Path(env).resolve())
+    here = Path(__file__).resolve()
+    for cand in (here.parents[3] / "conf", here.parents[1] / "conf"):  # source checkout, packaged copy
+        if cand.is_dir():
+            return str(cand)
+    raise RuntimeError("distillscape cannot find its conf/ directory; set DISTILLSCAPE_CONF_DIR")
+
+
+CONF_DIR = _conf_dir()
+console = Console(stderr=False, highlight=False)
+
+# Failures we can explain in one line; anything else is a bug and keeps its traceback.
+KNOWN_ERRORS = (ConfigError, DatasetNotFoundError, ArtifactError, FloatingPointError)
+
+
+def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
+    """Wrap a task body: validate the config first, print known errors as one line and exit 2."""
+    @functools.wraps(fn)
+    def wrapper(cfg: DictConfig):
+        try:
+            validate(cfg)
+            return fn(cfg)
+        except KNOWN_ERRORS as e:
+            print(f"distillscape: {type(e).__name__}: {e}", file=sys.stderr)
+            sys.exit(2)
+    return wrapper
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def build_datamodule(cfg: DictConfig) -> TensorDataModule:
+    dm = instantiate(cfg.dataset)
+    dm.setup()
+    return dm
+
+
+def build_net(cfg: DictConfig, dm: TensorDataModule):
+    c, h, w = dm.image_shape
+    return instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=dm.num_classes)
+
+
+def build_logger(cfg: DictConfig):
+    if not cfg.get("logger"):
+        return False
+    return instantiate(cfg.logger)
+
+
+def build_trainer(cfg: DictConfig, logger=None, **overrides) -> L.Trainer:
+    return instantiate(cfg.trainer, logger=build_logger(cfg) if logger is None else logger, **overrides)
+
+
+def resolved(cfg: DictConfig) -> dict:
+    """The config as plain data, for artifacts (hydra's own node left out)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)

@@ -1,0 +1,106 @@
+"""distillscape-distill, the main job: distill a dataset into a one-step training batch and compare
+one-step training on it with direct training and with one step on random real images."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
+from rich.table import Table
+
+from ..artifacts import save_distilled, write_json
+from ..baseline import random_real_baseline
+from ..direct import load_direct_minimum
+from ..distill import DistillModule
+from ..inner import InitSampler, InnerLoop
+from ..plots import distilled_figure
+from .common import CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, resolved, task
+from .train import train_direct
+
+
+def direct_baseline(cfg: DictConfig, dm, out: Path) -> dict[str, float]:
+    """Load the direct minimum given by `direct.checkpoint`, or train one now."""
+    net = build_net(cfg, dm)
+    if cfg.direct.checkpoint:
+        _, meta = load_direct_minimum(cfg.direct.checkpoint, net)
+        return {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
+    return train_direct(cfg, dm, net, out, logger=False)
+
+
+def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dict[str, float], float]:
+    net = build_net(cfg, dm)
+    real = None
+    if cfg.distill.image_init == "real":
+        real, _ = dm.class_balanced_sample(cfg.distill.images_per_class, torch.Generator().manual_seed(cfg.seed))
+    module = DistillModule(net, dm.num_classes, dm.image_shape, cfg.distill, real_images=real)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
+                           every_n_train_steps=cfg.checkpoint_every)
+    trainer = build_trainer(cfg, callbacks=[ckpt])
+    t0 = time.perf_counter()
+    trainer.fit(module, dm, ckpt_path=cfg.get("ckpt_path"))
+    seconds = time.perf_counter() - t0
+    metrics = trainer.test(module, dm, verbose=False)[0]
+    return module, metrics, seconds
+
+
+def summary_table(cfg: DictConfig, m: dict[str, float], n: int) -> Table:
+    t = Table(title=f"{cfg.dataset.name} / {cfg.arch._target_.rsplit('.', 1)[-1]}: test accuracy")
+    for col in ("training", "accuracy", "inits"):
+        t.add_column(col)
+    t.add_row(f"one step on {n} distilled images", f"{m['test/onestep_acc_mean']:.4f} ± {m['test/onestep_acc_std']:.4f}",
+              f"{int(m['test/onestep_inits'])}")
+    if "test/onestep_random_init_acc_mean" in m:
+        t.add_row("  same, from random inits", f"{m['test/onestep_random_init_acc_mean']:.4f} ± "
+                  f"{m['test/onestep_random_init_acc_std']:.4f}", f"{int(m['test/onestep_random_init_inits'])}")
+    t.add_row(f"one step on {n} random real images (lr {m['random_real/lr']:g})",
+              f"{m['random_real/acc_mean']:.4f} ± {m['random_real/acc_std']:.4f}", f"{int(m['random_real/inits'])}")
+    t.add_row(f"direct training ({cfg.direct.epochs} epochs)" if not cfg.direct.checkpoint else "direct training (loaded)",
+              f"{m['direct/acc']:.4f}", "1")
+    return t
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
+@task
+def main(cfg: DictConfig) -> dict[str, float]:
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    out = output_dir(cfg)
+    dm = build_datamodule(cfg)
+    direct = direct_baseline(cfg, dm, out)
+    module, metrics, seconds = run_distillation(cfg, dm, out)
+    net = build_net(cfg, dm)
+    baseline = random_real_baseline(InnerLoop(net, cfg.distill.inner_loss), InitSampler(net, cfg.distill.init_scheme),
+                                    dm, cfg.distill.images_per_class, cfg.distill.inner_steps,
+                                    list(cfg.baseline.lr_grid), cfg.baseline.tune_inits, cfg.distill.eval_inits,
+                                    seed=cfg.distill.eval_seed + 2, device=module.device)
+    metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
+               "train/steps_per_second": cfg.distill.steps / seconds}
+    meta = {"dataset": cfg.dataset.name, "num_classes": dm.num_classes, "classes": dm.classes,
+            "image_shape": list(dm.image_shape), "normalization": dm.normalization(),
+            "arch": resolved(cfg.arch),
+            "inner": {"steps": cfg.distill.inner_steps, "loss": cfg.distill.inner_loss,
+                      "lr_per_param": cfg.distill.lr_per_param, "init_mode": cfg.distill.init_mode,
+                      "init_scheme": cfg.distill.init_scheme, "param_names": module.loop.names},
+            "metrics": metrics, "config": resolved(cfg)}
+    distilled = module.to_distilled(meta)
+    save_distilled(out, distilled)
+    write_json(out / "metrics.json", metrics)
+    norm = dm.normalization()
+    distilled_figure(distilled.images, distilled.labels, distilled.lrs, norm["mean"], norm["std"],
+                     cfg.distill.inner_loss, classes=dm.classes, path=out / "distilled.png")
+    logger = module.logger
+    if logger:
+        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},
+                           step=module.global_step)
+        logger.save()
+    console.print(summary_table(cfg, metrics, distilled.images.shape[0]))
+    console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json, .png)")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()
+
