@@ -79,3 +79,9 @@ def build_trainer(cfg: DictConfig, logger=None, **overrides) -> L.Trainer:
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain data, for artifacts (hydra's own node left out)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def net_from_meta(meta: dict):
+    """Rebuild the network a distilled artifact (or direct minimum) was made for, from its JSON."""
+    c, h, w = meta["image_shape"]
+    return instantiate(meta["arch"])(in_channels=c, height=h, width=w, num_classes=meta["num_classes"])

@@ -31,6 +31,37 @@ def direct_baseline(cfg: DictConfig, dm, out: Path) -> dict[str, float]:
     return train_direct(cfg, dm, net, out, logger=False)
 
 
+def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str, float]) -> dict:
+    """What distilled.json records: enough to rebuild the net and the data it was distilled from."""
+    return {"dataset": cfg.dataset.name, "num_classes": dm.num_classes, "classes": dm.classes,
+            "image_shape": list(dm.image_shape), "normalization": dm.normalization(),
+            "arch": resolved(cfg.arch),
+            "inner": {"steps": cfg.distill.inner_steps, "loss": cfg.distill.inner_loss,
+                      "lr_per_param": cfg.distill.lr_per_param, "init_mode": cfg.distill.init_mode,
+                      "init_scheme": cfg.distill.init_scheme, "param_names": module.loop.names},
+            "step": module.global_step, "metrics": metrics, "config": resolved(cfg)}
+
+
+class Snapshots(L.Callback):
+    """Every `every` outer steps, the synthetic batch as it then was: snapshots/distilled_stepNNNNNN.*
+    (the evolution of the distilled cost surface is swept over these)."""
+
+    def __init__(self, cfg: DictConfig, dm, out: Path, every: int):
+        self.cfg, self.dm, self.dir, self.every = cfg, dm, out / "snapshots", every
+
+    def save(self, module: DistillModule) -> None:
+        meta = artifact_meta(self.cfg, self.dm, module, {})
+        save_distilled(self.dir, module.to_distilled(meta), stem=f"distilled_step{module.global_step:06d}")
+
+    def on_train_start(self, trainer, module):
+        if module.global_step == 0:
+            self.save(module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module.global_step % self.every == 0:
+            self.save(module)
+
+
 def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dict[str, float], float]:
     net = build_net(cfg, dm)
     real = None
@@ -39,7 +70,8 @@ def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dic
     module = DistillModule(net, dm.num_classes, dm.image_shape, cfg.distill, real_images=real)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                            every_n_train_steps=cfg.checkpoint_every)
-    trainer = build_trainer(cfg, callbacks=[ckpt])
+    callbacks = [ckpt] + ([Snapshots(cfg, dm, out, cfg.snapshot_every)] if cfg.snapshot_every else [])
+    trainer = build_trainer(cfg, callbacks=callbacks)
     t0 = time.perf_counter()
     trainer.fit(module, dm, ckpt_path=cfg.get("ckpt_path"))
     seconds = time.perf_counter() - t0
@@ -78,14 +110,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
                                     seed=cfg.distill.eval_seed + 2, device=module.device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
                "train/steps_per_second": cfg.distill.steps / seconds}
-    meta = {"dataset": cfg.dataset.name, "num_classes": dm.num_classes, "classes": dm.classes,
-            "image_shape": list(dm.image_shape), "normalization": dm.normalization(),
-            "arch": resolved(cfg.arch),
-            "inner": {"steps": cfg.distill.inner_steps, "loss": cfg.distill.inner_loss,
-                      "lr_per_param": cfg.distill.lr_per_param, "init_mode": cfg.distill.init_mode,
-                      "init_scheme": cfg.distill.init_scheme, "param_names": module.loop.names},
-            "metrics": metrics, "config": resolved(cfg)}
-    distilled = module.to_distilled(meta)
+    distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
     norm = dm.normalization()

@@ -26,6 +26,7 @@ def train_direct(cfg: DictConfig, dm, net, out: Path, logger=None) -> dict[str, 
     result = trainer.test(module, dm, verbose=False)[0]
     metrics = {"direct/acc": result["test/acc"], "direct/loss": result["test/loss"]}
     save_direct_minimum(out, net, {"dataset": cfg.dataset.name, "arch": resolved(cfg.arch),
+                                   "num_classes": dm.num_classes, "image_shape": list(dm.image_shape),
                                    "normalization": dm.normalization(), "metrics": metrics,
                                    "epochs": cfg.direct.epochs, "config": resolved(cfg)})
     return metrics

@@ -1,0 +1,106 @@
+"""Shared test fixtures: real configs composed from conf/, real data, tiny generated datasets."""
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from distillscape.tasks.common import CONF_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+# Full MNIST lies in ../shared/data beside the checkout (torchvision's raw layout).
+SHARED_DATA = Path(os.environ.get("DISTILLSCAPE_TEST_DATA", REPO.parent / "shared" / "data"))
+HAS_MNIST = (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason=f"full MNIST not found under {SHARED_DATA}/MNIST/raw")
+
+
+def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose a real config from conf/ as the app would, with the output dir pointed at output_dir."""
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=[f"paths.output_dir={output_dir}", *overrides])
+    with open_dict(cfg):
+        cfg.trainer.enable_progress_bar = False
+    return cfg
+
+
+# -- tiny datasets in the real on-disk formats ------------------------------------------------------
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file as MNIST / Fashion-MNIST ship them (uint8 data, big-endian dims)."""
+    magic = 0x0800 << 8 | array.ndim  # 0x08 = unsigned byte
+    with open(path, "wb") as f:
+        f.write(struct.pack(">I", magic))
+        f.write(struct.pack(f">{array.ndim}I", *array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def make_mnist_like(root: Path, folder: str, n_train: int = 600, n_test: int = 200, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        # class-dependent blobs so that something is learnable
+        images = rng.integers(0, 60, size=(n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 + 2 * c: 8 + 2 * c, 4:24] += 180
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+    return root
+
+
+def make_cifar10(root: Path, n_per_batch: int = 100, n_test: int = 100, seed: int = 0) -> Path:
+    """CIFAR-10's python batches (pickled dicts of uint8 rows), as the official archive unpacks."""
+    rng = np.random.default_rng(seed)
+    base = root / "cifar-10-batches-py"
+    base.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        labels = list(rng.integers(0, 10, size=n))
+        data = rng.integers(0, 256, size=(n, 3 * 32 * 32)).astype(np.uint8)
+        return {"data": data, "labels": labels}
+
+    for i in range(1, 6):
+        with open(base / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch(n_per_batch), f)
+    with open(base / "test_batch", "wb") as f:
+        pickle.dump(batch(n_test), f)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                                     "ship", "truck"]}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data_root(tmp_path_factory) -> Path:
+    """A data directory with small Fashion-MNIST, MNIST and CIFAR-10 files of the real formats."""
+    root = tmp_path_factory.mktemp("data")
+    make_mnist_like(root, "FashionMNIST", seed=1)
+    make_mnist_like(root, "MNIST", seed=2)
+    make_cifar10(root)
+    return root
+
+
+# -- a small finished distillation run that analysis tests can read --------------------------------
+DIGITS_RUN_OVERRIDES = ["dataset=digits", "arch=mlp", "distill.steps=60", "distill.val_every=30",
+                        "distill.val_inits=4", "distill.eval_inits=8", "direct.epochs=5",
+                        "baseline.tune_inits=2", "baseline.lr_grid=[0.1,1.0]", "logger=none",
+                        "checkpoint_every=30"]
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory) -> Path:
+    """Output directory of a short real distillation on digits (mlp): distilled.* and direct_minimum.*"""
+    from distillscape.tasks.distill import main
+
+    out = tmp_path_factory.mktemp("digits_run")
+    main(compose_cfg("distill", DIGITS_RUN_OVERRIDES, out))
+    return out
+
+
+__all__ = ["compose_cfg", "needs_mnist", "SHARED_DATA", "REPO"]
