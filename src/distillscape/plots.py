@@ -25,36 +25,66 @@ def label_distribution(labels: torch.Tensor, inner_loss: str) -> torch.Tensor:
     return torch.softmax(labels, -1) if inner_loss == "soft_ce" else labels
 
 
+def _lr_text(lrs) -> str:
+    lr = lrs.detach().cpu().flatten()
+    return f"{lr.item():.4g}" if lr.numel() == 1 else f"{lr.numel()} rates, {lr.min():.3g}..{lr.max():.3g}"
+
+
 def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=None, path=None,
-                     max_cols: int = 10):
-    """Each distilled image in pixel space with its soft label as a bar chart beneath it;
-    the learned learning rate(s) in the title."""
+                     max_cols: int = 5, first_index: int = 0, total: int | None = None):
+    """Each distilled image in pixel space with its soft label as a bar chart beside it (the argmax
+    bar in red); the learned learning rate(s) in the title. `first_index` / `total` number the images
+    when this figure is one page of a larger batch (see `distilled_pages`)."""
     pix = to_pixels(images.detach().cpu(), mean, std)
     dist = label_distribution(labels.detach().cpu(), inner_loss)
     n, c = pix.shape[0], labels.shape[1]
     cols = min(max_cols, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(2 * rows, cols, figsize=(1.3 * cols, 2.6 * rows),
-                             gridspec_kw={"height_ratios": [3, 1.4] * rows}, squeeze=False)
+    # every cell is an (image, bar chart) pair of axes side by side
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(2.5 * cols, 1.45 * rows + 0.5),
+                             gridspec_kw={"width_ratios": [1, 1.15] * cols}, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    names = [str(k) for k in (classes if classes else range(c))]
+    short = max(len(s) for s in names) > 2  # long class names (cifar10) go on the bars as indices
     for i in range(n):
         r, col = divmod(i, cols)
-        ax = axes[2 * r, col]
+        ax, bx = axes[r, 2 * col], axes[r, 2 * col + 1]
         img = pix[i].permute(1, 2, 0).numpy()
         ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
                   vmin=0, vmax=1)
-        ax.set_title(str(classes[int(dist[i].argmax())]) if classes else str(int(dist[i].argmax())), fontsize=8)
-        bx = axes[2 * r + 1, col]
+        top = int(dist[i].argmax())
+        ax.set_title(f"#{first_index + i}: {names[top]}", fontsize=7)
         bx.axis("on")
-        bx.bar(range(c), dist[i].numpy(), color=["C3" if j == int(dist[i].argmax()) else "C0" for j in range(c)])
-        bx.set_xticks(range(c))
-        bx.set_xticklabels([str(j) for j in range(c)], fontsize=5)
-        bx.tick_params(axis="y", labelsize=5)
-    lr = lrs.detach().cpu().flatten()
-    lr_text = f"{lr.item():.4g}" if lr.numel() == 1 else f"{lr.numel()} rates, {lr.min():.3g}..{lr.max():.3g}"
-    fig.suptitle(f"{n} distilled images, inner lr {lr_text}", fontsize=10)
+        bx.barh(range(c), dist[i].numpy(), color=["C3" if j == top else "C0" for j in range(c)])
+        bx.set_yticks(range(c))
+        bx.set_yticklabels([str(j) for j in range(c)] if short else names, fontsize=5)
+        bx.invert_yaxis()
+        bx.tick_params(axis="x", labelsize=5)
+        for side in ("top", "right"):
+            bx.spines[side].set_visible(False)
+    shown = f"images {first_index}..{first_index + n - 1} of {total}" if total and total > n else f"{n} distilled images"
+    fig.suptitle(f"{shown}, inner lr {_lr_text(lrs)}", fontsize=10)
     fig.tight_layout()
     if path is not None:
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png"))
+        save_figure(fig, path)
     return fig
+
+
+def distilled_pages(images, labels, lrs, mean, std, inner_loss: str, out_dir, classes=None,
+                    per_page: int = 20, stem: str = "distilled") -> list[Path]:
+    """The distilled batch as pages of `per_page` images (<stem>_p01.png, ...): 100 images stay readable."""
+    n = images.shape[0]
+    paths = []
+    for p, start in enumerate(range(0, n, per_page), 1):
+        path = Path(out_dir) / f"{stem}_p{p:02d}.png"
+        fig = distilled_figure(images[start:start + per_page], labels[start:start + per_page], lrs, mean, std,
+                               inner_loss, classes=classes, path=path, first_index=start, total=n)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def save_figure(fig, path, dpi: int = 110) -> Path:
+    path = Path(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
