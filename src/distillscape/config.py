@@ -172,3 +172,68 @@ def validate(cfg: DictConfig) -> DictConfig:
     if "seed" in cfg and cfg.seed is not None and not isinstance(cfg.seed, int):
         raise ConfigError(f"seed={cfg.seed!r} must be an integer")
     return cfg
+
+
+# -- distillscape-landscape ---------------------------------------------------------------------------
+SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
+SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets")
+
+
+@dataclass
+class SweepSchema:
+    centres: Any = field(default_factory=lambda: ["minimum"])
+    directions: str = "random"
+    through: list = field(default_factory=lambda: ["landing", "init"])
+    towards: str = "landing"
+    seed: int = 0
+    bias: str = "zero"
+    norm: str = "zero"
+    buffers: str = "freeze"
+    range: Optional[list] = None
+    margin: float = 0.25
+    resolution: list = field(default_factory=lambda: [21, 21])
+    costs: list = field(default_factory=lambda: ["train"])
+    mark: list = field(default_factory=list)
+    log_scale: bool = True
+
+    def __post_init__(self):
+        _choice("sweep.directions", self.directions, SWEEP_DIRECTIONS)
+        _choice("sweep.bias", self.bias, ("zero", "keep"))
+        _choice("sweep.norm", self.norm, ("zero", "keep"))
+        _choice("sweep.buffers", self.buffers, ("freeze", "sweep"))
+        for c in self.costs:
+            _choice("sweep.costs entry", c, SWEEP_COSTS)
+        if not self.costs:
+            raise ConfigError("sweep.costs is empty; name at least one of: " + ", ".join(SWEEP_COSTS))
+        if not self.centres:
+            raise ConfigError("sweep.centres is empty; name minimum, landing, init or a checkpoint file")
+        if any(int(n) < 2 for n in self.resolution):
+            raise ConfigError(f"sweep.resolution={list(self.resolution)} needs at least 2 points per axis")
+        if self.range is not None and any(len(r) != 2 or r[0] >= r[1] for r in self.range):
+            raise ConfigError(f"sweep.range={list(self.range)} must be a list of [lo, hi] with lo < hi, one per axis")
+        _at_least("sweep.margin", self.margin, 0.0)
+
+
+@dataclass
+class LandscapeSchema:
+    out_dir: str = "."
+    minimum: Optional[str] = None
+    init_seed: int = 0
+    batching: str = "auto"
+    points_per_batch: int = 16
+    data_batch: int = 4096
+    train_subsample: Optional[int] = None
+    subset_sizes: list = field(default_factory=list)
+    subset_seed: int = 0
+    random_batch_seed: int = 0
+
+    def __post_init__(self):
+        _choice("landscape.batching", self.batching, ("auto", "vmap", "loop"))
+        _at_least("landscape.points_per_batch", self.points_per_batch, 1)
+        _at_least("landscape.data_batch", self.data_batch, 1)
+        _at_least("landscape.train_subsample", self.train_subsample, 1)
+        if any(n < 1 for n in self.subset_sizes):
+            raise ConfigError(f"landscape.subset_sizes={list(self.subset_sizes)} must be positive sizes")
+
+
+SECTIONS.update({"sweep": SweepSchema, "landscape": LandscapeSchema})
