@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
 from .artifacts import atomic_write  # noqa: E402
@@ -60,12 +61,15 @@ def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=No
         bx.set_yticks(range(c))
         bx.set_yticklabels([str(j) for j in range(c)] if short else names, fontsize=5)
         bx.invert_yaxis()
+        bx.xaxis.set_major_locator(MaxNLocator(3))
         bx.tick_params(axis="x", labelsize=5)
         for side in ("top", "right"):
             bx.spines[side].set_visible(False)
     shown = f"images {first_index}..{first_index + n - 1} of {total}" if total and total > n else f"{n} distilled images"
-    fig.suptitle(f"{shown}, inner lr {_lr_text(lrs)}", fontsize=10)
-    fig.tight_layout()
+    height = fig.get_figheight()
+    fig.suptitle(f"{shown}, inner lr {_lr_text(lrs)}", fontsize=10, y=1 - 0.12 / height)
+    # fixed margins instead of tight_layout, which costs seconds per page of 40 axes
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.25 / height, top=1 - 0.5 / height, wspace=0.45, hspace=0.5)
     if path is not None:
         save_figure(fig, path)
     return fig
