@@ -24,13 +24,14 @@ def flatten(params: Params, names: list[str] | None = None) -> torch.Tensor:
 
 def unflatten(vec: torch.Tensor, like: Params) -> Params:
     """Inverse of `flatten`: views of `vec` shaped like `like` (same key order)."""
+    total = sum(v.numel() for v in like.values())
+    if total != vec.numel():
+        raise ValueError(f"vector has {vec.numel()} entries, the parameters {total}")
     out, i = {}, 0
     for k, v in like.items():
         n = v.numel()
-        out[k] = vec[i:i + n].view_as(v)
+        out[k] = vec[i:i + n].view(v.shape)
         i += n
-    if i != vec.numel():
-        raise ValueError(f"vector has {vec.numel()} entries, the parameters {i}")
     return out
 
 
@@ -117,7 +118,7 @@ def plane_through(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> tuple[to
     u = u / u.norm()
     w = c64 - a64
     v = w - (w @ u) * u
-    if v.norm() <= 1e-12 * max(w.norm().item(), 1.0):
+    if v.norm() <= 100 * torch.finfo(a.dtype).eps * w.norm():  # c - a along b - a, up to a's rounding
         raise ValueError("the three points are collinear; no unique plane runs through them")
     v = v / v.norm()
     basis = torch.stack([u, v])

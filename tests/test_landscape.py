@@ -1,0 +1,224 @@
+"""Cost-surface sweeps: oracle checks against a slow per-point evaluation, shards / resume / merge,
+the experiment configs end to end on digits, and the CLI."""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from conftest import REPO, compose_cfg
+from distillscape.artifacts import load_distilled, read_tensors
+from distillscape.data import TensorDataModule
+from distillscape.geometry import flatten, grid_coordinates, points, random_direction, swept_state, unflatten
+from distillscape.inner import inner_loss
+from distillscape.landscape import (CostSet, LandscapeModule, compute_shard, fingerprint, grid_axes, merge_shards,
+                                    missing_shards, read_npz, shard_path, shard_range)
+from distillscape.models import MLP, SimpleConvNet
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dm = TensorDataModule("digits", val_size=200)
+    dm.setup()
+    return dm
+
+
+def predict_trainer():
+    return L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                     enable_checkpointing=False, enable_model_summary=False)
+
+
+def sweep_module(net, dm, batching, seed=0, data_batch=300):
+    """A plane of two filter-normalized directions around a random point, on train + a distilled-like batch."""
+    torch.manual_seed(seed)
+    centre, _ = swept_state(net)
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.stack([flatten(random_direction(centre, g)) for _ in range(2)])
+    batch_x, batch_y = torch.randn(10, *dm.image_shape, generator=g), torch.randn(10, 10, generator=g)
+    costs = [CostSet("train", dm.train_x[:700], dm.train_y[:700]),
+             CostSet("distilled", batch_x, batch_y, "inner", "mse")]
+    return LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre, costs, batching=batching,
+                           data_batch=data_batch)
+
+
+def slow_point(net, vec, like, x, y):
+    """The obviously-correct way: copy the model, load the perturbed weights, loop over a DataLoader."""
+    model = copy.deepcopy(net)
+    model.load_state_dict({k: v.clone() for k, v in unflatten(vec, like).items()})
+    total, correct = 0.0, 0
+    with torch.no_grad():
+        for xb, yb in DataLoader(TensorDataset(x, y), batch_size=97):
+            out = model(xb)
+            total += F.cross_entropy(out, yb, reduction="sum").item()
+            correct += (out.argmax(1) == yb).sum().item()
+    return total / len(y), correct / len(y)
+
+
+@pytest.mark.parametrize("make", [lambda: MLP(1, 8, 8, 10), lambda: SimpleConvNet(1, 8, 8, 10)])
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_grid_values_equal_slow_per_point_evaluation(digits, make, batching):
+    net = make()
+    module = sweep_module(net, digits, batching)
+    axes = grid_axes([[-1, 1], [-1, 1]], [5, 5])
+    coords = grid_coordinates(axes)
+    pick = torch.tensor([0, 7, 12, 19, 24])  # 12 is the centre (0, 0)
+    got = module.evaluate(points(module.centre, module.directions, coords[pick].float()), batching)
+    like = swept_state(net)[0]
+    x, y = module.cost0_x, module.cost0_y
+    for j, i in enumerate(pick):
+        vec = points(module.centre, module.directions, coords[i:i + 1].float())[0]
+        loss, acc = slow_point(net, vec, like, x, y)
+        assert got["train/loss"][j].item() == pytest.approx(loss, rel=1e-5)
+        assert got["train/acc"][j].item() == pytest.approx(acc, abs=1e-9)
+        model = copy.deepcopy(net)
+        model.load_state_dict(unflatten(vec, like))
+        with torch.no_grad():
+            inner = F.mse_loss(model(module.cost1_x), module.cost1_y).item()
+        assert got["distilled/loss"][j].item() == pytest.approx(inner, rel=1e-5)
+    # the value at (0, 0) is the loss of the centre itself
+    centre_loss, _ = slow_point(net, module.centre, like, x, y)
+    assert got["train/loss"][2].item() == pytest.approx(centre_loss, rel=1e-5)
+    with torch.no_grad():
+        assert got["distilled/loss"][2].item() == pytest.approx(inner_loss(net(module.cost1_x), module.cost1_y, "mse").item(),
+                                                              rel=1e-5)
+
+
+def test_auto_batching_measures_both_paths(digits):
+    module = sweep_module(MLP(1, 8, 8, 10), digits, "auto")
+    vecs = points(module.centre, module.directions, torch.rand(4, 2))
+    choice = module.measure_batching(vecs)
+    assert choice in ("vmap", "loop") and set(module.timings) == {"vmap", "loop"}
+    assert module.timings[choice] == min(module.timings.values())
+
+
+def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
+    module = sweep_module(SimpleConvNet(1, 8, 8, 10), digits, "vmap")
+    axes = grid_axes([[-1, 1], [-0.5, 0.5]], [5, 4])
+    coords = grid_coordinates(axes)
+    fp = fingerprint(module.centre, module.directions, axes, module.metric_names)
+    meta = {"centre_name": np.array("test")}
+    trainer = predict_trainer()
+    assert [shard_range(20, i, 3) for i in range(3)] == [(0, 7), (7, 13), (13, 20)]
+
+    # uninterrupted
+    for i in range(3):
+        compute_shard(module, trainer, coords, i, 3, tmp_path / "full", fp, points_per_batch=3)
+    full = read_npz(merge_shards(tmp_path / "full", 3, fp, axes, module.metric_names, meta))
+
+    # interrupted after shard 0 and 2; merging now refuses, naming the missing shard
+    for i in (0, 2):
+        compute_shard(module, trainer, coords, i, 3, tmp_path / "resumed", fp, points_per_batch=3)
+    assert missing_shards(tmp_path / "resumed", 3, fp) == [1]
+    with pytest.raises(Exception, match="shard=1"):
+        merge_shards(tmp_path / "resumed", 3, fp, axes, module.metric_names, meta)
+    before = {i: shard_path(tmp_path / "resumed", i, 3).stat().st_mtime_ns for i in (0, 2)}
+    computed = [compute_shard(module, trainer, coords, i, 3, tmp_path / "resumed", fp, points_per_batch=3)[1]
+                for i in range(3)]
+    assert computed == [False, True, False]  # only the missing shard was computed
+    assert {i: shard_path(tmp_path / "resumed", i, 3).stat().st_mtime_ns for i in (0, 2)} == before
+    resumed = read_npz(merge_shards(tmp_path / "resumed", 3, fp, axes, module.metric_names, meta))
+    for m in module.metric_names:
+        assert resumed[m].shape == (5, 4) and np.array_equal(resumed[m], full[m])
+    assert not list((tmp_path / "resumed" / "shards").glob(".*.tmp"))  # atomic writes leave no temp files
+
+    # a shard of another sweep in the same directory is refused
+    other = fingerprint(module.centre, 2 * module.directions, axes, module.metric_names)
+    with pytest.raises(Exception, match="different sweep"):
+        compute_shard(module, trainer, coords, 0, 3, tmp_path / "resumed", other, points_per_batch=3)
+
+
+# -- the task and the experiment configs, end to end on digits ------------------------------------------
+TINY = ["logger=none", "landscape.data_batch=2000"]
+
+
+def run_landscape(run_dir, out, overrides):
+    from distillscape.tasks.landscape import main
+    return main(compose_cfg("landscape", [f"distilled={run_dir}", *TINY, *overrides], out))
+
+
+@pytest.mark.parametrize("experiment,centres,metrics", [
+    ("surfaces_2x2", ["minimum", "landing"], ["train/loss", "train/acc", "distilled/loss"]),
+    ("plane_minima", ["minimum"], ["train/loss", "distilled/loss"]),
+    ("surface_evolution", ["landing"], ["distilled_step000000/loss", "distilled/loss", "random_batch/loss"]),
+    ("surface_subsets", ["minimum"], ["train_subset10/loss", "train_subset1000/acc", "train/loss"]),
+])
+def test_experiment_configs_run_end_to_end(digits_run, tmp_path, experiment, centres, metrics):
+    paths = run_landscape(digits_run, tmp_path, [f"experiment={experiment}", "sweep.resolution=[3,3]"])
+    assert [p.parent.name for p in paths] == centres
+    for p in paths:
+        s = read_npz(p)
+        for m in metrics:
+            assert s[m].shape == (3, 3) and np.isfinite(s[m]).all()
+        assert (p.parent / f"{metrics[0].replace('/', '_')}.png").stat().st_size > 0
+        d = read_tensors(p.parent / "directions.safetensors")
+        # any point can be recomputed from the saved centre and directions
+        assert d["directions"].shape[0] == 2 and d["centre"].shape == d["directions"].shape[1:]
+    if experiment == "plane_minima":  # delta = landing - minimum: the landing sits at (1, 0)
+        s = read_npz(paths[0])
+        names = list(s["marked_names"])
+        assert np.allclose(s["marked_coords"][names.index("landing")], [1.0, 0.0], atol=1e-4)
+        assert np.allclose(s["marked_coords"][names.index("minimum")], [0.0, 0.0], atol=1e-6)
+
+
+def test_landing_centre_is_the_one_step_landing(digits_run, tmp_path):
+    """The surface centred on the landing has, at (0, 0), the distilled loss of one inner step from the init."""
+    from distillscape.inner import InitSampler, InnerLoop, unstack
+    from distillscape.tasks.common import net_from_meta
+
+    paths = run_landscape(digits_run, tmp_path, ["sweep.centres=[landing]", "sweep.costs=[distilled]",
+                                                 "sweep.resolution=[3,3]"])
+    d = load_distilled(digits_run)
+    net = net_from_meta(d.meta)
+    init = unstack(InitSampler(net, d.meta["inner"]["init_scheme"]).sample(1, seed=0), 0)
+    landed = InnerLoop(net, d.meta["inner"]["loss"]).run(init, d.images, d.labels, d.lrs)
+    net.load_state_dict({k: v.detach() for k, v in landed.items()})
+    with torch.no_grad():
+        expected = inner_loss(net(d.images), d.labels, d.meta["inner"]["loss"]).item()
+    assert read_npz(paths[0])["distilled/loss"][1, 1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_task_shards_merge_equal_unsharded_run(digits_run, tmp_path):
+    common = ["sweep=through", "sweep.resolution=[4,3]", "sweep.costs=[test]", "landscape.batching=loop",
+              f"landscape.out_dir={tmp_path / 'sharded'}"]
+    assert run_landscape(digits_run, tmp_path / "a", [*common, "shard=1", "num_shards=2"]) == []  # waits for shard 0
+    merged = run_landscape(digits_run, tmp_path / "b", [*common, "shard=0", "num_shards=2"])
+    whole = run_landscape(digits_run, tmp_path / "c", common[:-1] + [f"landscape.out_dir={tmp_path / 'whole'}"])
+    a, b = read_npz(merged[0]), read_npz(whole[0])
+    assert np.array_equal(a["test/loss"], b["test/loss"]) and np.array_equal(a["test/acc"], b["test/acc"])
+    # the plane through minimum, landing and init holds all three, at their exact coordinates
+    assert np.all(a["marked_offplane"] < 1e-4)
+    d = read_tensors(merged[0].parent / "directions.safetensors")
+    for name, xy in zip(a["marked_names"], a["marked_coords"]):
+        rebuilt = d["centre"] + torch.tensor(xy, dtype=torch.float32) @ d["directions"]
+        assert torch.allclose(rebuilt, d[f"point.{name}"], atol=1e-4)
+
+
+def test_cli_runs_a_line_and_rejects_bad_input(digits_run, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    exe = [sys.executable, "-m", "distillscape.tasks.landscape"]
+    ok = subprocess.run([*exe, f"distilled={digits_run}", "sweep=line", "sweep.resolution=[5]", "sweep.costs=[train]",
+                         "logger=none", f"hydra.run.dir={tmp_path / 'line'}"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    s = read_npz(tmp_path / "line" / "minimum" / "surface.npz")
+    assert s["train/loss"].shape == (5,) and s["axis0"][0] == -0.5 and s["axis0"][-1] == 1.5
+
+
+def test_bad_input_is_one_clear_line(digits_run, tmp_path, capsys):
+    from distillscape.tasks.landscape import main
+    for overrides, says in ((["logger=none"], "run distillscape-distill first"),
+                            ([f"distilled={digits_run}", "dataset=mnist", "logger=none"], "add dataset=digits"),
+                            ([f"distilled={digits_run}", "shard=2", "num_shards=2"], "shard=2 must be in"),
+                            ([f"distilled={digits_run}", "sweep.costs=[nonsense]"], "sweep.costs entry")):
+        with pytest.raises(SystemExit) as e:
+            main(compose_cfg("landscape", overrides, tmp_path))
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and says in err and len(err.strip().splitlines()) == 1
