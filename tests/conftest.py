@@ -32,7 +32,7 @@ def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> Dic
 # -- tiny datasets in the real on-disk formats ------------------------------------------------------
 def write_idx(path: Path, array: np.ndarray) -> None:
     """An IDX file as MNIST / Fashion-MNIST ship them (uint8 data, big-endian dims)."""
-    magic = 0x0800 << 8 | array.ndim  # 0x08 = unsigned byte
+    magic = 0x08 << 8 | array.ndim  # 0x08: unsigned byte data
     with open(path, "wb") as f:
         f.write(struct.pack(">I", magic))
         f.write(struct.pack(f">{array.ndim}I", *array.shape))
@@ -90,7 +90,7 @@ def tiny_data_root(tmp_path_factory) -> Path:
 DIGITS_RUN_OVERRIDES = ["dataset=digits", "arch=mlp", "distill.steps=60", "distill.val_every=30",
                         "distill.val_inits=4", "distill.eval_inits=8", "direct.epochs=5",
                         "baseline.tune_inits=2", "baseline.lr_grid=[0.1,1.0]", "logger=none",
-                        "checkpoint_every=30"]
+                        "checkpoint_every=30", "snapshot_every=30"]
 
 
 @pytest.fixture(scope="session")

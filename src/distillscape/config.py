@@ -72,6 +72,7 @@ class DistillOptimSchema:
 IMAGE_INITS = ("noise", "real")
 LABEL_MODES = ("soft", "onehot")
 INIT_MODES = ("random", "fixed")
+BATCHINGS = ("auto", "vmap", "loop")
 
 
 @dataclass
@@ -93,7 +94,7 @@ class DistillSchema:
     eval_inits: int = 100
     eval_seed: int = 1_000_000
     init_chunk: Optional[int] = None
-    grad_clip: Optional[float] = None
+    batching: str = "auto"
     optim: DistillOptimSchema = field(default_factory=DistillOptimSchema)
 
     def __post_init__(self):
@@ -108,7 +109,7 @@ class DistillSchema:
         for k in ("inits_per_step", "steps", "val_every", "val_inits", "eval_inits"):
             _at_least(f"distill.{k}", getattr(self, k), 1)
         _at_least("distill.init_chunk", self.init_chunk, 1)
-        _at_least("distill.grad_clip", self.grad_clip, 0.0, strict=True)
+        _choice("distill.batching", self.batching, BATCHINGS)
 
 
 @dataclass

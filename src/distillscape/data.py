@@ -7,6 +7,7 @@ landscapes) sees the same train/val/test partition.
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -82,6 +83,10 @@ def _load_mnist_like(name: str, root: Path, download: bool) -> Splits:
         raise _missing(name, root, download, e if download else None) from e
     except OSError as e:  # download=True without network
         raise _missing(name, root, download, e) from e
+    except (AssertionError, ValueError) as e:  # torchvision's IDX reader asserts on bad headers
+        sub = _LAYOUT[name][0]
+        raise DatasetNotFoundError(f"{name} files in {root / sub} are corrupt or not in IDX format "
+                                   f"({type(e).__name__}); replace them with the official files") from e
     return Splits(tr.data.unsqueeze(1).float() / 255, tr.targets.long(),
                   te.data.unsqueeze(1).float() / 255, te.targets.long(), list(tr.classes))
 
@@ -121,6 +126,13 @@ def _load_cifar10(root: Path, download: bool) -> Splits:
 
 
 def load_splits(name: str, root: str | os.PathLike | None = None, download: bool = False) -> Splits:
+    """The raw splits of a dataset, read once per process (every task and test reuses them)."""
+    root = None if name == "digits" else str(Path(root if root is not None else default_data_dir()).expanduser())
+    return _load_splits_cached(name, root, download)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_splits_cached(name: str, root: str | None, download: bool) -> Splits:
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
     if name == "digits":
@@ -205,10 +217,18 @@ class TensorDataModule(L.LightningDataModule):
         ds = TensorDataset(x, y)  # TensorDataset indexes with a whole list of indices at once
         sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
         return DataLoader(ds, sampler=BatchSampler(sampler, min(batch_size, len(ds)), drop_last=shuffle),
-                          batch_size=None, num_workers=self.hparams.num_workers)
+                          batch_size=None, num_workers=self.hparams.num_workers, generator=torch.Generator())
 
     def train_dataloader(self):
-        return self._loader(self.train_x, self.train_y, self.batch_size, shuffle=True)
+        # batch k of a run depends only on (seed, k), so a run resumed mid-epoch reads what it would have
+        from .resume import StepIndexedBatches
+        ds = TensorDataset(self.train_x, self.train_y)
+        batches = StepIndexedBatches(len(ds), min(self.batch_size, len(ds)), start=self._global_step)
+        return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.hparams.num_workers,
+                          generator=torch.Generator())  # own generator: iter() leaves the global RNG alone
+
+    def _global_step(self) -> int:
+        return self.trainer.global_step if self.trainer is not None else 0
 
     def val_dataloader(self):
         return self._loader(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)

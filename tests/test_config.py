@@ -1,0 +1,84 @@
+"""Configs compose for every dataset x arch and run; bad values fail early with a message naming
+the key and the allowed values."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from distillscape.config import ConfigError, validate
+from distillscape.distill import DistillModule
+from distillscape.tasks.common import build_net
+from conftest import REPO, SHARED_DATA, compose_cfg, needs_mnist
+
+DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10"]
+ARCHS = ["mlp", "lenet", "simple_convnet", "convnet"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_dataset_and_arch_runs_fast_dev_run(tmp_path, tiny_data_root, dataset, arch):
+    if dataset == "mnist" and not (SHARED_DATA / "MNIST").exists():
+        pytest.skip(f"full MNIST not under {SHARED_DATA}")
+    root = SHARED_DATA if dataset == "mnist" else tiny_data_root
+    cfg = compose_cfg("distill", [f"dataset={dataset}", f"arch={arch}", f"paths.data_dir={root}",
+                                  "dataset.batch_size=16", "dataset.eval_batch_size=64", "dataset.val_size=50",
+                                  "distill.inits_per_step=2", "distill.val_inits=2", "distill.eval_inits=2",
+                                  "distill.batching=vmap", "logger=none", "+trainer.fast_dev_run=true"], tmp_path)
+    validate(cfg)
+    dm = instantiate(cfg.dataset)
+    dm.setup()
+    module = DistillModule(build_net(cfg, dm), dm.num_classes, dm.image_shape, OmegaConf.to_container(cfg.distill))
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    before = module.images.detach().clone()
+    trainer.fit(module, dm)
+    assert not torch.equal(before, module.images.detach()), "one outer step must move the synthetic images"
+    (metrics,) = trainer.test(module, dm, verbose=False)
+    assert 0.0 <= metrics["test/onestep_acc_mean"] <= 1.0 and metrics["test/onestep_inits"] == 2
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("distill.images_per_class=-1", "distill.images_per_class=-1 must be >= 1"),
+    ("distill.label_mode=fuzzy", "choose one of: soft, onehot"),
+    ("distill.inner_loss=l1", "choose one of: mse, soft_ce"),
+    ("distill.init_scheme=orthogonal", "choose one of: default, kaiming, xavier"),
+    ("dataset.name=svhn", "choose one of: digits, mnist, fashion_mnist, cifar10"),
+    ("distill.lr_init=0", "distill.lr_init=0.0 must be > 0"),
+    ("distill.steps=many", "distill.steps"),
+])
+def test_bad_values_name_key_and_allowed_values(tmp_path, override, needle):
+    cfg = compose_cfg("distill", [override], tmp_path)
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_mistyped_key_in_a_config_file_is_caught(tmp_path):
+    cfg = compose_cfg("distill", ["+distill.imags_per_class=3"], tmp_path)  # '+' gets it past Hydra's struct check
+    with pytest.raises(ConfigError, match=r"unknown key distill\.imags_per_class\. Did you mean distill\.images_per_class"):
+        validate(cfg)
+
+
+def run_cli(*args, env_extra=None):
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "distillscape.tasks.distill", *args], cwd=REPO,
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["distill.images_per_class=-2"], ["distill.images_per_class=-2 must be >= 1"]),
+    (["distill.imags_per_class=3"], ["distill.imags_per_class"]),   # Hydra's struct check names the key
+    (["dataset=svhn"], ["dataset", "digits", "mnist", "fashion_mnist", "cifar10"]),  # lists the options
+    (["dataset=mnist", "paths.data_dir=/nonexistent/data"], ["/nonexistent/data/MNIST/raw", "DISTILLSCAPE_DATA"]),
+])
+def test_cli_fails_early_with_one_clear_message(tmp_path, args, needles):
+    r = run_cli(*args, f"hydra.run.dir={tmp_path}")
+    assert r.returncode != 0
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "distilled.safetensors").exists()
