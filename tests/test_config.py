@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 
 from distillscape.config import ConfigError, validate
 from distillscape.distill import DistillModule
-from distillscape.tasks.common import build_net
+from distillscape.direct import DirectModule
+from distillscape.tasks.common import build_datamodule, build_logger, build_net
 from conftest import REPO, SHARED_DATA, compose_cfg, needs_mnist
 
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10"]
@@ -82,3 +83,21 @@ def test_cli_fails_early_with_one_clear_message(tmp_path, args, needles):
         assert needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "distilled.safetensors").exists()
+
+
+@pytest.mark.parametrize("logger,expected", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard"), ("none", None)])
+def test_logger_options_write_their_files(tmp_path, logger, expected):
+    cfg = compose_cfg("train", [f"logger={logger}", "arch=mlp", "direct.epochs=1"], tmp_path)
+    dm = build_datamodule(cfg)
+    lg = build_logger(cfg)
+    trainer = instantiate(cfg.trainer, logger=lg, max_epochs=1, enable_checkpointing=False)
+    trainer.fit(DirectModule(build_net(cfg, dm)), dm)
+    if expected is None:
+        assert lg is False
+        return
+    path = tmp_path / expected
+    assert path.exists(), sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    if logger == "csv":
+        assert "val/acc" in path.read_text().splitlines()[0]
+    else:
+        assert any(p.name.startswith("events.out.tfevents") for p in path.rglob("*"))
