@@ -1,0 +1,170 @@
+"""Weights & Biases tracking: how a W&B run is set up for a job, and what else (images, tables,
+artifacts) gets logged to it besides Lightning's metrics.
+
+- Offline by default: a run goes online only when an API key is configured and WANDB_MODE does not say
+  offline. Offline runs live in <output_dir>/wandb/offline-run-*; `wandb sync` uploads them later.
+- Jobs of one Hydra multirun share a W&B group named after the sweep; each is tagged with its
+  overrides. The run config is the resolved job config.
+- The API key is never written by us: the config we hand to W&B is scrubbed of it, and it is never a
+  config value (wandb reads it from the environment or ~/.netrc itself).
+Every helper takes whatever logger the job has and does nothing unless it is a WandbLogger.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+import struct
+from pathlib import Path
+from typing import Any, Iterable
+
+from lightning.pytorch.loggers import WandbLogger
+from omegaconf import DictConfig, OmegaConf
+
+MAX_TAG = 64  # W&B refuses longer tags
+
+
+def api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def offline_mode(offline: bool | None) -> bool:
+    """offline=None: offline unless an API key is configured and WANDB_MODE does not ask for offline."""
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not api_key_configured()
+
+
+def _hydra():
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def sweep_group() -> str | None:
+    """The multirun's name, shared by all its jobs: '<task> <sweep dir's last two parts>'."""
+    hc = _hydra()
+    if hc is None or str(hc.mode) != "RunMode.MULTIRUN":
+        return None
+    return f"{hc.job.name} " + "/".join(Path(str(hc.sweep.dir)).parts[-2:])
+
+
+def override_tags() -> list[str]:
+    hc = _hydra()
+    if hc is None:
+        return []
+    return [o[:MAX_TAG] for o in hc.overrides.task if not o.lstrip("+~").startswith(("hydra.", "paths."))]
+
+
+def scrub(obj: Any, secrets: Iterable[str]) -> Any:
+    """obj with every string that contains one of `secrets` replaced by '<redacted>'."""
+    secrets = [s for s in secrets if s]
+    if isinstance(obj, dict):
+        return {k: scrub(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v, secrets) for v in obj]
+    if isinstance(obj, str) and any(s in obj for s in secrets):
+        return "<redacted>"
+    return obj
+
+
+def wandb_logger(cfg: DictConfig) -> WandbLogger:
+    kw = OmegaConf.to_container(cfg.logger, resolve=True)
+    kw.pop("_target_")
+    offline = offline_mode(kw.pop("offline", None))
+    group = kw.pop("group", None) or sweep_group()
+    tags = list(dict.fromkeys([*(kw.pop("tags", None) or []), *override_tags()]))
+    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    config = scrub(config, [os.environ.get("WANDB_API_KEY", "")])
+    Path(kw["save_dir"]).mkdir(parents=True, exist_ok=True)
+    return WandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)
+
+
+# -- logging beyond metrics --------------------------------------------------------------------------
+def _run(logger):
+    return logger.experiment if isinstance(logger, WandbLogger) else None
+
+
+def log_images(logger, images: dict[str, str | os.PathLike], step: int | None = None) -> None:
+    """Figures saved as files (distilled grid, landscape plots) as W&B images."""
+    if (run := _run(logger)) is None:
+        return
+    import wandb
+
+    run.log({k: wandb.Image(str(p)) for k, p in images.items()}, step=step)
+
+
+def log_table(logger, key: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """A table (e.g. landing statistics per init) as a W&B table."""
+    if (run := _run(logger)) is None:
+        return
+    import wandb
+
+    run.log({key: wandb.Table(columns=columns, data=rows)})
+
+
+def log_artifact(logger, name: str, kind: str, files: Iterable[str | os.PathLike],
+                 metadata: dict | None = None) -> None:
+    """Files (safetensors + JSON, never pickle) as one versioned W&B artifact."""
+    if (run := _run(logger)) is None:
+        return
+    import wandb
+
+    art = wandb.Artifact(name, type=kind, metadata=metadata or {})
+    for f in files:
+        art.add_file(str(f))
+    run.log_artifact(art)
+
+
+def log_distilled(logger, out: Path) -> None:
+    """The distilled image grid and the distilled artifact of a finished distillation in `out`."""
+    if _run(logger) is None:
+        return
+    from .artifacts import read_json
+
+    log_images(logger, {"distilled/images": out / "distilled.png"})
+    files = [out / f for f in ("distilled.safetensors", "distilled.json", "distilled.png", "metrics.json",
+                               "direct_minimum.safetensors", "direct_minimum.json") if (out / f).exists()]
+    name = f"distilled-{read_json(out / 'distilled.json')['dataset']}-{logger.experiment.id}"
+    log_artifact(logger, name, "distilled", files, metadata=read_json(out / "metrics.json"))
+
+
+def finish_run(logger) -> None:
+    """Close the W&B run (the next job of an in-process multirun starts its own)."""
+    if (run := _run(logger)) is not None:
+        run.finish()
+
+
+# -- reading an offline run back ------------------------------------------------------------------------
+def read_run_records(run_dir: str | os.PathLike) -> list:
+    """Every record of an offline run's .wandb file, as wandb's own protobuf `Record`s.
+
+    The file is W&B's transaction log: a 7-byte header (':W&B', magic, version), then 32 KiB blocks of
+    chunks, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    path = next(Path(run_dir).glob("run-*.wandb"))
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run file")
+    block, pos, chunk, records = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and n == 0:
+            break
+        chunk += data[pos + 7:pos + 7 + n]
+        pos += 7 + n
+        if kind in (1, 4):
+            rec = pb.Record()
+            rec.ParseFromString(chunk)
+            records.append(rec)
+            chunk = b""
+    return records
