@@ -25,15 +25,22 @@ def _one_step_real(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, lr
     return evaluate_stack(loop, landed, x_eval.to(device), y_eval.to(device))
 
 
-def random_real_baseline(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, steps: int,
-                         lr_grid, tune_inits: int, eval_inits: int, seed: int, device="cpu") -> dict[str, float]:
-    """Tune the rate on val (mean accuracy over `tune_inits` inits, each with its own random batch),
-    then report test accuracy over `eval_inits` fresh inits and batches."""
+def tune_random_real_lr(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, steps: int,
+                        lr_grid, tune_inits: int, seed: int, device="cpu") -> float:
+    """The rate of the grid with the best mean val accuracy over `tune_inits` inits, each with its
+    own random batch (rates whose landings diverge are out)."""
     val_acc = {}
     for lr in lr_grid:
         acc, _ = _one_step_real(loop, sampler, dm, per_class, lr, steps, tune_inits, seed, dm.val_x, dm.val_y, device)
         val_acc[lr] = acc.mean().item() if torch.isfinite(acc).all() else float("nan")
-    best = max((lr for lr in lr_grid if val_acc[lr] == val_acc[lr]), key=lambda lr: val_acc[lr])
+    return max((lr for lr in lr_grid if val_acc[lr] == val_acc[lr]), key=lambda lr: val_acc[lr])
+
+
+def random_real_baseline(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, steps: int,
+                         lr_grid, tune_inits: int, eval_inits: int, seed: int, device="cpu") -> dict[str, float]:
+    """Tune the rate on val (mean accuracy over `tune_inits` inits, each with its own random batch),
+    then report test accuracy over `eval_inits` fresh inits and batches."""
+    best = tune_random_real_lr(loop, sampler, dm, per_class, steps, lr_grid, tune_inits, seed, device)
     acc, loss = _one_step_real(loop, sampler, dm, per_class, best, steps, eval_inits, seed + 1,
                                dm.test_x, dm.test_y, device)
     out = {f"random_real/{k.removeprefix('onestep_')}": v for k, v in summarize(acc, "onestep").items()}

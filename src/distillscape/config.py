@@ -238,3 +238,97 @@ class LandscapeSchema:
 
 
 SECTIONS.update({"sweep": SweepSchema, "landscape": LandscapeSchema})
+
+
+LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
+
+
+@dataclass
+class LandingSchema:
+    kinds: list = field(default_factory=lambda: list(LANDING_KINDS))
+    inits: int = 100
+    init_seed: int = 2_000_000
+    seed: int = 0
+    train_examples: Optional[int] = 2000
+    test_examples: Optional[int] = None
+    polish_inits: int = 20
+    polish_steps: int = 200
+    polish_lr: float = 0.01
+    polish_momentum: float = 0.9
+    polish_batch_size: int = 128
+    curvature_inits: int = 10
+    curvature_examples: Optional[int] = 1000
+    power_iters: int = 100
+    power_tol: float = 1e-4
+    hutchinson_probes: int = 20
+    barrier_points: int = 11
+    data_chunk: int = 1000
+    init_chunk: Optional[int] = None
+    device: str = "cpu"
+
+    def __post_init__(self):
+        for k in self.kinds:
+            _choice("analysis.kinds entry", k, LANDING_KINDS)
+        for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk"):
+            _at_least(f"analysis.{k}", getattr(self, k), 1)
+        for k in ("polish_inits", "polish_steps", "curvature_inits"):
+            _at_least(f"analysis.{k}", getattr(self, k), 0)
+        for k in ("train_examples", "test_examples", "curvature_examples", "init_chunk"):
+            _at_least(f"analysis.{k}", getattr(self, k), 1)
+        _at_least("analysis.barrier_points", self.barrier_points, 2)
+        _at_least("analysis.polish_lr", self.polish_lr, 0.0, strict=True)
+        _at_least("analysis.polish_momentum", self.polish_momentum, 0.0)
+        _at_least("analysis.power_tol", self.power_tol, 0.0)
+        _choice("analysis.device", self.device, ("cpu", "cuda"))
+
+
+SECTIONS["analysis"] = LandingSchema
+
+
+@dataclass
+class InstancesSchema:
+    direct_minimum: Optional[str] = None
+    data_dir: Optional[str] = None
+    neighbours: int = 5
+    models: int = 25
+    init_seed: int = 3_000_000
+    compare_seed: int = 0
+    per_page: int = 20
+    test_limit: Optional[int] = None
+
+    def __post_init__(self):
+        for k in ("neighbours", "models", "per_page"):
+            _at_least(f"instances.{k}", getattr(self, k), 1)
+        _at_least("instances.test_limit", self.test_limit, 1)
+
+
+@dataclass
+class ReportSchema:
+    title: str = "distillscape study"
+    file: str = "report.html"
+    max_figures: int = 80
+
+    def __post_init__(self):
+        _at_least("report.max_figures", self.max_figures, 0)
+        if not self.file.endswith(".html") or "/" in self.file:
+            raise ConfigError(f"report.file={self.file!r} must be a file name ending in .html")
+
+
+@dataclass
+class StudySchema:
+    dataset: str = "digits"
+    arch: str = "simple_convnet"
+    logger: str = "none"
+    force: bool = False
+    stages: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        _choice("study.dataset", self.dataset, DATASETS)
+        for name, table in (("stages", self.stages), ("overrides", self.overrides)):
+            for stage, ovs in table.items():
+                if not isinstance(ovs, (list, tuple)) or not all(isinstance(o, str) for o in ovs):
+                    raise ConfigError(f"study.{name}.{stage} must be a list of override strings, got {ovs!r}")
+
+
+SECTIONS.update({"instances": InstancesSchema, "report": ReportSchema, "study": StudySchema})

@@ -215,7 +215,8 @@ def curvature(task: TrueTask, stack: Params, iters: int, tol: float, probes: int
 def polish(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
            momentum: float, batch_size: int, generator: torch.Generator, init_chunk: int | None = None) -> Params:
     """`steps` of minibatch SGD (heavy-ball momentum) on the real training data, from every model of
-    the stack at once; all models see the same minibatches."""
+    the stack at once; all models see the same minibatches (each drawn without replacement; a
+    batch_size >= len(y) is full-batch gradient descent)."""
     def mean_loss(params, xb, yb):
         return F.cross_entropy(loop.forward(params, xb), yb)
 
@@ -223,7 +224,7 @@ def polish(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor, ste
     stack = {k: v.clone() for k, v in stack.items()}
     velocity = {k: torch.zeros_like(v) for k, v in stack.items()}
     for _ in range(steps):
-        idx = torch.randint(0, len(y), (min(batch_size, len(y)),), generator=generator).to(y.device)
+        idx = torch.randperm(len(y), generator=generator)[:batch_size].to(y.device)
         grads = g(stack, x[idx], y[idx])
         for k in stack:
             velocity[k] = momentum * velocity[k] + grads[k]
