@@ -1,0 +1,91 @@
+"""logger=wandb: an offline run of the real distillation whose run file holds the resolved config, the
+metrics, the distilled image grid and the distilled artifact; offline unless a key is configured; the
+API key is never written anywhere."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import compose_cfg
+from distillscape.tracking import offline_mode, read_run_records, scrub
+
+FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real W&B key
+TINY = ["dataset=digits", "arch=mlp", "distill.steps=20", "distill.val_every=10", "distill.val_inits=2",
+        "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
+        "checkpoint_every=10", "snapshot_every=0", "logger=wandb"]
+
+
+@pytest.fixture
+def no_key(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.setenv("NETRC", str(tmp_path / ".netrc"))
+    return tmp_path
+
+
+def test_offline_unless_a_key_is_configured(no_key, monkeypatch):
+    assert offline_mode(None) is True
+    (no_key / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + FAKE_KEY + "\n")
+    (no_key / ".netrc").chmod(0o600)
+    assert offline_mode(None) is False  # `wandb login` wrote a key: online
+    (no_key / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
+    assert offline_mode(None) is False
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert offline_mode(None) is True
+    assert offline_mode(True) is True and offline_mode(False) is False  # logger.offline=... forces it
+
+
+def test_scrub_replaces_secrets_anywhere():
+    cfg = {"a": {"b": [f"x{FAKE_KEY}y", 3]}, "c": "fine"}
+    assert scrub(cfg, [FAKE_KEY]) == {"a": {"b": ["<redacted>", 3]}, "c": "fine"}
+
+
+def _records(run_dir) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for r in read_run_records(run_dir):
+        kind = r.WhichOneof("record_type")
+        out.setdefault(kind, []).append(getattr(r, kind))
+    return out
+
+
+def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path, monkeypatch):
+    from distillscape.tasks.distill import main
+
+    monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # configured, but WANDB_MODE says offline
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    out = tmp_path / "run"
+    metrics = main(compose_cfg("distill", TINY, out))
+
+    run_dir = next((out / "wandb").glob("offline-run-*"))
+    rec = _records(run_dir)
+    run = rec["run"][0]
+    config = {u.key: json.loads(u.value_json) for u in run.config.update}
+    # the run config is the resolved job config
+    assert config["distill"]["steps"] == 20 and config["arch"]["_target_"] == "distillscape.models.MLP"
+    assert config["paths"]["output_dir"] == str(out)
+    history = [{"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in h.item} for h in rec["history"]]
+    losses = [h["train/outer_loss"] for h in history if "train/outer_loss" in h]
+    assert losses and all(v > 0 for v in losses)
+    assert any("val/onestep_acc_mean" in h for h in history)
+    summary = {}
+    for s in rec["summary"]:
+        for u in s.update:
+            summary["/".join(u.nested_key) or u.key] = u.value_json
+    assert json.loads(summary["test/onestep_acc_mean"]) == pytest.approx(metrics["test/onestep_acc_mean"])
+    assert json.loads(summary["direct/acc"]) == pytest.approx(metrics["direct/acc"])
+    # the distilled image grid, as an image file of the run
+    images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
+    assert images and images[0].stat().st_size > 1000
+    assert json.loads(summary["distilled/images/_type"]) == "image-file"
+    # the distilled artifact: safetensors + JSON files, with their digests in the manifest
+    art = next(a for a in rec["artifact"] if a.type == "distilled")
+    files = {c.path: c for c in art.manifest.contents}
+    assert {"distilled.safetensors", "distilled.json", "metrics.json", "direct_minimum.safetensors"} <= set(files)
+    assert all(c.digest for c in files.values())
+    # the key is nowhere: not in the run file, its logs, or any output of the job
+    leaked = [p for p in out.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
+    assert leaked == []
