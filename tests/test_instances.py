@@ -195,7 +195,7 @@ def tiny_instances(tiny_run, tmp_path_factory) -> Path:
     from distillscape.tasks.instances import main
 
     out = tmp_path_factory.mktemp("tiny_instances")
-    main(compose_cfg("instances", [f"distilled={tiny_run}", "instances.models=3", "instances.per_page=8",
+    main(compose_cfg("instances", [f"distilled={tiny_run}", "instances.models=3", "instances.per_page=12",
                                    "instances.neighbours=3", "instances.test_limit=150"], out))
     return out
 
@@ -203,7 +203,7 @@ def tiny_instances(tiny_run, tmp_path_factory) -> Path:
 def test_instances_task_on_a_tiny_artifact(tiny_instances):
     res = read_json(tiny_instances / "instances.json")
     assert res["images"] == 20 and len(res["per_image"]) == 20
-    assert res["figures"][:3] == ["distilled_p01.png", "distilled_p02.png", "distilled_p03.png"]
+    assert res["figures"][:4] == ["distilled_p01.png", "distilled_p02.png", "neighbours_p01.png", "neighbours_p02.png"]
     for name in res["figures"]:
         assert (tiny_instances / name).stat().st_size > 5000, name
     assert set(res["likeness"]) == {"distilled", "random_real", "noise"}

@@ -152,9 +152,11 @@ def read_run(path) -> Run:
     for js in sorted(path.glob("*.json")):
         if js.name not in NOT_RESULTS and (data := _read_json(js)) is not None:
             results[js.name] = data
+    if "metrics.json" not in results and (meta := _read_json(path / "distilled.json")):
+        results["distilled.json"] = {"step": meta.get("step"), "metrics": meta.get("metrics", {})}
     if task is None:  # no Hydra record: guess the task from what it wrote
-        known = {"metrics.json": "distill", "instances.json": "instances", "landing_stats.json": "landing",
-                 "direct_minimum.json": "train"}
+        known = {"metrics.json": "distill", "distilled.json": "distill", "instances.json": "instances",
+                 "landing_stats.json": "landing", "direct_minimum.json": "train"}
         task = next((t for f, t in known.items() if f in results), "landscape" if any(path.rglob("*.npz")) else "?")
     if config is None:
         embedded = next((r["config"] for r in results.values() if isinstance(r.get("config"), dict)), None)
@@ -201,7 +203,7 @@ def headline(runs: list[Run]) -> list[list[str]]:
     """One-step vs random real vs direct vs ensemble test accuracy, from whichever runs have them."""
     rows = []
     for run in runs:
-        m = run.results.get("metrics.json", {})
+        m = run.results.get("metrics.json") or run.results.get("distilled.json", {}).get("metrics", {})
         if "test/onestep_acc_mean" in m:
             rows.append([f"one step on the distilled batch ({run.path.name})",
                          f"{m['test/onestep_acc_mean']:.4f} ± {m.get('test/onestep_acc_std', float('nan')):.4f}",

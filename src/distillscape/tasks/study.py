@@ -1,0 +1,117 @@
+"""distillscape-study: the chain of a study in one command, in-process and in order
+(distill -> landscape -> landing -> instances -> report), one sub-directory per stage.
+
+Each stage's config is composed from its own conf/<stage>.yaml with the study's overrides (as the
+stage's command line would), and the stage's own `main` runs on it. A stage whose task module or
+config is not installed is skipped with the reason printed; a finished stage (its `study_stage.json`
+exists) is skipped on a rerun into the same directory, so an interrupted study resumes.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import hydra
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.table import Table
+
+from ..artifacts import atomic_write, read_json, write_json
+from ..config import ConfigError
+from .common import CONF_DIR, console, output_dir, task
+
+ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
+
+
+def compose_stage(name: str, overrides: list[str]) -> DictConfig:
+    """conf/<name>.yaml with overrides, inside a running Hydra app or outside one."""
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name=name, overrides=overrides)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) -> list[str]:
+    """The study's overrides of a stage plus the wiring: its output dir and its inputs."""
+    wiring = [f"paths.output_dir={root / stage}"]
+    if stage in ANALYSES:
+        wiring.append(f"distilled={root / 'distill'}")
+    if stage == "report":
+        wiring.append("runs=[" + ",".join(str(root / s) for s in done) + "]")
+    return [*cfg.study.stages[stage], *cfg.study.overrides.get(stage, []), *wiring]
+
+
+def record(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
+    """What Hydra's CLI would leave in .hydra/: the config and the command line of the stage (the
+    report shows both)."""
+    atomic_write(stage_dir / ".hydra" / "config.yaml",
+                 lambda tmp: Path(tmp).write_text(OmegaConf.to_yaml(cfg, resolve=True)))
+    atomic_write(stage_dir / ".hydra" / "overrides.yaml",
+                 lambda tmp: Path(tmp).write_text(yaml.safe_dump(list(overrides))))
+
+
+def missing_reason(stage: str) -> str | None:
+    if not (Path(CONF_DIR) / f"{stage}.yaml").exists():
+        return f"conf/{stage}.yaml does not exist"
+    try:
+        importlib.import_module(f"distillscape.tasks.{stage}")
+    except ModuleNotFoundError as e:
+        if e.name == f"distillscape.tasks.{stage}":
+            return f"distillscape.tasks.{stage} is not installed"
+        raise
+    return None
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="study")
+@task
+def main(cfg: DictConfig) -> dict:
+    root = output_dir(cfg)
+    stages = list(cfg.study.stages)
+    if not stages or stages[0] != "distill":
+        raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
+    log = {"stages": {}}
+    done: list[str] = []
+    for stage in stages:
+        stage_dir = root / stage
+        marker = stage_dir / "study_stage.json"
+        if marker.exists() and not cfg.study.force:
+            console.print(f"[study] {stage}: finished before ({marker}), skipped (study.force=true reruns it)")
+            log["stages"][stage] = {**read_json(marker), "status": "finished before"}
+            done.append(stage)
+            continue
+        reason = missing_reason(stage)
+        if reason:
+            console.print(f"[study] {stage}: skipped, {reason}")
+            log["stages"][stage] = {"status": "skipped", "reason": reason}
+            continue
+        overrides = stage_overrides(cfg, stage, root, done)
+        stage_cfg = compose_stage(stage, overrides)
+        if "trainer" in stage_cfg:
+            with open_dict(stage_cfg):
+                stage_cfg.trainer.enable_progress_bar = False
+        record(stage_dir, stage_cfg, overrides)
+        console.rule(f"[study] {stage}")
+        t0 = time.perf_counter()
+        importlib.import_module(f"distillscape.tasks.{stage}").main(stage_cfg)
+        entry = {"status": "ran", "seconds": round(time.perf_counter() - t0, 1), "overrides": overrides}
+        write_json(marker, entry)
+        log["stages"][stage] = entry
+        done.append(stage)
+        write_json(root / "study.json", log)
+    write_json(root / "study.json", log)
+    t = Table(title=f"study in {root}")
+    for col in ("stage", "status", "seconds"):
+        t.add_column(col)
+    for stage, e in log["stages"].items():
+        t.add_row(stage, e["status"] + (f": {e['reason']}" if "reason" in e else ""), str(e.get("seconds", "")))
+    console.print(t)
+    if "report" in done:
+        console.print(f"report: {root / 'report' / 'report.html'}")
+    return log
+
+
+if __name__ == "__main__":
+    main()
