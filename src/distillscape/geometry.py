@@ -144,8 +144,15 @@ def grid_coordinates(axes: list[torch.Tensor]) -> torch.Tensor:
 
 
 def points(centre: torch.Tensor, directions: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
-    """centre + coords @ directions: flat parameter vectors [N, D] of grid points [N, k]."""
-    return centre.unsqueeze(0) + coords.to(directions.dtype) @ directions
+    """centre + coords @ directions: flat parameter vectors [N, D] of grid points [N, k].
+
+    Summed elementwise, direction by direction, not as a matmul: a point's parameters are then
+    bit-identical whichever chunk or shard it is computed in (BLAS blocking depends on N)."""
+    coords = coords.to(directions.dtype)
+    out = centre.unsqueeze(0).expand(len(coords), -1)
+    for k in range(directions.shape[0]):
+        out = out + coords[:, k:k + 1] * directions[k]
+    return out
 
 
 def project(point: torch.Tensor, centre: torch.Tensor, directions: torch.Tensor) -> tuple[torch.Tensor, float]:
