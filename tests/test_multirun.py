@@ -61,8 +61,11 @@ def test_sweep_experiment_configs_sweep_what_they_say():
 
 
 def run_app(args: list[str], cwd: Path, env: dict | None = None) -> str:
-    proc = subprocess.run([sys.executable, "-m", "distillscape.tasks.distill", *args], cwd=cwd,
-                          env={**os.environ, "WANDB_SILENT": "true", **(env or {})},
+    # the console script, as users run it (joblib pickles the task by reference to its module;
+    # under `python -m` it would be __main__.main, pickled by value with unpicklable globals)
+    proc = subprocess.run([str(Path(sys.executable).parent / "distillscape-distill"), *args], cwd=cwd,
+                          env={**{k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")},
+                               "WANDB_SILENT": "true", **(env or {})},
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr
@@ -72,7 +75,7 @@ def test_multirun_layout_wandb_group_and_rerun_skips_complete(tmp_path):
     sweep = tmp_path / "multirun" / "2026-11-25" / "12-00-00"
     sweep_args = ["experiment=sweep_distill", "distill.images_per_class=1", "arch=mlp", "seed=0,1", *TINY,
                   "logger=wandb", f"hydra.sweep.dir={sweep}"]
-    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": ""}
+    env = {"HOME": str(tmp_path), "NETRC": str(tmp_path / ".netrc")}  # no key configured: offline by default
     run_app([*sweep_args, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], tmp_path, env)
 
     assert (sweep / "multirun.yaml").exists()

@@ -20,7 +20,7 @@ from distillscape.artifacts import read_json, read_tensors
 from distillscape.resume import RngState, StepIndexedBatches
 
 CKPT_EVERY, SNAP_EVERY = 20, 5
-RUN = ["dataset=digits", "arch=mlp", "distill.steps=120", "distill.val_every=60", "distill.val_inits=2",
+RUN = ["dataset=digits", "arch=mlp", "distill.steps=80", "distill.val_every=40", "distill.val_inits=2",
        "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
        "logger=none", f"checkpoint_every={CKPT_EVERY}", f"snapshot_every={SNAP_EVERY}", "seed=3",
        # pinned: `auto` picks vmap or loop by timing in each process, and the two paths round
@@ -93,7 +93,7 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     at_ckpt = ckpt["global_step"]
     snaps = _snapshots(killed)
     reached = max(snaps)  # the run had done at least this many steps, fewer than reached + SNAP_EVERY
-    assert 0 < at_ckpt < 120 and reached + SNAP_EVERY - at_ckpt <= CKPT_EVERY, (at_ckpt, reached)
+    assert 0 < at_ckpt < 80 and reached + SNAP_EVERY - at_ckpt <= CKPT_EVERY, (at_ckpt, reached)
     assert {"images", "labels", "log_lrs"} <= {k.split(".")[-1] for k in ckpt["state_dict"]}
     assert ckpt["optimizer_states"][0]["state"], "optimizer state (Adam moments) is in the checkpoint"
     assert "RngState" in ckpt["callbacks"]
@@ -102,7 +102,7 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     main(compose_cfg("distill", [*RUN, "ckpt_path=last"], killed))
     after = _snapshots(killed)
     assert all(after[k] == snaps[k] for k in snaps if k <= at_ckpt), "steps before the checkpoint were redone"
-    assert max(after) == 120
+    assert max(after) == 80
 
     fresh = tmp_path / "fresh"
     main(compose_cfg("distill", RUN, fresh))

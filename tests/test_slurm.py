@@ -25,7 +25,7 @@ TINY = ["dataset=digits", "arch=mlp", "distill.steps=20", "distill.val_every=20"
         "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
         "checkpoint_every=10", "snapshot_every=0", "logger=none", "trainer.enable_progress_bar=false"]
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=20",
-         "hydra.launcher.array_parallelism=2", "hydra.launcher.setup=[export DISTILLSCAPE_ON_SLURM=1]"]
+         "hydra.launcher.array_parallelism=2", "hydra.launcher.setup=['export DISTILLSCAPE_ON_SLURM=1']"]
 LANDSCAPE = ["sweep=plane", "sweep.resolution=[5,4]", "sweep.costs=[test]", "sweep.centres=[minimum]",
              "landscape.batching=loop", "landscape.data_batch=2000"]
 
@@ -54,7 +54,7 @@ def slurm(tmp_path_factory):
 
 
 def launch(module: str, args: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run([sys.executable, "-m", f"distillscape.tasks.{module}", *args], cwd=cwd, env=env,
+    proc = subprocess.run([str(Path(sys.executable).parent / f"distillscape-{module}"), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout + proc.stderr

@@ -89,3 +89,21 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     # the key is nowhere: not in the run file, its logs, or any output of the job
     leaked = [p for p in out.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert leaked == []
+
+
+def test_landing_csv_becomes_a_wandb_table(tmp_path, monkeypatch, no_key):
+    """What distillscape-landing logs: landing_stats.csv, one row per landing, as a W&B table."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from distillscape.tracking import finish_run, log_csv_table
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    csv_path = tmp_path / "landing_stats.csv"
+    csv_path.write_text("kind,landing_test_acc\ndistilled,0.75\nrandom_real,0.25\n")
+    logger = WandbLogger(save_dir=str(tmp_path), offline=offline_mode(None), project="t")
+    log_csv_table(logger, "landing/table", csv_path)
+    finish_run(logger)
+    run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
+    table = json.loads(next((run_dir / "files" / "media" / "table").rglob("*.table.json")).read_text())
+    assert table["columns"] == ["kind", "landing_test_acc"]
+    assert table["data"] == [["distilled", 0.75], ["random_real", 0.25]]

@@ -108,6 +108,24 @@ def log_table(logger, key: str, columns: list[str], rows: list[list[Any]]) -> No
     run.log({key: wandb.Table(columns=columns, data=rows)})
 
 
+def log_csv_table(logger, key: str, path: str | os.PathLike) -> None:
+    """A CSV file we wrote (e.g. landing_stats.csv: one row per landing) as a W&B table."""
+    if _run(logger) is None:
+        return
+    import csv
+
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    log_table(logger, key, header, [[_number(v) for v in r] for r in rows])
+
+
+def _number(v: str):
+    try:
+        return float(v)
+    except ValueError:
+        return v
+
+
 def log_artifact(logger, name: str, kind: str, files: Iterable[str | os.PathLike],
                  metadata: dict | None = None) -> None:
     """Files (safetensors + JSON, never pickle) as one versioned W&B artifact."""
