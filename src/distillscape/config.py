@@ -63,8 +63,10 @@ class DistillOptimSchema:
     lr_labels: float = 0.01
     lr_lrs: float = 0.01
     betas: list = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine"
 
     def __post_init__(self):
+        _choice("distill.optim.schedule", self.schedule, ("constant", "cosine"))
         for f in ("lr_images", "lr_labels", "lr_lrs"):
             _at_least(f"distill.optim.{f}", getattr(self, f), 0.0)
 

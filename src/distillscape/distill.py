@@ -142,7 +142,12 @@ class DistillModule(L.LightningModule):
                   {"params": [self.log_lrs], "lr": o["lr_lrs"]}]
         if isinstance(self.labels, nn.Parameter):
             groups.append({"params": [self.labels], "lr": o["lr_labels"]})
-        return torch.optim.Adam(groups, betas=tuple(o.get("betas", (0.9, 0.999))))
+        opt = torch.optim.Adam(groups, betas=tuple(o.get("betas", (0.9, 0.999))))
+        if o.get("schedule", "constant") == "constant":
+            return opt
+        # cosine decay of every outer rate to 0 over the run: the synthetic batch settles instead of jittering
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg["steps"])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- evaluation over held-out inits --------------------------------------------------------
     def eval_inits(self, stage: str) -> dict[str, Params]:

@@ -30,7 +30,20 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
-console = Console(stderr=False, highlight=False)
+
+
+class _Console(Console):
+    # joblib and submitit ship a task function to workers with cloudpickle, by value, globals included:
+    # a Console holds locks, so it travels as a reference to this module's console instead
+    def __reduce__(self):
+        return (_the_console, ())
+
+
+def _the_console() -> Console:
+    return console
+
+
+console = _Console(stderr=False, highlight=False)
 
 # Failures we can explain in one line; anything else is a bug and keeps its traceback.
 KNOWN_ERRORS = (ConfigError, DatasetNotFoundError, ArtifactError, FloatingPointError)
@@ -69,6 +82,9 @@ def build_net(cfg: DictConfig, dm: TensorDataModule):
 def build_logger(cfg: DictConfig):
     if not cfg.get("logger"):
         return False
+    if str(cfg.logger.get("_target_", "")).endswith("WandbLogger"):
+        from ..tracking import wandb_logger  # offline unless a key is configured, sweep group, override tags
+        return wandb_logger(cfg)
     return instantiate(cfg.logger)
 
 

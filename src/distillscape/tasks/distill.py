@@ -2,6 +2,7 @@
 one-step training on it with direct training and with one step on random real images."""
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from ..direct import load_direct_minimum
 from ..distill import DistillModule
 from ..inner import InitSampler, InnerLoop
 from ..plots import distilled_figure
+from ..resume import RngState, finished_metrics, mark_complete, write_job_config
+from ..tracking import finish_run, log_distilled
 from .common import CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, resolved, task
 from .train import train_direct
 
@@ -70,10 +73,10 @@ def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dic
     module = DistillModule(net, dm.num_classes, dm.image_shape, cfg.distill, real_images=real)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                            every_n_train_steps=cfg.checkpoint_every)
-    callbacks = [ckpt] + ([Snapshots(cfg, dm, out, cfg.snapshot_every)] if cfg.snapshot_every else [])
+    callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, cfg.snapshot_every)] if cfg.snapshot_every else [])
     trainer = build_trainer(cfg, callbacks=callbacks)
     t0 = time.perf_counter()
-    trainer.fit(module, dm, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(module, dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
     return module, metrics, seconds
@@ -100,6 +103,10 @@ def summary_table(cfg: DictConfig, m: dict[str, float], n: int) -> Table:
 def main(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     out = output_dir(cfg)
+    write_job_config(cfg, out)
+    if (done := finished_metrics(cfg, out)) is not None:  # a rerun of a finished job
+        console.print(f"already complete: {out} (skip_complete=false recomputes it)")
+        return done
     dm = build_datamodule(cfg)
     direct = direct_baseline(cfg, dm, out)
     module, metrics, seconds = run_distillation(cfg, dm, out)
@@ -109,7 +116,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
                                     list(cfg.baseline.lr_grid), cfg.baseline.tune_inits, cfg.distill.eval_inits,
                                     seed=cfg.distill.eval_seed + 2, device=module.device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
-               "train/steps_per_second": cfg.distill.steps / seconds}
+               "train/steps_per_second": module.global_step / seconds,
+               # peak resident memory of this process so far (Linux reports KiB)
+               "train/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
@@ -121,6 +130,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},
                            step=module.global_step)
         logger.save()
+    log_distilled(logger, out)
+    finish_run(logger)
+    mark_complete(cfg, out)
     console.print(summary_table(cfg, metrics, distilled.images.shape[0]))
     console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json, .png)")
     return metrics

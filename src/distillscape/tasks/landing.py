@@ -30,6 +30,7 @@ from ..direct import load_direct_minimum
 from ..inner import InitSampler, InnerLoop
 from ..landing import (DIRECT_STATS, STATS, LandingAnalysis, Settings, TrueTask, aggregate, random_real_batches,
                        random_synthetic_batches)
+from ..tracking import log_csv_table
 from .common import CONF_DIR, build_datamodule, build_logger, console, net_from_meta, output_dir, resolved, task
 
 SPLIT_KEYS = ("val_size", "split_seed", "train_subset")
@@ -206,6 +207,7 @@ def main(cfg: DictConfig) -> dict:
         metrics = {f"landing/{kind}/{stat}": s["mean"] for kind, st in summary["kinds"].items() for stat, s in st.items()}
         metrics.update({f"landing/direct_minimum/{k}": v for k, v in summary["direct_minimum"].items()})
         logger.log_metrics(metrics, step=0)
+        log_csv_table(logger, "landing/table", out / "landing_stats.csv")  # W&B only
         logger.save()
     console.print(summary_table(summary))
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")
