@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 
@@ -212,11 +212,10 @@ class TensorDataModule(L.LightningDataModule):
         idx = torch.cat(idx)
         return self.train_x[idx], self.train_y[idx]
 
-    # -- loaders: index batches over preloaded tensors -------------------------------------------
-    def _loader(self, x, y, batch_size, shuffle):
+    # -- loaders: index batches over preloaded tensors (the train order is in resume.StepIndexedBatches) --
+    def _eval_loader(self, x, y, batch_size):
         ds = TensorDataset(x, y)  # TensorDataset indexes with a whole list of indices at once
-        sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, sampler=BatchSampler(sampler, min(batch_size, len(ds)), drop_last=shuffle),
+        return DataLoader(ds, sampler=BatchSampler(SequentialSampler(ds), min(batch_size, len(ds)), drop_last=False),
                           batch_size=None, num_workers=self.hparams.num_workers, generator=torch.Generator())
 
     def train_dataloader(self):
@@ -231,7 +230,7 @@ class TensorDataModule(L.LightningDataModule):
         return self.trainer.global_step if self.trainer is not None else 0
 
     def val_dataloader(self):
-        return self._loader(self.val_x, self.val_y, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.val_x, self.val_y, self.eval_batch_size)
 
     def test_dataloader(self):
-        return self._loader(self.test_x, self.test_y, self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self.test_x, self.test_y, self.eval_batch_size)

@@ -103,10 +103,17 @@ class DistillModule(L.LightningModule):
         return loss, (logits.argmax(-1) == y).float().mean()
 
     def on_train_start(self):
-        self.batching = self.cfg.get("batching", "auto")
+        # a resumed run keeps the path it was measured with: the two differ by rounding
+        self.batching = getattr(self, "_checkpoint_batching", None) or self.cfg.get("batching", "auto")
         if self.batching == "auto":
             self.batching = self._measure_batching()
         print(f"distillscape: outer steps batched over inits with {self.batching}")
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["distillscape_batching"] = getattr(self, "batching", None)
+
+    def on_load_checkpoint(self, checkpoint):
+        self._checkpoint_batching = checkpoint.get("distillscape_batching")
 
     def _measure_batching(self) -> str:
         """Time both paths on a real batch and keep the faster (gradients of the trial are dropped)."""
