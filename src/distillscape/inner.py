@@ -111,6 +111,34 @@ class InnerLoop:
         """Logits [n_inits, batch, classes] of every model of the stack on the same inputs."""
         return vmap(self.forward, in_dims=(0, None), chunk_size=chunk_size)(stack, x)
 
+    @torch.no_grad()
+    def activation_bytes(self, x: torch.Tensor) -> int:
+        """Bytes of all layer outputs of one model's forward on one example like x[0]."""
+        total = 0
+
+        def hook(module, inputs, output):
+            nonlocal total
+            if isinstance(output, torch.Tensor) and not list(module.children()):
+                total += output.numel() * output.element_size()
+
+        handles = [m.register_forward_hook(hook) for m in self.net.modules()]
+        try:
+            self.net(x[:1].to(next(self.net.parameters()).device))
+        finally:
+            for h in handles:
+                h.remove()
+        return total
+
+    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
+        """How many models to vmap at once over batch x so their activations stay within budget_bytes
+        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
+        key = tuple(x.shape[1:])
+        per_model = self._act_cache.get(key) if hasattr(self, "_act_cache") else None
+        if per_model is None:
+            self._act_cache = getattr(self, "_act_cache", {})
+            per_model = self._act_cache[key] = max(1, self.activation_bytes(x))
+        return max(1, budget_bytes // (per_model * len(x)))
+
     def run_autograd(self, params: Params, x, targets, lrs) -> Params:
         """Same as `run` with plain autograd (`create_graph=True`); one init at a time.
 
@@ -134,11 +162,13 @@ def accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
 @torch.no_grad()
 def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 1000, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models]."""
+    """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models].
+    Models are vmapped `chunk_size` at a time (default: as many as fit in 2 GiB of activations)."""
     correct = torch.zeros(stack_len(stack), dtype=torch.long, device=x.device)
     loss = torch.zeros(stack_len(stack), device=x.device)
     for i in range(0, len(y), batch_size):
-        c, l = accuracy_and_loss(loop.forward_stack(stack, x[i:i + batch_size], chunk_size), y[i:i + batch_size])
+        xb = x[i:i + batch_size]
+        c, l = accuracy_and_loss(loop.forward_stack(stack, xb, chunk_size or loop.eval_chunk(xb)), y[i:i + batch_size])
         correct += c
         loss += l
     return correct.float() / len(y), loss / len(y)
