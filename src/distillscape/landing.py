@@ -37,13 +37,13 @@ landing_stats.csv: one row per (kind, landing) with every stat; cells are empty 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch.func import grad, jvp, vmap
 
+from .config import LandingSchema
 from .distill import label_targets
 from .geometry import unflatten_stack
 from .inner import InnerLoop, Params, evaluate_stack, stack_len
@@ -253,23 +253,8 @@ def random_synthetic_batches(n: int, batch: int, image_shape, num_classes: int, 
 
 
 # -- everything together -----------------------------------------------------------------------------
-@dataclass
-class Settings:
-    """The analysis config (conf/analysis/landing.yaml), as used by `LandingAnalysis`."""
-    polish_inits: int = 20
-    polish_steps: int = 200
-    polish_lr: float = 0.01
-    polish_momentum: float = 0.9
-    polish_batch_size: int = 128
-    curvature_inits: int = 10
-    curvature_examples: int | None = 1000
-    power_iters: int = 100
-    power_tol: float = 1e-4
-    hutchinson_probes: int = 20
-    barrier_points: int = 11
-    data_chunk: int = 1000
-    init_chunk: int | None = None
-    seed: int = 0
+# The analysis settings are the validated config section itself (conf/analysis/landing.yaml).
+Settings = LandingSchema
 
 
 class LandingAnalysis:
