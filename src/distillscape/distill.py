@@ -64,6 +64,7 @@ class DistillModule(L.LightningModule):
             for k, v in fixed.items():
                 self.register_buffer("fixed_init__" + k.replace(".", "__"), v)
         self._eval: dict[str, dict[str, Any]] = {}
+        self.first_step = 0  # the step this process started training at (set again on resume)
 
     # -- the synthetic batch -------------------------------------------------------------------
     @property
@@ -103,6 +104,7 @@ class DistillModule(L.LightningModule):
         return loss, (logits.argmax(-1) == y).float().mean()
 
     def on_train_start(self):
+        self.first_step = self.global_step  # > 0 when resumed: steps/s must count this run's steps only
         # a resumed run keeps the path it was measured with: the two differ by rounding
         self.batching = getattr(self, "_checkpoint_batching", None) or self.cfg.get("batching", "auto")
         if self.batching == "auto":
@@ -114,6 +116,7 @@ class DistillModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint):
         self._checkpoint_batching = checkpoint.get("distillscape_batching")
+        self.first_step = checkpoint.get("global_step", 0)
 
     def _measure_batching(self) -> str:
         """Time both paths on a real batch and keep the faster (gradients of the trial are dropped)."""

@@ -85,6 +85,7 @@ class InnerLoop:
         self.net, self.loss = net, loss
         self.names = param_names(net)
         self.buffers = dict(net.named_buffers())
+        self._activation_bytes: dict[tuple, int] = {}  # per input shape, for eval_chunk
 
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, (params, self.buffers), (x,))
@@ -133,11 +134,9 @@ class InnerLoop:
         """How many models to vmap at once over batch x so their activations stay within budget_bytes
         (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
         key = tuple(x.shape[1:])
-        per_model = self._act_cache.get(key) if hasattr(self, "_act_cache") else None
-        if per_model is None:
-            self._act_cache = getattr(self, "_act_cache", {})
-            per_model = self._act_cache[key] = max(1, self.activation_bytes(x))
-        return max(1, budget_bytes // (per_model * len(x)))
+        if key not in self._activation_bytes:
+            self._activation_bytes[key] = max(1, self.activation_bytes(x))
+        return max(1, budget_bytes // (self._activation_bytes[key] * len(x)))
 
     def run_autograd(self, params: Params, x, targets, lrs) -> Params:
         """Same as `run` with plain autograd (`create_graph=True`); one init at a time.

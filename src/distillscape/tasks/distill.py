@@ -116,7 +116,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
                                     list(cfg.baseline.lr_grid), cfg.baseline.tune_inits, cfg.distill.eval_inits,
                                     seed=cfg.distill.eval_seed + 2, device=module.device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
-               "train/steps_per_second": module.global_step / seconds,
+               "train/steps_per_second": (module.global_step - module.first_step) / seconds,
                # peak resident memory of this process so far (Linux reports KiB)
                "train/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
