@@ -78,8 +78,8 @@ def main():
     module = LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre,
                              [CostSet("train", dm.train_x, dm.train_y)], batching="auto", data_batch=4096)
     module.batching = module.measure_batching(vecs[:2])
-    print(f"path measured on 2 points x 8192 images: " + ", ".join(f"{k} {v:.2f}s" for k, v in module.timings.items())
-          + f" -> {module.batching}")
+    print(f"paths measured on 2 points x 8192 images: " + ", ".join(f"{k} {v:.2f}s" for k, v in module.timings.items())
+          + f" -> {module.batching} at {module.data_batch} images per forward")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
     fp = fingerprint(module.centre, module.directions, axes, module.metric_names)
@@ -98,7 +98,7 @@ def main():
     mm = matmul_gflops()
     print(f"threads {torch.get_num_threads()}, {args.points} grid points (of a {n}-point grid), {len(dm.train_y)} images each")
     print(f"reference loop : {ref_s / args.points:8.3f} s/point")
-    print(f"LandscapeModule: {ours_s / args.points:8.3f} s/point  ({module.batching})")
+    print(f"LandscapeModule: {ours_s / args.points:8.3f} s/point  ({module.batching}, {module.data_batch} images per forward)")
     print(f"speedup        : {ref_s / ours_s:8.2f}x   (target >= 5x)")
     print(f"max rel. difference of the losses: {rel:.2e}")
     print(f"achieved       : {flops / ours_s / 1e9:8.1f} GFLOP/s  ({flops / args.points / 1e9:.0f} GFLOP per point)")

@@ -63,7 +63,7 @@ def slow_point(net, vec, like, x, y):
 
 
 @pytest.mark.parametrize("make", [lambda: MLP(1, 8, 8, 10), lambda: SimpleConvNet(1, 8, 8, 10)])
-@pytest.mark.parametrize("batching", ["vmap", "loop"])
+@pytest.mark.parametrize("batching", ["vmap", "loop", "channels_last"])
 def test_grid_values_equal_slow_per_point_evaluation(digits, make, batching):
     net = make()
     module = sweep_module(net, digits, batching)
@@ -91,12 +91,12 @@ def test_grid_values_equal_slow_per_point_evaluation(digits, make, batching):
                                                               rel=1e-5)
 
 
-def test_auto_batching_measures_both_paths(digits):
-    module = sweep_module(MLP(1, 8, 8, 10), digits, "auto")
+def test_auto_batching_measures_every_path(digits):
+    module = sweep_module(SimpleConvNet(1, 8, 8, 10), digits, "auto")
     vecs = points(module.centre, module.directions, torch.rand(4, 2))
     choice = module.measure_batching(vecs)
-    assert choice in ("vmap", "loop") and set(module.timings) == {"vmap", "loop"}
-    assert module.timings[choice] == min(module.timings.values())
+    assert set(module.timings) == {"vmap@300", "loop@300", "channels_last@300", "loop@128", "channels_last@128"}
+    assert module.timings[f"{choice}@{module.data_batch}"] == min(module.timings.values())
 
 
 def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):

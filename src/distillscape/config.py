@@ -231,7 +231,7 @@ class LandscapeSchema:
     random_batch_seed: int = 0
 
     def __post_init__(self):
-        _choice("landscape.batching", self.batching, ("auto", "vmap", "loop"))
+        _choice("landscape.batching", self.batching, ("auto", "vmap", "loop", "channels_last"))
         _at_least("landscape.points_per_batch", self.points_per_batch, 1)
         _at_least("landscape.data_batch", self.data_batch, 1)
         _at_least("landscape.train_subsample", self.train_subsample, 1)

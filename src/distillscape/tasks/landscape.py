@@ -232,7 +232,7 @@ def sweep_centre(cfg, pts: RunPoints, centre_name: str, directions, direction_na
                   metadata={"param_shapes": json.dumps({k: list(v.shape) for k, v in pts.swept.items()}),
                             "centre": label, "directions": json.dumps(direction_names)})
     _, computed = compute_shard(module, trainer, coords, cfg.shard, cfg.num_shards, sweep_dir, fp, ls.points_per_batch)
-    how = f"batching={module.batching}" + (" (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in module.timings.items())
+    how = f"batching={module.batching}, data_batch={module.data_batch}" + (" (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in module.timings.items())
                                            + ")" if module.timings else "")
     console.print(f"{label}: shard {cfg.shard}/{cfg.num_shards} " + (f"computed, {how}" if computed else "already done, skipped"))
     missing = missing_shards(sweep_dir, cfg.num_shards, fp)
