@@ -21,7 +21,7 @@ from distillscape.geometry import flatten, grid_coordinates, points, random_dire
 from distillscape.inner import inner_loss
 from distillscape.landscape import (CostSet, LandscapeModule, compute_shard, fingerprint, grid_axes, merge_shards,
                                     missing_shards, read_npz, shard_path, shard_range)
-from distillscape.models import MLP, SimpleConvNet
+from distillscape.models import MLP, ConvNet, SimpleConvNet
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +89,23 @@ def test_grid_values_equal_slow_per_point_evaluation(digits, make, batching):
     with torch.no_grad():
         assert got["distilled/loss"][2].item() == pytest.approx(inner_loss(net(module.cost1_x), module.cost1_y, "mse").item(),
                                                               rel=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: SimpleConvNet(3, 8, 8, 10), lambda: ConvNet(3, 8, 8, 10, width_channels=8, depth=2)])
+def test_channels_last_path_computes_the_same_function(make):
+    """Channels-last weights and the (H, W, C)-order flatten of the features change only the order of
+    the sums, on multi-channel input too; the net given to the module is left as it was."""
+    torch.manual_seed(0)
+    net = make()
+    x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 10, (64,))
+    centre, _ = swept_state(net)
+    dirs = torch.stack([flatten(random_direction(centre, torch.Generator().manual_seed(i))) for i in range(2)])
+    module = LandscapeModule(net, flatten(centre), dirs, centre, [CostSet("train", x, y)], data_batch=16)
+    vecs = points(module.centre, module.directions, torch.rand(3, 2))
+    plain, cl = module.evaluate(vecs, "loop"), module.evaluate(vecs, "channels_last")
+    torch.testing.assert_close(cl["train/loss"], plain["train/loss"], rtol=1e-5, atol=0)
+    assert torch.equal(cl["train/acc"], plain["train/acc"])
+    assert not net.channels_last and not any(getattr(m, "inplace", False) for m in net.modules())
 
 
 def test_auto_batching_measures_every_path(digits):

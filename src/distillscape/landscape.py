@@ -16,6 +16,7 @@ written atomically to shards/shard_IIII_of_NNNN.npz; a rerun skips the shards al
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -75,7 +76,12 @@ class LandscapeModule(L.LightningModule):
         super().__init__()
         if batching not in BATCHINGS:
             raise ValueError(f"batching={batching!r}; allowed: {', '.join(BATCHINGS)}")
-        self.net, self.batching, self.data_batch = net, batching, data_batch
+        # a copy of its own: ReLUs in place (it only ever evaluates, without autograd) save their
+        # output's allocation, and channels_last is toggled per path
+        self.net, self.batching, self.data_batch = copy.deepcopy(net), batching, data_batch
+        for m in self.net.modules():
+            if isinstance(m, nn.ReLU):
+                m.inplace = True
         self.like = {k: torch.empty(v.shape, dtype=v.dtype, device="meta") for k, v in like.items()}
         self.costs = costs
         self.register_buffer("centre", centre.detach().clone(), persistent=False)
@@ -105,7 +111,9 @@ class LandscapeModule(L.LightningModule):
     @torch.no_grad()
     def evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None = None) -> dict[str, torch.Tensor]:
         """Every metric at every point of `vecs` [M, D]: name -> tensor [M] (float64).
-        max_examples truncates each cost's data (only for timing the two paths)."""
+        max_examples truncates each cost's data (only for timing the paths)."""
+        if hasattr(self.net, "channels_last"):
+            self.net.channels_last = batching == "channels_last"
         if batching == "vmap":
             stack = unflatten_stack(vecs, self.like)
             fwd = vmap(self.forward_one, in_dims=(0, None))
@@ -118,8 +126,11 @@ class LandscapeModule(L.LightningModule):
 
     def _point(self, vec: torch.Tensor, batching: str) -> Params:
         p = unflatten(vec, self.like)
-        if batching == "channels_last":  # a conv with channels-last weights computes (and outputs) in that format
-            p = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in p.items()}
+        if batching == "channels_last":  # a conv with channels-last weights computes (and outputs) in that format;
+            # empty_like, not .contiguous(): a 1-channel weight counts as contiguous in both formats and
+            # would keep strides that make its conv (and the next one's input) NCHW
+            p = {k: torch.empty_like(v, memory_format=torch.channels_last).copy_(v) if v.dim() == 4 else v
+                 for k, v in p.items()}
         return p
 
     def _scores(self, logits_of, batch: int, m: int, max_examples: int | None) -> dict[str, torch.Tensor]:

@@ -10,7 +10,18 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+def classify_features(features: torch.Tensor, linear: nn.Linear, channels_last: bool) -> torch.Tensor:
+    """`linear(features.flatten(1))`. With channels_last the features are flattened in (H, W, C) order
+    and the weight's columns permuted to match: the same function, but the flatten of channels-last
+    activations is a view instead of a copy (a sixth of a CPU landscape sweep's time went to that copy)."""
+    if not channels_last or features.dim() != 4:
+        return linear(features.flatten(1))
+    weight = linear.weight.unflatten(1, features.shape[1:]).permute(0, 2, 3, 1).flatten(1)
+    return F.linear(features.permute(0, 2, 3, 1).flatten(1), weight, linear.bias)
 
 
 class MLP(nn.Module):
@@ -52,6 +63,8 @@ class LeNet(nn.Module):
 class SimpleConvNet(nn.Module):
     """conv 3x3 16 -> ReLU -> conv 3x3 32 -> ReLU -> linear: the reference cost-surface study's network."""
 
+    channels_last = False  # flatten the conv features in (H, W, C) order: see classify_features
+
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int):
         super().__init__()
         self.convs = nn.Sequential(
@@ -61,11 +74,13 @@ class SimpleConvNet(nn.Module):
         self.lin = nn.Linear(32 * height * width, num_classes)
 
     def forward(self, x):
-        return self.lin(self.convs(x).flatten(1))
+        return classify_features(self.convs(x), self.lin, self.channels_last)
 
 
 class ConvNet(nn.Module):
     """The ConvNet of distillation benchmarks: `depth` blocks of conv 3x3 -> instance norm -> ReLU -> avg pool."""
+
+    channels_last = False  # see classify_features
 
     def __init__(self, in_channels: int, height: int, width: int, num_classes: int,
                  width_channels: int = 128, depth: int = 3):
@@ -84,7 +99,7 @@ class ConvNet(nn.Module):
         self.classifier = nn.Linear(c * h * w, num_classes)
 
     def forward(self, x):
-        return self.classifier(self.features(x).flatten(1))
+        return classify_features(self.features(x), self.classifier, self.channels_last)
 
 
 INIT_SCHEMES = ("default", "kaiming", "xavier")
