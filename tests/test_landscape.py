@@ -218,6 +218,23 @@ def test_task_shards_merge_equal_unsharded_run(digits_run, tmp_path):
         assert torch.allclose(rebuilt, d[f"point.{name}"], atol=1e-4)
 
 
+def test_multi_device_run_deals_points_out_and_equals_single_device(digits_run, tmp_path):
+    """trainer.devices=2 trainer.strategy=ddp (two CPU processes, gloo): each computes the points
+    Lightning's sampler deals it, rank 0 assembles the shard; the surface equals a one-process run."""
+    common = ["sweep=through", "sweep.resolution=[4,3]", "sweep.costs=[test]", "landscape.batching=loop", "logger=none"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    ddp = subprocess.run([sys.executable, "-m", "distillscape.tasks.landscape", f"distilled={digits_run}", *common,
+                          "trainer.devices=2", "trainer.strategy=ddp", f"hydra.run.dir={tmp_path / 'ddp'}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    [surface] = list((tmp_path / "ddp").glob("*/surface.npz"))
+    [shard] = list(surface.parent.glob("shards/*.npz"))  # the part files are gone
+    assert int(read_npz(shard)["processes"]) == 2
+    whole = run_landscape(digits_run, tmp_path / "one", [*common, f"landscape.out_dir={tmp_path / 'whole'}"])
+    a, b = read_npz(surface), read_npz(whole[0])
+    assert np.array_equal(a["test/loss"], b["test/loss"]) and np.array_equal(a["test/acc"], b["test/acc"])
+
+
 def test_cli_runs_a_line_and_rejects_bad_input(digits_run, tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     exe = [sys.executable, "-m", "distillscape.tasks.landscape"]

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call, vmap  # noqa: E402
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset  # noqa: E402
+from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from .artifacts import ArtifactError, atomic_write  # noqa: E402
 from .geometry import points, unflatten, unflatten_stack  # noqa: E402
@@ -238,22 +238,40 @@ def finished_shard(path: Path, fp: str) -> bool:
 def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Tensor, shard: int, num_shards: int,
                   sweep_dir, fp: str, points_per_batch: int) -> tuple[Path, bool]:
     """Evaluate one shard of the grid (unless already done) and write it atomically.
-    Returns (path, computed_now)."""
+    Returns (path, computed_now).
+
+    With a multi-device Trainer (e.g. trainer.devices=2 trainer.strategy=ddp) every process runs this:
+    Lightning's distributed sampler deals the shard's points out among the processes, each writes
+    the points it computed to a part file, and rank 0 assembles the shard from the parts."""
     path = shard_path(sweep_dir, shard, num_shards)
     if finished_shard(path, fp):
         return path, False
     start, stop = shard_range(len(coords), shard, num_shards)
-    index = torch.arange(start, stop)
-    ds = TensorDataset(index, coords[start:stop].float())
-    loader = DataLoader(ds, sampler=BatchSampler(SequentialSampler(ds), max(1, points_per_batch), drop_last=False),
-                        batch_size=None)
+    ds = TensorDataset(torch.arange(start, stop), coords[start:stop].float())
+    loader = DataLoader(ds, batch_size=max(1, points_per_batch), shuffle=False)
     preds = trainer.predict(module, dataloaders=loader, return_predictions=True) if len(ds) else []
-    arrays = {"index": index.numpy(), "fingerprint": np.array(fp)}
+    arrays = {"index": (torch.cat([p["index"].cpu() for p in preds]) if preds else torch.zeros(0, dtype=torch.long)).numpy(),
+              "fingerprint": np.array(fp), "batching": np.array(module.batching), "data_batch": np.array(module.data_batch)}
     for m in module.metric_names:
         arrays[m] = (torch.cat([p[m].cpu() for p in preds]).numpy() if preds else np.zeros(0))
-    arrays["batching"] = np.array(module.batching)
-    arrays["data_batch"] = np.array(module.data_batch)
-    write_npz(path, arrays)
+    world = trainer.world_size if len(ds) else 1
+    if world == 1:
+        write_npz(path, arrays)
+        return path, True
+    rank = trainer.global_rank
+    write_npz(path.with_name(f"{path.stem}.rank{rank}of{world}.npz"), arrays)
+    trainer.strategy.barrier()
+    if rank == 0:
+        parts = [path.with_name(f"{path.stem}.rank{r}of{world}.npz") for r in range(world)]
+        read = [read_npz(q) for q in parts]
+        order = np.argsort(np.concatenate([r["index"] for r in read]), kind="stable")
+        merged = {k: np.concatenate([r[k] for r in read])[order] for k in ["index", *module.metric_names]}
+        merged.update({"fingerprint": np.array(fp), "batching": np.array(" ".join(sorted({str(r["batching"]) for r in read}))),
+                       "data_batch": arrays["data_batch"], "processes": np.array(world)})
+        write_npz(path, merged)
+        for q in parts:
+            q.unlink()
+    trainer.strategy.barrier()  # no process reads the shard before it is whole
     return path, True
 
 

@@ -232,6 +232,8 @@ def sweep_centre(cfg, pts: RunPoints, centre_name: str, directions, direction_na
                   metadata={"param_shapes": json.dumps({k: list(v.shape) for k, v in pts.swept.items()}),
                             "centre": label, "directions": json.dumps(direction_names)})
     _, computed = compute_shard(module, trainer, coords, cfg.shard, cfg.num_shards, sweep_dir, fp, ls.points_per_batch)
+    if not trainer.is_global_zero:  # a multi-device run: rank 0 reports, merges, draws and logs
+        return None
     how = f"batching={module.batching}, data_batch={module.data_batch}" + (" (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in module.timings.items())
                                            + ")" if module.timings else "")
     console.print(f"{label}: shard {cfg.shard}/{cfg.num_shards} " + (f"computed, {how}" if computed else "already done, skipped"))
@@ -289,7 +291,7 @@ def main(cfg: DictConfig) -> list[Path]:
         path = sweep_centre(cfg, pts, centre, directions, direction_names, costs, axes, net, trainer, out, logger)
         if path is not None:
             surfaces.append(path)
-    if surfaces:
+    if surfaces and trainer.is_global_zero:
         console.print(f"surfaces: {', '.join(str(p) for p in surfaces)}")
     return surfaces
 
