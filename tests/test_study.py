@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from distillscape.artifacts import read_json
 from test_instances import compose_cfg
@@ -51,6 +52,10 @@ def test_study_runs_every_installed_stage_in_one_dir(study):
     for stage in ("distill", "landscape", "instances", "report"):
         assert log[stage]["status"] == "ran", (stage, log[stage])
         assert (study / stage / ".hydra" / "overrides.yaml").exists()
+    # every stage reads the study's data directory (a study-level paths.data_dir=... reaches them all)
+    data_dirs = {yaml.safe_load((study / s / ".hydra" / "config.yaml").read_text())["paths"]["data_dir"]
+                 for s in ("distill", "landscape", "instances")}
+    assert len(data_dirs) == 1 and Path(data_dirs.pop()).is_absolute()
     if log["landing"]["status"] == "ran":  # the landing task is another helper's; skipped with a reason otherwise
         assert (study / "landing" / "landing_stats.json").exists()
     page = (study / "report" / "report.html").read_text()

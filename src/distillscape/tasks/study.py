@@ -36,7 +36,8 @@ def compose_stage(name: str, overrides: list[str]) -> DictConfig:
 
 def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) -> list[str]:
     """The study's overrides of a stage plus the wiring: its output dir and its inputs."""
-    wiring = [f"paths.output_dir={root / stage}"]
+    # the study's data directory reaches every stage (each composes its own config)
+    wiring = [f"paths.output_dir={root / stage}", f"paths.data_dir={Path(cfg.paths.data_dir).absolute()}"]
     if stage in ANALYSES:
         wiring.append(f"distilled={root / 'distill'}")
     if stage == "report":
