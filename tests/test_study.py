@@ -30,7 +30,11 @@ TINY = ["study.arch=mlp",
                                             "analysis.barrier_points=3", "baseline.tune_inits=2",
                                             "baseline.lr_grid=[0.1,1.0]"]),
         as_list("study.overrides.instances", ["instances.models=3", "instances.neighbours=2", "instances.test_limit=100"]),
-        "+study.stages.nosuch=[]"]
+        "+study.stages.nosuch=[]",
+        # a second landscape stage, added after the report by the merge: it must still run before it
+        "+study.tasks.surfaces=landscape", as_list("+study.stages.surfaces", ["dataset=digits", "logger=none"]),
+        as_list("+study.overrides.surfaces", ["experiment=surfaces_2x2", "sweep.resolution=[3,3]",
+                                              "landscape.train_subsample=200"])]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +48,9 @@ def study(tmp_path_factory) -> Path:
 
 def test_study_runs_every_installed_stage_in_one_dir(study):
     log = read_json(study / "study.json")["stages"]
-    assert list(log)[:2] == ["distill", "landscape"]
+    assert list(log)[:2] == ["distill", "landscape"] and list(log)[-1] == "report"
+    assert log["surfaces"]["task"] == "landscape" and log["surfaces"]["status"] == "ran"
+    assert {p.parent.name for p in (study / "surfaces").rglob("surface.npz")} == {"minimum", "landing"}
     assert log["nosuch"] == {"status": "skipped", "reason": "conf/nosuch.yaml does not exist"}
     assert (study / "distill" / "distilled.safetensors").exists()
     assert (study / "instances" / "instances.json").exists()
@@ -61,6 +67,7 @@ def test_study_runs_every_installed_stage_in_one_dir(study):
     page = (study / "report" / "report.html").read_text()
     assert "distillscape-distill dataset=digits arch=mlp" in page
     assert "surface.npz" in page and "likeness/distilled/direct_agrees" in page
+    assert str(study / "surfaces") in page  # the report shows the second landscape stage too
     assert page.count("data:image/png;base64,") >= 6
 
 

@@ -316,17 +316,26 @@ class ReportSchema:
             raise ConfigError(f"report.file={self.file!r} must be a file name ending in .html")
 
 
+STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report")
+
+
 @dataclass
 class StudySchema:
     dataset: str = "digits"
     arch: str = "simple_convnet"
     logger: str = "none"
     force: bool = False
+    tasks: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         _choice("study.dataset", self.dataset, DATASETS)
+        for stage, task in self.tasks.items():
+            _choice(f"study.tasks.{stage}", task, STUDY_TASKS)
+            if stage not in self.stages:
+                raise ConfigError(f"study.tasks.{stage} names a task for a stage that study.stages does not have; "
+                                  f"add study.stages.{stage}=[...] or drop it")
         for name, table in (("stages", self.stages), ("overrides", self.overrides)):
             for stage, ovs in table.items():
                 if not isinstance(ovs, (list, tuple)) or not all(isinstance(o, str) for o in ovs):

@@ -5,6 +5,8 @@ Each stage's config is composed from its own conf/<stage>.yaml with the study's 
 stage's command line would), and the stage's own `main` runs on it. A stage whose task module or
 config is not installed is skipped with the reason printed; a finished stage (its `study_stage.json`
 exists) is skipped on a rerun into the same directory, so an interrupted study resumes.
+A stage runs the task of its own name, or the one `study.tasks.<stage>` names: that is how a study
+sweeps several landscapes (e.g. a `surfaces` stage running the landscape task with other overrides).
 """
 from __future__ import annotations
 
@@ -34,13 +36,18 @@ def compose_stage(name: str, overrides: list[str]) -> DictConfig:
         return compose(config_name=name, overrides=overrides)
 
 
+def stage_task(cfg: DictConfig, stage: str) -> str:
+    """The task a stage runs: study.tasks.<stage> if given, else the stage's own name."""
+    return str((cfg.study.get("tasks") or {}).get(stage, stage))
+
+
 def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) -> list[str]:
     """The study's overrides of a stage plus the wiring: its output dir and its inputs."""
     # the study's data directory reaches every stage (each composes its own config)
     wiring = [f"paths.output_dir={root / stage}", f"paths.data_dir={Path(cfg.paths.data_dir).absolute()}"]
-    if stage in ANALYSES:
+    if stage_task(cfg, stage) in ANALYSES:
         wiring.append(f"distilled={root / 'distill'}")
-    if stage == "report":
+    if stage_task(cfg, stage) == "report":
         wiring.append("runs=[" + ",".join(str(root / s) for s in done) + "]")
     return [*cfg.study.stages[stage], *cfg.study.overrides.get(stage, []), *wiring]
 
@@ -71,7 +78,9 @@ def missing_reason(stage: str) -> str | None:
 def main(cfg: DictConfig) -> dict:
     root = output_dir(cfg)
     stages = list(cfg.study.stages)
-    if not stages or stages[0] != "distill":
+    # the report reads every other stage: it runs last, wherever an experiment's merge put it
+    stages = [s for s in stages if stage_task(cfg, s) != "report"] + [s for s in stages if stage_task(cfg, s) == "report"]
+    if not stages or stage_task(cfg, stages[0]) != "distill":
         raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
     log = {"stages": {}}
     done: list[str] = []
@@ -83,21 +92,23 @@ def main(cfg: DictConfig) -> dict:
             log["stages"][stage] = {**read_json(marker), "status": "finished before"}
             done.append(stage)
             continue
-        reason = missing_reason(stage)
+        task_name = stage_task(cfg, stage)
+        reason = missing_reason(task_name)
         if reason:
             console.print(f"[study] {stage}: skipped, {reason}")
             log["stages"][stage] = {"status": "skipped", "reason": reason}
             continue
         overrides = stage_overrides(cfg, stage, root, done)
-        stage_cfg = compose_stage(stage, overrides)
+        stage_cfg = compose_stage(task_name, overrides)
         if "trainer" in stage_cfg:
             with open_dict(stage_cfg):
                 stage_cfg.trainer.enable_progress_bar = False
         record(stage_dir, stage_cfg, overrides)
         console.rule(f"[study] {stage}")
         t0 = time.perf_counter()
-        importlib.import_module(f"distillscape.tasks.{stage}").main(stage_cfg)
-        entry = {"status": "ran", "seconds": round(time.perf_counter() - t0, 1), "overrides": overrides}
+        importlib.import_module(f"distillscape.tasks.{task_name}").main(stage_cfg)
+        entry = {"status": "ran", "task": task_name, "seconds": round(time.perf_counter() - t0, 1),
+                 "overrides": overrides}
         write_json(marker, entry)
         log["stages"][stage] = entry
         done.append(stage)
