@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 
 from distillscape.config import ConfigError, validate
 from distillscape.distill import DistillModule
@@ -101,3 +101,40 @@ def test_logger_options_write_their_files(tmp_path, logger, expected):
         assert "val/acc" in path.read_text().splitlines()[0]
     else:
         assert any(p.name.startswith("events.out.tfevents") for p in path.rglob("*"))
+
+
+# every experiment config, composed with the task it is for (a new experiment must be listed here)
+EXPERIMENT_TASKS = {"mnist_onestep": "distill", "sweep_distill": "distill", "surfaces_2x2": "landscape",
+                    "plane_minima": "landscape", "surface_evolution": "landscape", "surface_subsets": "landscape",
+                    "sweep_landscape_shards": "landscape", "landing_stats": "landing", "study_digits": "study",
+                    "study_mnist": "study"}
+
+
+@pytest.mark.parametrize("experiment", sorted(EXPERIMENT_TASKS))
+def test_every_experiment_composes_and_validates(experiment, tmp_path):
+    """Composes and validates each experiment; for a study, every stage's config as the study composes it
+    (so a mistyped override in a study's stage list fails here, not an hour into the study)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from distillscape.tasks.common import CONF_DIR
+    from distillscape.tasks.study import compose_stage, stage_order, stage_overrides, stage_task
+
+    assert set(EXPERIMENT_TASKS) == {p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml")}
+    task = EXPERIMENT_TASKS[experiment]
+    extra = ["distilled=x"] if task in ("landscape", "landing") else []
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose(config_name=task, overrides=[f"experiment={experiment}", f"paths.output_dir={tmp_path}", *extra],
+                      return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)  # for ${hydra:...} in the experiment (e.g. a sweep dir)
+        with open_dict(cfg):
+            del cfg["hydra"]
+        validate(cfg)
+        if task != "study":
+            return
+        stages = stage_order(cfg)
+        assert stage_task(cfg, stages[0]) == "distill" and stage_task(cfg, stages[-1]) == "report"
+        for stage in stages:
+            stage_cfg = compose_stage(stage_task(cfg, stage), stage_overrides(cfg, stage, tmp_path, stages))
+            validate(stage_cfg)
+            if "dataset" in stage_cfg:
+                assert stage_cfg.dataset.name == cfg.study.dataset

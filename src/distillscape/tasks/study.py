@@ -41,6 +41,13 @@ def stage_task(cfg: DictConfig, stage: str) -> str:
     return str((cfg.study.get("tasks") or {}).get(stage, stage))
 
 
+def stage_order(cfg: DictConfig) -> list[str]:
+    """The stages in the order they run: as listed, but the report (which reads every other stage)
+    last, wherever an experiment's merge put it."""
+    stages = list(cfg.study.stages)
+    return [s for s in stages if stage_task(cfg, s) != "report"] + [s for s in stages if stage_task(cfg, s) == "report"]
+
+
 def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) -> list[str]:
     """The study's overrides of a stage plus the wiring: its output dir and its inputs."""
     # the study's data directory reaches every stage (each composes its own config)
@@ -77,9 +84,7 @@ def missing_reason(stage: str) -> str | None:
 @task
 def main(cfg: DictConfig) -> dict:
     root = output_dir(cfg)
-    stages = list(cfg.study.stages)
-    # the report reads every other stage: it runs last, wherever an experiment's merge put it
-    stages = [s for s in stages if stage_task(cfg, s) != "report"] + [s for s in stages if stage_task(cfg, s) == "report"]
+    stages = stage_order(cfg)
     if not stages or stage_task(cfg, stages[0]) != "distill":
         raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
     log = {"stages": {}}
