@@ -97,3 +97,19 @@ def test_fixed_init_mode_trains_one_saved_init(tmp_path):
     assert m["test/onestep_inits"] == 1 and m["test/onestep_random_init_inits"] == 3
     d = module.to_distilled({})
     assert d.fixed_init is not None and set(d.fixed_init) == set(module.loop.names)
+
+
+def test_a_given_direct_minimum_is_used_and_copied_into_the_run(digits_run, tmp_path):
+    """direct.checkpoint skips training the baseline: its metrics are reported and its weights copied
+    into the run dir, where the run's analyses look for the direct minimum."""
+    from conftest import DIGITS_RUN_OVERRIDES
+    from distillscape.artifacts import read_json, read_tensors
+    from distillscape.tasks.distill import main
+
+    metrics = main(compose_cfg("distill", [*DIGITS_RUN_OVERRIDES, "distill.steps=2", "distill.val_every=2",
+                                           f"direct.checkpoint={digits_run}"], tmp_path))
+    given = read_json(digits_run / "direct_minimum.json")
+    assert metrics["direct/acc"] == given["metrics"]["direct/acc"]
+    a, b = read_tensors(tmp_path / "direct_minimum.safetensors"), read_tensors(digits_run / "direct_minimum.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_json(tmp_path / "direct_minimum.json")["copied_from"] == str(digits_run.absolute())

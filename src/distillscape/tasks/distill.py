@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..artifacts import save_distilled, write_json
 from ..baseline import random_real_baseline
-from ..direct import load_direct_minimum
+from ..direct import load_direct_minimum, save_direct_minimum
 from ..distill import DistillModule
 from ..inner import InitSampler, InnerLoop
 from ..plots import distilled_figure
@@ -29,7 +29,9 @@ def direct_baseline(cfg: DictConfig, dm, out: Path) -> dict[str, float]:
     """Load the direct minimum given by `direct.checkpoint`, or train one now."""
     net = build_net(cfg, dm)
     if cfg.direct.checkpoint:
-        _, meta = load_direct_minimum(cfg.direct.checkpoint, net)
+        net, meta = load_direct_minimum(cfg.direct.checkpoint, net)
+        # a copy in the run dir: the analyses of this run (landscape, landing, instances) find it there
+        save_direct_minimum(out, net, {**meta, "copied_from": str(Path(cfg.direct.checkpoint).absolute())})
         return {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
     return train_direct(cfg, dm, net, out, logger=False)
 
