@@ -140,7 +140,7 @@ def test_evaluation_chunks_models_by_activation_memory_with_identical_results():
     from distillscape.inner import evaluate_stack
 
     net = SimpleConvNet(1, 28, 28, 10)
-    loop = InnerLoop(net)
+    loop = InnerLoop(net, eval_path="vmap")
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     per_example = (16 + 16 + 32 + 32) * 28 * 28 * 4 + 10 * 4   # conv, relu, conv, relu, linear outputs, fp32
     assert loop.activation_bytes(x) == per_example
@@ -150,3 +150,28 @@ def test_evaluation_chunks_models_by_activation_memory_with_identical_results():
     for chunk in (1, 2, 5):
         fixed = evaluate_stack(loop, stack, x, y, batch_size=32, chunk_size=chunk)
         assert torch.equal(auto[0], fixed[0]) and torch.allclose(auto[1], fixed[1], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("make", [lambda: SimpleConvNet(1, 28, 28, 10), lambda: MLP(1, 8, 8, 10)])
+def test_evaluation_paths_agree_and_auto_keeps_the_faster(make):
+    """One model at a time with channels-last conv weights (in pieces of 128 examples) computes what the
+    vmapped path computes; auto times both once per input shape and keeps the faster (nets without
+    conv weights: vmap, unmeasured)."""
+    from distillscape.inner import evaluate_stack
+
+    net = make()
+    shape = (1, 28, 28) if isinstance(net, SimpleConvNet) else (1, 8, 8)
+    x, y = torch.randn(300, *shape), torch.randint(0, 10, (300,))
+    stack = InitSampler(net).sample(6, seed=1)
+    by_path = {p: evaluate_stack(InnerLoop(net, eval_path=p), stack, x, y, batch_size=200) for p in ("vmap", "channels_last")}
+    assert torch.equal(by_path["vmap"][0], by_path["channels_last"][0])
+    torch.testing.assert_close(by_path["vmap"][1], by_path["channels_last"][1], rtol=1e-5, atol=1e-6)
+    auto = InnerLoop(net)
+    evaluate_stack(auto, stack, x, y, batch_size=200)
+    [(key, chosen)] = auto._eval_paths.items()
+    if isinstance(net, SimpleConvNet):
+        assert set(auto.eval_timings) == {"vmap", "channels_last"}
+        assert auto.eval_timings[chosen] == min(auto.eval_timings.values())
+    else:
+        assert chosen == "vmap" and not auto.eval_timings
+    assert not getattr(net, "channels_last", False)  # the switch is restored

@@ -7,15 +7,18 @@ init dimension; `torch.func.vmap` maps one inner run over it.
 from __future__ import annotations
 
 import copy
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .models import init_parameters_
+from .models import channels_last_params, features_channels_last, init_parameters_
 
 Params = dict[str, torch.Tensor]
 INNER_LOSSES = ("mse", "soft_ce")
+EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
 
 
 def inner_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
@@ -79,13 +82,18 @@ class InnerLoop:
     parameter tensor, in `param_names` order.
     """
 
-    def __init__(self, net: nn.Module, loss: str = "mse"):
+    def __init__(self, net: nn.Module, loss: str = "mse", eval_path: str = "auto"):
         if loss not in INNER_LOSSES:
             raise ValueError(f"unknown inner loss {loss!r}; allowed: {', '.join(INNER_LOSSES)}")
         self.net, self.loss = net, loss
         self.names = param_names(net)
         self.buffers = dict(net.named_buffers())
         self._activation_bytes: dict[tuple, int] = {}  # per input shape, for eval_chunk
+        if eval_path not in ("auto", *EVAL_PATHS):
+            raise ValueError(f"eval_path={eval_path!r}; allowed: auto, {', '.join(EVAL_PATHS)}")
+        self.eval_path = eval_path
+        self._eval_paths: dict[tuple, str] = {}  # per input shape and device, for forward_models (auto)
+        self.eval_timings: dict[str, float] = {}
 
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, (params, self.buffers), (x,))
@@ -111,6 +119,37 @@ class InnerLoop:
     def forward_stack(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Logits [n_inits, batch, classes] of every model of the stack on the same inputs."""
         return vmap(self.forward, in_dims=(0, None), chunk_size=chunk_size)(stack, x)
+
+    def forward_models(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """Logits [n_models, batch, classes] for evaluation (no autograd): vmapped over the models, or,
+        for nets with conv weights, one model at a time with channels-last weights on cache-sized
+        pieces of x, whichever measured faster on the first call for this input shape."""
+        key = (tuple(x.shape[1:]), x.device.type)
+        if self.eval_path != "auto":
+            self._eval_paths[key] = self.eval_path
+        elif key not in self._eval_paths:
+            self._eval_paths[key] = self._measure_eval_path(stack, x)
+        if self._eval_paths[key] == "vmap":
+            return self.forward_stack(stack, x, chunk_size or self.eval_chunk(x))
+        return self._forward_channels_last(stack, x)
+
+    def _forward_channels_last(self, stack: Params, x: torch.Tensor, piece: int = 128) -> torch.Tensor:
+        with features_channels_last(self.net):
+            return torch.stack([torch.cat([self.forward(channels_last_params(unstack(stack, i)), x[j:j + piece])
+                                           for j in range(0, len(x), piece)]) for i in range(stack_len(stack))])
+
+    def _measure_eval_path(self, stack: Params, x: torch.Tensor) -> str:
+        if not any(v.dim() == 5 for v in stack.values()):  # no conv weights (a stack adds a dim): vmap
+            return "vmap"
+        few = {k: v[:4] for k, v in stack.items()}
+        for path, run in (("vmap", lambda: self.forward_stack(few, x)), ("channels_last", lambda: self._forward_channels_last(few, x))):
+            for _ in range(2):  # the first is a warm-up
+                t0 = time.perf_counter()
+                run()
+                if x.device.type == "cuda":
+                    torch.cuda.synchronize()
+                self.eval_timings[path] = time.perf_counter() - t0
+        return min(self.eval_timings, key=self.eval_timings.get)
 
     @torch.no_grad()
     def activation_bytes(self, x: torch.Tensor) -> int:
@@ -162,12 +201,13 @@ def accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
 def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor,
                    batch_size: int = 1000, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models].
-    Models are vmapped `chunk_size` at a time (default: as many as fit in 2 GiB of activations)."""
+    Models are vmapped `chunk_size` at a time (default: as many as fit in 2 GiB of activations), or run
+    one at a time in channels-last format where that measured faster (InnerLoop.forward_models)."""
     correct = torch.zeros(stack_len(stack), dtype=torch.long, device=x.device)
     loss = torch.zeros(stack_len(stack), device=x.device)
     for i in range(0, len(y), batch_size):
         xb = x[i:i + batch_size]
-        c, l = accuracy_and_loss(loop.forward_stack(stack, xb, chunk_size or loop.eval_chunk(xb)), y[i:i + batch_size])
+        c, l = accuracy_and_loss(loop.forward_models(stack, xb, chunk_size), y[i:i + batch_size])
         correct += c
         loss += l
     return correct.float() / len(y), loss / len(y)

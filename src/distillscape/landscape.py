@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 from .artifacts import ArtifactError, atomic_write  # noqa: E402
 from .geometry import points, unflatten, unflatten_stack  # noqa: E402
 from .inner import Params, accuracy_and_loss, inner_loss  # noqa: E402
+from .models import channels_last_params  # noqa: E402
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
@@ -126,12 +127,7 @@ class LandscapeModule(L.LightningModule):
 
     def _point(self, vec: torch.Tensor, batching: str) -> Params:
         p = unflatten(vec, self.like)
-        if batching == "channels_last":  # a conv with channels-last weights computes (and outputs) in that format;
-            # empty_like, not .contiguous(): a 1-channel weight counts as contiguous in both formats and
-            # would keep strides that make its conv (and the next one's input) NCHW
-            p = {k: torch.empty_like(v, memory_format=torch.channels_last).copy_(v) if v.dim() == 4 else v
-                 for k, v in p.items()}
-        return p
+        return channels_last_params(p) if batching == "channels_last" else p
 
     def _scores(self, logits_of, batch: int, m: int, max_examples: int | None) -> dict[str, torch.Tensor]:
         out = {}

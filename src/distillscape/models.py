@@ -8,10 +8,33 @@ ConvNet uses instance norm for exactly that reason, as the distillation literatu
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def channels_last_params(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """4-D (conv) weights in channels-last memory format, the rest as they are. A conv with
+    channels-last weights computes, and outputs, in that format (oneDNN's faster NHWC kernels on CPU).
+    empty_like rather than .contiguous(): a 1-channel weight counts as contiguous in both formats and
+    would keep strides that make its conv, and the next one's input, NCHW."""
+    return {k: torch.empty_like(v, memory_format=torch.channels_last).copy_(v) if v.dim() == 4 else v
+            for k, v in params.items()}
+
+
+@contextmanager
+def features_channels_last(net: nn.Module):
+    """Within the block, a net with a `channels_last` switch flattens its conv features in (H, W, C) order."""
+    before = getattr(net, "channels_last", None)
+    if before is not None:
+        net.channels_last = True
+    try:
+        yield net
+    finally:
+        if before is not None:
+            net.channels_last = before
 
 
 def classify_features(features: torch.Tensor, linear: nn.Linear, channels_last: bool) -> torch.Tensor:
