@@ -198,6 +198,9 @@ class DistillModule(L.LightningModule):
             metrics[f"{stage}/{name}_inits"] = float(stack_len(state["landed"]))
         self.log_dict(metrics)
         self._eval = {}
+        if stage == "test" and self.loop.eval_timings:
+            print("distillscape: models evaluated with " + ", ".join(sorted(set(self.loop._eval_paths.values())))
+                  + " (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in self.loop.eval_timings.items()) + ")")
         return metrics
 
     def on_validation_epoch_start(self):
