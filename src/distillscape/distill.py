@@ -8,7 +8,6 @@ inner procedure and report accuracy over inits.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Mapping
 
 import lightning as L
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .artifacts import Distilled
-from .inner import InitSampler, InnerLoop, Params, evaluate_stack, param_names, stack_len, summarize
+from .inner import InitSampler, InnerLoop, Params, evaluate_stack, param_names, stack_len, summarize, timed
 
 
 def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool) -> torch.Tensor:
@@ -123,14 +122,8 @@ class DistillModule(L.LightningModule):
         x, y = next(iter(self.trainer.datamodule.train_dataloader()))
         x, y = x.to(self.device), y.to(self.device)
         inits = self.training_inits()
-        seconds = {}
-        for path in ("vmap", "loop"):
-            for rep in range(2):  # the first of each is a warm-up
-                t0 = time.perf_counter()
-                self.outer_loss(inits, x, y, path)[0].backward()
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize()
-                seconds[path] = time.perf_counter() - t0
+        seconds = {path: timed(lambda: self.outer_loss(inits, x, y, path)[0].backward(), self.device)
+                   for path in ("vmap", "loop")}
         self.zero_grad(set_to_none=True)
         return min(seconds, key=seconds.get)
 

@@ -21,6 +21,17 @@ INNER_LOSSES = ("mse", "soft_ce")
 EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
 
 
+def timed(run, device: torch.device) -> float:
+    """Seconds of one call of `run` after a warm-up call (waiting for the GPU where there is one):
+    how every faster-path-by-measurement choice in the package times its candidates."""
+    for _ in range(2):
+        t0 = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def inner_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
     """The loss a model is trained with on the distilled batch.
 
@@ -142,13 +153,8 @@ class InnerLoop:
         if not any(v.dim() == 5 for v in stack.values()):  # no conv weights (a stack adds a dim): vmap
             return "vmap"
         few = {k: v[:4] for k, v in stack.items()}
-        for path, run in (("vmap", lambda: self.forward_stack(few, x)), ("channels_last", lambda: self._forward_channels_last(few, x))):
-            for _ in range(2):  # the first is a warm-up
-                t0 = time.perf_counter()
-                run()
-                if x.device.type == "cuda":
-                    torch.cuda.synchronize()
-                self.eval_timings[path] = time.perf_counter() - t0
+        self.eval_timings["vmap"] = timed(lambda: self.forward_stack(few, x), x.device)
+        self.eval_timings["channels_last"] = timed(lambda: self._forward_channels_last(few, x), x.device)
         return min(self.eval_timings, key=self.eval_timings.get)
 
     @torch.no_grad()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +35,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from .artifacts import ArtifactError, atomic_write  # noqa: E402
 from .geometry import points, unflatten, unflatten_stack  # noqa: E402
-from .inner import Params, accuracy_and_loss, inner_loss  # noqa: E402
-from .models import channels_last_params  # noqa: E402
+from .inner import Params, accuracy_and_loss, inner_loss, timed  # noqa: E402
+from .models import channels_last_params, features_channels_last  # noqa: E402
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
@@ -113,8 +112,12 @@ class LandscapeModule(L.LightningModule):
     def evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None = None) -> dict[str, torch.Tensor]:
         """Every metric at every point of `vecs` [M, D]: name -> tensor [M] (float64).
         max_examples truncates each cost's data (only for timing the paths)."""
-        if hasattr(self.net, "channels_last"):
-            self.net.channels_last = batching == "channels_last"
+        if batching == "channels_last":
+            with features_channels_last(self.net):
+                return self._evaluate(vecs, batching, max_examples)
+        return self._evaluate(vecs, batching, max_examples)
+
+    def _evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None) -> dict[str, torch.Tensor]:
         if batching == "vmap":
             stack = unflatten_stack(vecs, self.like)
             fwd = vmap(self.forward_one, in_dims=(0, None))
@@ -159,12 +162,7 @@ class LandscapeModule(L.LightningModule):
         best = None
         for path, data_batch in candidates:
             self.data_batch = data_batch
-            for _ in range(2):
-                t0 = time.perf_counter()
-                self.evaluate(vecs, path, probe)
-                if vecs.device.type == "cuda":
-                    torch.cuda.synchronize()
-                took = time.perf_counter() - t0
+            took = timed(lambda: self.evaluate(vecs, path, probe), vecs.device)
             self.timings[f"{path}@{data_batch}"] = took
             if best is None or took < best[0]:
                 best = (took, path, data_batch)
