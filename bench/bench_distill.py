@@ -1,5 +1,5 @@
 """Benchmark: distill full MNIST into 10 images (one per class) for ONE inner step from random inits,
-on CPU, for mlp and simple_convnet.
+on CPU (or on a GPU: pass the override trainer=gpu), for mlp and simple_convnet.
 
 Reports one-step test accuracy (mean ± std over 100 held-out inits), outer steps per second and peak
 memory (max RSS of the job's process, which it records itself). Each architecture runs the real `distillscape-distill`
@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"mlp": 0.88, "mlp512": 0.88, "simple_convnet": 0.90}
 VARIANTS = {"mlp512": ["arch=mlp", "arch.hidden=[512]"]}  # name -> overrides; any other name is an arch/ config
@@ -40,7 +42,8 @@ def one(arch: str, data: str, steps: int | None, out: Path, extra: list[str]) ->
     return {"arch": arch, "acc_mean": m["test/onestep_acc_mean"], "acc_std": m["test/onestep_acc_std"],
             "inits": int(m["test/onestep_inits"]), "steps_per_second": m["train/steps_per_second"],
             "distill_seconds": m["train/seconds"], "job_seconds": wall, "peak_rss_mib": m["train/peak_rss_mib"],
-            "direct_acc": m["direct/acc"], "random_real_acc": m["random_real/acc_mean"]}
+            "direct_acc": m["direct/acc"], "random_real_acc": m["random_real/acc_mean"],
+            "peak_gpu_mib": m.get("train/peak_gpu_mib")}
 
 
 def main() -> None:
@@ -55,7 +58,9 @@ def main() -> None:
     rows = []
     for arch in a.archs:  # one after the other, so that timings do not share the cores
         rows.append(one(arch, a.data, a.steps, base / arch, a.extra))
-    print(f"\nMNIST, 10 distilled images, 1 inner step, random inits, CPU ({os.cpu_count()} cores, "
+    gpu = any("trainer=gpu" in e for e in a.extra)
+    where = "GPU " + torch.cuda.get_device_name() if gpu else "CPU"
+    print(f"\nMNIST, 10 distilled images, 1 inner step, random inits, {where} ({os.cpu_count()} cores, "
           f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')})")
     print(f"{'arch':16} {'one-step acc':>18} {'inits':>6} {'target':>7} {'steps/s':>8} {'peak MiB':>9} "
           f"{'direct':>7} {'rand.real':>9}")
@@ -64,7 +69,8 @@ def main() -> None:
         mark = "" if t is None else ("  ok" if r["acc_mean"] >= t else "  MISSED")
         print(f"{r['arch']:16} {r['acc_mean']:.4f} ± {r['acc_std']:.4f} {r['inits']:6d} {t or 0:7.2f} "
               f"{r['steps_per_second']:8.2f} {r['peak_rss_mib']:9.0f} {r['direct_acc']:7.4f} "
-              f"{r['random_real_acc']:9.4f}{mark}")
+              f"{r['random_real_acc']:9.4f}{mark}"
+              + (f"  peak GPU {r['peak_gpu_mib']:.0f} MiB" if r["peak_gpu_mib"] is not None else ""))
     (base / "bench_distill.json").write_text(json.dumps(rows, indent=2))
     print(f"runs and bench_distill.json in {base}")
 

@@ -67,7 +67,9 @@ class Snapshots(L.Callback):
             self.save(module)
 
 
-def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dict[str, float], float]:
+def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dict[str, float], float, torch.device]:
+    """Fit and test the synthetic batch; also return the device it ran on, since Lightning moves the module
+    back to the CPU at teardown and the baseline that follows should run where the distillation ran."""
     net = build_net(cfg, dm)
     real = None
     if cfg.distill.image_init == "real":
@@ -81,7 +83,7 @@ def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dic
     trainer.fit(module, dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
-    return module, metrics, seconds
+    return module, metrics, seconds, trainer.strategy.root_device
 
 
 def summary_table(cfg: DictConfig, m: dict[str, float], n: int) -> Table:
@@ -111,16 +113,17 @@ def main(cfg: DictConfig) -> dict[str, float]:
         return done
     dm = build_datamodule(cfg)
     direct = direct_baseline(cfg, dm, out)
-    module, metrics, seconds = run_distillation(cfg, dm, out)
+    module, metrics, seconds, device = run_distillation(cfg, dm, out)
     net = build_net(cfg, dm)
     baseline = random_real_baseline(InnerLoop(net, cfg.distill.inner_loss), InitSampler(net, cfg.distill.init_scheme),
                                     dm, cfg.distill.images_per_class, cfg.distill.inner_steps,
                                     list(cfg.baseline.lr_grid), cfg.baseline.tune_inits, cfg.distill.eval_inits,
-                                    seed=cfg.distill.eval_seed + 2, device=module.device)
+                                    seed=cfg.distill.eval_seed + 2, device=device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
                "train/steps_per_second": (module.global_step - module.first_step) / seconds,
                # peak resident memory of this process so far (Linux reports KiB)
-               "train/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+               "train/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               **({"train/peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {})}
     distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
