@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import json
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -187,13 +188,16 @@ def main(cfg: DictConfig) -> dict:
             results[kind], lrs[kind] = read_tensors(part), read_json(done)["lr"]
             console.print(f"{kind}: reusing {part}")
             continue
+        console.print(f"{kind}: landing {a.inits} inits and measuring them on the true task ...")
+        t0 = time.perf_counter()
         at_inits = at_inits if at_inits is not None else analysis.at_inits(inits)
         landed, lrs[kind] = land(kind, cfg, loop, sampler, inits, d, dm, device)
         landed = {k: v.detach() for k, v in landed.items()}
         results[kind] = analysis.landings(inits, landed, at_inits)
         write_tensors(part, results[kind])
         write_json(part.with_suffix(".json"), {"fingerprint": stamp, "lr": lrs[kind]})
-        console.print(f"{kind}: done ({len(results[kind]['landing_test_acc'])} landings)")
+        console.print(f"{kind}: done ({len(results[kind]['landing_test_acc'])} landings, "
+                      f"{time.perf_counter() - t0:.0f} s)")
 
     summary = {"dataset": d.meta["dataset"], "arch": d.meta["arch"]["_target_"].rsplit(".", 1)[-1],
                "distilled": str(run), "inner_loss": loop.loss, "settings": resolved(a), "lr": lrs,
