@@ -7,7 +7,7 @@ each on every cost (true-task train / test loss and accuracy, the distilled batc
 The data lives on the device as buffers, moved there once; points are evaluated functionally
 (`torch.func.functional_call`): vmapped over a chunk of points, or one point after another with the
 weights as they are or with 4-D (conv) weights in channels-last memory format, and with the data in
-forwards of `data_batch` or of a few hundred examples: whichever measured fastest on the first chunk.
+forwards of `data_batch` or of a few hundred examples: whichever measured fastest on the first points.
 (On CPU, channels-last convolutions on cache-sized batches ran ~2.5x faster than the default here.)
 
 A grid can be cut into shards (contiguous ranges of the flattened grid). Each shard's values are
@@ -40,6 +40,7 @@ from .models import channels_last_params, features_channels_last  # noqa: E402
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
+MEASURE_POINTS = 4      # grid points that batching=auto times each candidate path on
 
 
 @dataclass
@@ -152,10 +153,15 @@ class LandscapeModule(L.LightningModule):
         return out
 
     def measure_batching(self, vecs: torch.Tensor) -> str:
-        """Time every path on these points (on the same 2 x data_batch examples each; the first call of
-        each is a warm-up), the loop paths also at a cache-sized data batch; keep the fastest path and
-        its data batch. Returns the path; `timings` holds every measurement."""
-        probe, configured = 2 * self.data_batch, self.data_batch
+        """Time every path on the first few of these points (on the same data_batch examples each; the
+        first call of each is a warm-up), the loop paths also at a cache-sized data batch; keep the
+        fastest path and its data batch. Returns the path; `timings` holds every measurement.
+
+        Four points are enough: a vmapped forward holds data_batch examples whatever the number of
+        points, and on a 10k-image MNIST grid timing the whole first chunk of 16 points on 2 x data_batch
+        examples cost ~150 s per surface, longer than some grids themselves."""
+        vecs = vecs[:MEASURE_POINTS]
+        probe, configured = self.data_batch, self.data_batch
         candidates = [("vmap", configured), ("loop", configured), ("channels_last", configured)]
         if SMALL_DATA_BATCH < configured:
             candidates += [("loop", SMALL_DATA_BATCH), ("channels_last", SMALL_DATA_BATCH)]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import os
+import resource
 import sys
 from pathlib import Path
 from typing import Callable
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -101,3 +103,13 @@ def net_from_meta(meta: dict):
     """Rebuild the network a distilled artifact (or direct minimum) was made for, from its JSON."""
     c, h, w = meta["image_shape"]
     return instantiate(meta["arch"])(in_channels=c, height=h, width=w, num_classes=meta["num_classes"])
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process so far (Linux reports KiB) and, on a GPU, peak allocated
+    GPU memory, in MiB. Kept out of the task functions: joblib's launcher pickles those by value, and
+    with `torch.cuda` read in `main` itself that failed ("cannot pickle '_Classes' object")."""
+    out = {"train/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["train/peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out

@@ -2,7 +2,6 @@
 one-step training on it with direct training and with one step on random real images."""
 from __future__ import annotations
 
-import resource
 import time
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from ..inner import InitSampler, InnerLoop
 from ..plots import distilled_figure
 from ..resume import RngState, finished_metrics, mark_complete, write_job_config
 from ..tracking import finish_run, log_distilled
-from .common import CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, resolved, task
+from .common import (CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, peak_memory, resolved,
+                     task)
 from .train import train_direct
 
 
@@ -121,9 +121,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
                                     seed=cfg.distill.eval_seed + 2, device=device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
                "train/steps_per_second": (module.global_step - module.first_step) / seconds,
-               # peak resident memory of this process so far (Linux reports KiB)
-               "train/peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-               **({"train/peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {})}
+               **peak_memory(device)}
     distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
