@@ -56,6 +56,8 @@ def test_main_job_writes_artifact_with_honest_metrics(digits_run):
                      "distilled_step000060.safetensors"]
     # the direct baseline really trained: far better than one step on random real images
     assert m["direct/acc"] > 0.8
+    # a CPU run records the process's peak memory (a real reading: at least the loaded torch) and no GPU figure
+    assert m["train/peak_rss_mib"] > 100 and "train/peak_gpu_mib" not in m
 
 
 def test_artifact_round_trips_bit_exactly(tmp_path, digits_run):
