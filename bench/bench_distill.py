@@ -58,7 +58,8 @@ def main() -> None:
     rows = []
     for arch in a.archs:  # one after the other, so that timings do not share the cores
         rows.append(one(arch, a.data, a.steps, base / arch, a.extra))
-    gpu = any("trainer=gpu" in e for e in a.extra)
+    # the runs say where they ran: a job on a GPU records its peak GPU memory
+    gpu = any(r["peak_gpu_mib"] is not None for r in rows)
     where = "GPU " + torch.cuda.get_device_name() if gpu else "CPU"
     print(f"\nMNIST, 10 distilled images, 1 inner step, random inits, {where} ({os.cpu_count()} cores, "
           f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')})")

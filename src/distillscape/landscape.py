@@ -161,14 +161,14 @@ class LandscapeModule(L.LightningModule):
         points, and on a 10k-image MNIST grid timing the whole first chunk of 16 points on 2 x data_batch
         examples cost ~150 s per surface, longer than some grids themselves."""
         vecs = vecs[:MEASURE_POINTS]
-        probe, configured = self.data_batch, self.data_batch
+        configured = self.data_batch
         candidates = [("vmap", configured), ("loop", configured), ("channels_last", configured)]
         if SMALL_DATA_BATCH < configured:
             candidates += [("loop", SMALL_DATA_BATCH), ("channels_last", SMALL_DATA_BATCH)]
         best = None
         for path, data_batch in candidates:
             self.data_batch = data_batch
-            took = timed(lambda: self.evaluate(vecs, path, probe), vecs.device)
+            took = timed(lambda: self.evaluate(vecs, path, configured), vecs.device)
             self.timings[f"{path}@{data_batch}"] = took
             if best is None or took < best[0]:
                 best = (took, path, data_batch)
