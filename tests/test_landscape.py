@@ -256,3 +256,35 @@ def test_bad_input_is_one_clear_line(digits_run, tmp_path, capsys):
             main(compose_cfg("landscape", overrides, tmp_path))
         err = capsys.readouterr().err
         assert e.value.code == 2 and says in err and len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_stops_a_sweep_with_143_and_writes_nothing_half_done(digits_run, tmp_path):
+    """Lightning's predict loop ignores its own SIGTERM flag: a terminated sweep (scancel, a time
+    limit) used to run on to the end of its grid. It now stops at the next batch of points."""
+    import signal
+    import time
+    out = tmp_path / "big"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "distillscape.tasks.landscape", f"distilled={digits_run}",
+                             "sweep=plane", "sweep.resolution=[400,400]", "sweep.costs=[train]", "sweep.centres=minimum",
+                             "landscape.batching=loop", "logger=none", f"hydra.run.dir={out}"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        directions = out / "minimum" / "directions.safetensors"  # written just before the grid starts
+        deadline = time.monotonic() + 120
+        while not directions.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert directions.exists(), proc.communicate(timeout=5)[1][-2000:] if proc.poll() is not None else "no start"
+        time.sleep(2.0)  # inside trainer.predict by now (160,000 points take minutes)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert time.monotonic() - sent < 30
+    assert "stopped by SIGTERM" in err
+    # the interrupted shard and surface were never written, so a rerun computes them whole
+    assert not (out / "minimum" / "surface.npz").exists()
+    assert not list((out / "minimum").glob("shards/*.npz"))

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.func import functional_call, vmap  # noqa: E402
+from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from .artifacts import ArtifactError, atomic_write  # noqa: E402
@@ -174,6 +175,12 @@ class LandscapeModule(L.LightningModule):
                 best = (took, path, data_batch)
         _, path, self.data_batch = best
         return path
+
+    def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        # Lightning's SIGTERM handler only sets a flag, which its fit and evaluation loops read and its
+        # predict loop does not: without this a terminated sweep ran on to the end of its grid
+        if self.trainer.received_sigterm:
+            raise SIGTERMException()
 
     def predict_step(self, batch, batch_idx):
         index, coords = batch

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -51,8 +52,13 @@ console = _Console(stderr=False, highlight=False)
 KNOWN_ERRORS = (ConfigError, DatasetNotFoundError, ArtifactError, FloatingPointError)
 
 
+# exit status of a job stopped by SIGTERM, as a shell reports a process killed by it (128 + 15)
+SIGTERM_EXIT = 143
+
+
 def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
-    """Wrap a task body: validate the config first, print known errors as one line and exit 2."""
+    """Wrap a task body: validate the config first, print known errors as one line and exit 2, and
+    report a stop by SIGTERM (SLURM's scancel, a time limit) as one line and exit 143."""
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         try:
@@ -61,6 +67,12 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
         except KNOWN_ERRORS as e:
             print(f"distillscape: {type(e).__name__}: {e}", file=sys.stderr)
             sys.exit(2)
+        except SIGTERMException:
+            # Lightning turns SIGTERM into this SystemExit between steps; bare, it would exit with 0
+            print("distillscape: stopped by SIGTERM. What was finished is kept (checkpoints/last.ckpt of a "
+                  "distillation, finished landscape shards, finished study stages): rerun the same command "
+                  "to go on (a distillation with ckpt_path=last)", file=sys.stderr)
+            sys.exit(SIGTERM_EXIT)
     return wrapper
 
 
