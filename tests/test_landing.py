@@ -18,7 +18,7 @@ from distillscape.artifacts import read_json
 from distillscape.config import validate
 from distillscape.inner import InitSampler, InnerLoop, unstack
 from distillscape.landing import (KINDS, STATS, LandingAnalysis, Settings, TrueTask, barrier, flat_stack,
-                                  interpolate, polish)
+                                  interpolate, polish, sgd_checkpoints, steps_to_match)
 from distillscape.models import MLP
 from distillscape.tasks.common import CONF_DIR
 
@@ -33,7 +33,7 @@ def compose_landing(overrides: list[str], output_dir) -> DictConfig:
 SMALL = ["analysis.inits=6", "analysis.polish_inits=3", "analysis.polish_steps=10", "analysis.curvature_inits=2",
          "analysis.curvature_examples=200", "analysis.power_iters=10", "analysis.hutchinson_probes=4",
          "analysis.train_examples=400", "analysis.barrier_points=5", "baseline.tune_inits=2",
-         "baseline.lr_grid=[0.1,1.0]"]
+         "baseline.lr_grid=[0.1,1.0]", "analysis.trajectory_inits=4", "analysis.trajectory_steps=[1,5,20,60]"]
 
 
 # -- known answers -----------------------------------------------------------------------------------
@@ -103,6 +103,68 @@ def test_polish_distance_of_one_plain_step_is_lr_times_gradient_norm(small_task)
     assert "top_eig_landing" not in stats  # curvature_inits=0 computes none
 
 
+def test_checkpoints_of_one_run_are_the_shorter_runs(small_task):
+    """The direct-training checkpoints of one SGD run equal separate runs of that many steps from the
+    same start with the same minibatch seed (0 steps: the start itself)."""
+    loop, stack, task = small_task
+    got = sgd_checkpoints(loop, stack, task.x, task.y, [0, 1, 4, 9], lr=0.2, momentum=0.9, batch_size=16,
+                          generator=torch.Generator().manual_seed(3))
+    for state, steps in zip(got, [0, 1, 4, 9]):
+        alone = polish(loop, stack, task.x, task.y, steps, lr=0.2, momentum=0.9, batch_size=16,
+                       generator=torch.Generator().manual_seed(3))
+        for k in stack:
+            torch.testing.assert_close(state[k], alone[k], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got[0], stack)
+
+
+def test_steps_to_match_is_the_first_checkpoint_at_or_below_the_target():
+    steps = torch.tensor([0, 1, 5, 20])
+    losses = torch.tensor([[2.0, 1.5, 0.9, 0.4],
+                           [2.0, 1.5, 0.9, 0.4],
+                           [2.0, 1.9, 1.8, 1.7],
+                           [2.0, 0.5, 0.9, 0.4]])  # not monotone: the FIRST crossing counts
+    got = steps_to_match(losses, steps, torch.tensor([1.0, 0.4, 1.0, 0.6]))
+    assert got.tolist() == [5.0, 20.0, math.inf, 1.0]
+
+
+def test_landing_against_the_trajectory_matches_a_model_at_a_time(small_task):
+    """Agreement and distance of each landing with each direct-training checkpoint, against plain
+    nn.Module copies loaded with load_state_dict and compared prediction by prediction."""
+    import copy
+    loop, _, task = small_task
+    inits = InitSampler(loop.net).sample(4, seed=9)
+    landed = InitSampler(loop.net).sample(4, seed=10)
+    direct = unstack(InitSampler(loop.net).sample(1, seed=8), 0)
+    s = Settings(polish_lr=0.2, polish_momentum=0.9, polish_batch_size=16, curvature_inits=0, polish_inits=0,
+                 barrier_points=3, data_chunk=16, trajectory_inits=3, trajectory_steps=[7, 2])
+    a = LandingAnalysis(loop, task, task, (task.x, task.y), direct, s)
+    traj = a.trajectory(inits)
+    assert traj["steps"].tolist() == [0, 2, 7]
+    stats = a.landings(inits, landed, a.at_inits(inits), traj)
+    states = sgd_checkpoints(loop, {k: v[:3] for k, v in inits.items()}, task.x, task.y, [0, 2, 7], 0.2, 0.9, 16,
+                             torch.Generator().manual_seed(s.seed + 3))
+
+    def model(params):
+        m = copy.deepcopy(loop.net)
+        m.load_state_dict({k: v.clone() for k, v in params.items()})
+        return m
+
+    for i in range(3):
+        land_model = model(unstack(landed, i))
+        for t, st in enumerate(states):
+            ckpt = model(unstack(st, i))
+            with torch.no_grad():
+                same = (land_model(task.x).argmax(1) == ckpt(task.x).argmax(1)).float().mean()
+            dist = torch.sqrt(sum(((p - q) ** 2).sum() for p, q in zip(land_model.parameters(), ckpt.parameters())))
+            torch.testing.assert_close(stats["curve/agreement"][i, t], same)
+            torch.testing.assert_close(stats["curve/distance"][i, t], dist, rtol=1e-5, atol=1e-6)
+    assert stats["agreement_peak"].shape == (3,) and stats["nearest_step"].shape == (3,)
+    torch.testing.assert_close(stats["agreement_last"], stats["curve/agreement"][:, -1])
+    torch.testing.assert_close(stats["nearest_distance_ratio"],
+                               stats["curve/distance"].min(dim=1).values / stats["step_length"][:3])
+    assert (stats["nearest_distance_ratio"] <= 1 + 1e-6).all()  # checkpoint 0 is the init: never farther
+
+
 # -- the task, end to end on a real distillation -------------------------------------------------------
 def read_csv(path):
     with open(path) as f:
@@ -120,7 +182,8 @@ def test_landing_task_end_to_end(digits_run, tmp_path, capsys):
     assert stats["lr"]["random_real"] in (0.1, 1.0)  # tuned on the grid
     for kind, per_stat in stats["kinds"].items():
         assert set(per_stat) == set(STATS), kind
-        expected_n = {"polish": 3, "barrier_to_polished": 3, "top_eig": 2, "trace": 2}
+        expected_n = {"polish": 3, "barrier_to_polished": 3, "top_eig": 2, "trace": 2, "steps_to_match": 4,
+                      "agreement": 4, "nearest": 4}
         for stat, s in per_stat.items():
             n = next((v for k, v in expected_n.items() if stat.startswith(k) or stat.startswith(f"polished")
                       and k == "polish"), 6)
@@ -142,6 +205,17 @@ def test_landing_task_end_to_end(digits_run, tmp_path, capsys):
     assert sum(r["polish_distance"] != "" for r in rows) == 3 * 3
     acc = [float(r["landing_test_acc"]) for r in rows if r["kind"] == "distilled"]
     assert stats["kinds"]["distilled"]["landing_test_acc"]["mean"] == pytest.approx(sum(acc) / len(acc), rel=1e-5)
+
+    # the direct-training trajectory: its curve per kind, and a figure
+    traj = stats["trajectory"]
+    assert traj["steps"] == [0, 1, 5, 20, 60] and traj["inits"] == 4
+    assert traj["train_loss"][-1] < traj["train_loss"][0] and set(traj["agreement"]) == set(KINDS)
+    assert all(len(traj[c][k]) == 5 for c in ("agreement", "distance") for k in KINDS)
+    assert (out / "trajectory.png").stat().st_size > 10_000
+    for r in rows:
+        if r["nearest_distance_ratio"]:
+            assert float(r["nearest_distance_ratio"]) <= 1 + 1e-5
+            assert float(r["agreement_peak_step"]) in traj["steps"]
 
     logged = read_csv(out / "csv" / "metrics.csv")[0]
     assert float(logged["landing/distilled/landing_test_acc"]) == pytest.approx(

@@ -264,6 +264,8 @@ class LandingSchema:
     power_tol: float = 1e-4
     hutchinson_probes: int = 20
     barrier_points: int = 11
+    trajectory_inits: int = 5
+    trajectory_steps: list = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])
     data_chunk: int = 1000
     init_chunk: Optional[int] = None
     device: str = "cpu"
@@ -273,11 +275,14 @@ class LandingSchema:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
         for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk"):
             _at_least(f"analysis.{k}", getattr(self, k), 1)
-        for k in ("polish_inits", "polish_steps", "curvature_inits"):
+        for k in ("polish_inits", "polish_steps", "curvature_inits", "trajectory_inits"):
             _at_least(f"analysis.{k}", getattr(self, k), 0)
         for k in ("train_examples", "test_examples", "curvature_examples", "init_chunk"):
             _at_least(f"analysis.{k}", getattr(self, k), 1)
         _at_least("analysis.barrier_points", self.barrier_points, 2)
+        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.trajectory_steps):
+            raise ConfigError(f"analysis.trajectory_steps={list(self.trajectory_steps)}: give non-negative integers "
+                              f"(direct-training steps at which the landing is compared), e.g. [1,10,100]")
         _at_least("analysis.polish_lr", self.polish_lr, 0.0, strict=True)
         _at_least("analysis.polish_momentum", self.polish_momentum, 0.0)
         _at_least("analysis.power_tol", self.power_tol, 0.0)

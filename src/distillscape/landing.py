@@ -13,6 +13,13 @@ we measure, on the true task (cross-entropy on real data):
   point of the path above the straight line between its two end losses; 0 when the path is convex);
 - curvature: the Hessian eigenvalue of largest magnitude (power iteration on Hessian-vector products;
   at and near a minimum that is the top eigenvalue) and the Hessian trace (Hutchinson's estimator).
+- the direct-training trajectory (the reading of Yang et al., ICML 2024: distilled data encodes early
+  training): train on the real data from the SAME init (the polish optimizer) and compare the landing
+  with that run at checkpoints t in `trajectory_steps` (0 = the init): how many steps the run needs to
+  reach the landing's train loss, at which t its test predictions agree most with the landing's (and
+  how much), how much they agree at the last checkpoint, and which checkpoint is nearest in parameter
+  space. Early training predicts a match at small t and agreement that falls as training goes on; a
+  landing in a minimum agrees most with the late checkpoints.
 
 The same statistics are computed for batches that were not distilled, so numbers can be read against
 something: `random_real` (one step on as many class-balanced random training images, hard labels, its
@@ -27,7 +34,9 @@ landing_stats.json::
     {"dataset": str, "arch": str, "distilled": str, "inner_loss": str, "settings": {...analysis config},
      "lr": {kind: float},                                 # inner learning rate(s) used, mean over groups
      "direct_minimum": {stat: float},                     # train/test loss+acc, grad_norm, top_eig, trace
-     "kinds": {kind: {stat: {"mean": float, "std": float, "n": int, "nonfinite": int}}}}
+     "kinds": {kind: {stat: {"mean": float, "std": float, "n": int, "nonfinite": int}}},
+     "trajectory": {"steps": [int], "train_loss": [float], "test_acc": [float],  # the direct run, mean
+                    "agreement": {kind: [float]}, "distance": {kind: [float]}}}  # landing vs checkpoint, mean
 
   kind is one of KINDS, stat one of STATS (below). n counts the finite values averaged; `nonfinite`
   counts landings whose value was inf/nan (a diverged step), left out of mean and std.
@@ -75,7 +84,14 @@ STATS = {
     "top_eig_landing": "top Hessian eigenvalue (largest |.|) at the landing",
     "trace_init": "Hessian trace (Hutchinson) at the init",
     "trace_landing": "Hessian trace (Hutchinson) at the landing",
+    "steps_to_match": "direct-training steps from the same init to reach the landing's train loss (inf: not within the last checkpoint)",
+    "agreement_peak": "highest test-prediction agreement of the landing with a direct-training checkpoint",
+    "agreement_peak_step": "the checkpoint step of that highest agreement",
+    "agreement_last": "test-prediction agreement with the last direct-training checkpoint",
+    "nearest_step": "the direct-training checkpoint nearest to the landing in parameter space",
+    "nearest_distance_ratio": "distance to that checkpoint / step_length (<= 1: the init is checkpoint 0)",
 }
+CURVES = ("agreement", "distance")  # per landing and checkpoint, kept as curve/<name> beside the stats
 DIRECT_STATS = ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm", "top_eig", "trace")
 
 
@@ -127,6 +143,11 @@ class TrueTask:
     def evaluate(self, stack: Params) -> tuple[torch.Tensor, torch.Tensor]:
         """(accuracy [M], mean loss [M])."""
         return evaluate_stack(self.loop, stack, self.x, self.y, self.data_chunk, self.init_chunk)
+
+    @torch.no_grad()
+    def predictions(self, stack: Params) -> torch.Tensor:
+        """Predicted classes [M, N] of every model of the stack."""
+        return torch.cat([self.loop.forward_models(stack, x, self.init_chunk).argmax(-1) for x, _ in self._chunks()], dim=1)
 
     def grad(self, stack: Params) -> Params:
         """Gradient of the mean loss for every model of the stack."""
@@ -212,24 +233,46 @@ def curvature(task: TrueTask, stack: Params, iters: int, tol: float, probes: int
 
 
 # -- polish: keep training on the true task -------------------------------------------------------
-def polish(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
-           momentum: float, batch_size: int, generator: torch.Generator, init_chunk: int | None = None) -> Params:
-    """`steps` of minibatch SGD (heavy-ball momentum) on the real training data, from every model of
-    the stack at once; all models see the same minibatches (each drawn without replacement; a
-    batch_size >= len(y) is full-batch gradient descent)."""
+def sgd_checkpoints(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor, checkpoints: list[int],
+                    lr: float, momentum: float, batch_size: int, generator: torch.Generator,
+                    init_chunk: int | None = None) -> list[Params]:
+    """One run of minibatch SGD (heavy-ball momentum) on the real training data from every model of
+    the stack at once, returning the stack after each of `checkpoints` steps (sorted; 0 = the start).
+    All models see the same minibatches (each drawn without replacement; a batch_size >= len(y) is
+    full-batch gradient descent)."""
     def mean_loss(params, xb, yb):
         return F.cross_entropy(loop.forward(params, xb), yb)
 
     g = vmap(grad(mean_loss), in_dims=(0, None, None), chunk_size=init_chunk)
     stack = {k: v.clone() for k, v in stack.items()}
     velocity = {k: torch.zeros_like(v) for k, v in stack.items()}
-    for _ in range(steps):
-        idx = torch.randperm(len(y), generator=generator)[:batch_size].to(y.device)
-        grads = g(stack, x[idx], y[idx])
-        for k in stack:
-            velocity[k] = momentum * velocity[k] + grads[k]
-            stack[k] = stack[k] - lr * velocity[k]
-    return stack
+    out, step = [], 0
+    for target in checkpoints:
+        for step in range(step, target):
+            idx = torch.randperm(len(y), generator=generator)[:batch_size].to(y.device)
+            grads = g(stack, x[idx], y[idx])
+            for k in stack:
+                velocity[k] = momentum * velocity[k] + grads[k]
+                stack[k] = stack[k] - lr * velocity[k]
+        step = target
+        out.append({k: v.clone() for k, v in stack.items()})
+    return out
+
+
+def polish(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float,
+           momentum: float, batch_size: int, generator: torch.Generator, init_chunk: int | None = None) -> Params:
+    """`steps` of minibatch SGD (heavy-ball momentum) on the real training data from every model of
+    the stack (see sgd_checkpoints)."""
+    return sgd_checkpoints(loop, stack, x, y, [steps], lr, momentum, batch_size, generator, init_chunk)[0]
+
+
+def steps_to_match(run_losses: torch.Tensor, steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """First checkpoint step at which each run's loss is at or below its target: run_losses [M, T]
+    (checkpoints `steps` [T], ascending), target [M] -> [M]; inf where no checkpoint reaches it."""
+    reached = run_losses <= target[:, None]
+    first = torch.where(reached, torch.arange(len(steps)), len(steps)).amin(dim=1)
+    padded = torch.cat([steps.double(), torch.tensor([math.inf], dtype=torch.float64)])
+    return padded[first]
 
 
 # -- batches that were not distilled ---------------------------------------------------------------
@@ -297,7 +340,43 @@ class LandingAnalysis:
         """Statistics at the inits, computed once and shared by every kind (all start from them)."""
         return self.point(inits, "init", min(self.s.curvature_inits, stack_len(inits)))
 
-    def landings(self, inits: Params, landed: Params, at_inits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def trajectory(self, inits: Params) -> dict[str, object]:
+        """The direct-training run from the first `trajectory_inits` inits, at `trajectory_steps`
+        (computed once and shared by every kind, like the statistics at the inits): per checkpoint
+        its train loss [T, P], test accuracy [T, P], test predictions [T, P, N] and flat weights [T, P, D]."""
+        s, names = self.s, self.loop.names
+        p = min(s.trajectory_inits, stack_len(inits))
+        steps = sorted({0, *s.trajectory_steps})
+        head = {k: v[:p] for k, v in inits.items()}
+        states = sgd_checkpoints(self.loop, head, *self.polish_data, steps, s.polish_lr, s.polish_momentum,
+                                 s.polish_batch_size, self._gen(3), s.init_chunk)
+        out = {"steps": torch.tensor(steps), "train_loss": [], "test_acc": [], "predictions": [], "weights": []}
+        for st in states:
+            out["train_loss"].append(self.train.evaluate(st)[1])
+            out["test_acc"].append(self.test.evaluate(st)[0])
+            out["predictions"].append(self.test.predictions(st))
+            out["weights"].append(flat_stack(st, names))
+        return {k: v if k == "steps" else torch.stack(v) for k, v in out.items()}
+
+    def versus_trajectory(self, landed: Params, step_length: torch.Tensor, landing_train_loss: torch.Tensor,
+                          traj: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The landings of the first P inits against the direct-training run from each of those inits."""
+        steps = traj["steps"]
+        p = traj["weights"].shape[1]
+        if not p:
+            return {}
+        head = {k: v[:p] for k, v in landed.items()}
+        agree = (self.test.predictions(head)[None] == traj["predictions"]).float().mean(dim=2).T   # [P, T]
+        dist = (flat_stack(head, self.loop.names)[None] - traj["weights"]).norm(dim=2).T           # [P, T]
+        peak, at = agree.max(dim=1)
+        nearest, where = dist.min(dim=1)
+        return {"steps_to_match": steps_to_match(traj["train_loss"].T, steps, landing_train_loss[:p]),
+                "agreement_peak": peak, "agreement_peak_step": steps[at].double(), "agreement_last": agree[:, -1],
+                "nearest_step": steps[where].double(), "nearest_distance_ratio": nearest / step_length[:p],
+                "curve/agreement": agree, "curve/distance": dist}
+
+    def landings(self, inits: Params, landed: Params, at_inits: dict[str, torch.Tensor],
+                 traj: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Every stat of STATS for the landings of `inits` (per landing; polish and curvature ones
         for the first `polish_inits` / `curvature_inits` only)."""
         s, names, m = self.s, self.loop.names, stack_len(inits)
@@ -319,13 +398,18 @@ class LandingAnalysis:
             out["barrier_to_polished"] = barrier(self.train.path_losses(head, polished, self.alphas), self.alphas)
         direct = {k: v.expand(m, *v.shape[1:]) for k, v in self.direct.items()}
         out["barrier_to_direct"] = barrier(self.train.path_losses(landed, direct, self.alphas), self.alphas)
-        return {k: out[k].detach().cpu() for k in STATS if k in out}
+        if traj is not None:
+            out.update(self.versus_trajectory(landed, out["step_length"], out["landing_train_loss"], traj))
+        keep = [*STATS, *(f"curve/{c}" for c in CURVES)]
+        return {k: out[k].detach().cpu() for k in keep if k in out}
 
 
 def aggregate(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """mean / std (Bessel) / n over the finite values of every stat; `nonfinite` counts the rest."""
     out = {}
     for k, v in values.items():
+        if k.startswith("curve/"):
+            continue
         v = v.double().flatten()
         ok = v[torch.isfinite(v)]
         n = ok.numel()

@@ -29,8 +29,8 @@ from ..baseline import tune_random_real_lr
 from ..config import ConfigError
 from ..direct import load_direct_minimum
 from ..inner import InitSampler, InnerLoop
-from ..landing import (DIRECT_STATS, STATS, LandingAnalysis, Settings, TrueTask, aggregate, random_real_batches,
-                       random_synthetic_batches)
+from ..landing import (CURVES, DIRECT_STATS, STATS, LandingAnalysis, Settings, TrueTask, aggregate,
+                       random_real_batches, random_synthetic_batches)
 from ..tracking import log_csv_table
 from .common import CONF_DIR, build_datamodule, build_logger, console, net_from_meta, output_dir, resolved, task
 
@@ -140,6 +140,38 @@ def summary_table(summary: dict) -> Table:
     return t
 
 
+def trajectory_figure(summary: dict, path: Path) -> Path:
+    """Which point of direct training does each kind's landing behave like? Test-prediction agreement
+    and parameter distance of the landing to the direct run's checkpoints, and that run's test accuracy
+    beside each kind's landing accuracy; checkpoint steps on a symlog axis (0 is the init)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = summary["trajectory"]
+    steps = t["steps"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for kind, curve in t["agreement"].items():
+        axes[0].plot(steps, curve, marker="o", label=kind)
+        axes[1].plot(steps, t["distance"][kind], marker="o", label=kind)
+        axes[2].axhline(summary["kinds"][kind]["landing_test_acc"]["mean"], ls="--", lw=1,
+                        color=axes[0].lines[-1].get_color(), label=f"{kind} landing")
+    axes[2].plot(steps, t["test_acc"], marker="o", color="k", label="direct training")
+    titles = ("test predictions agreeing with the landing", "||landing - checkpoint||", "test accuracy")
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("direct-training step from the same init")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"landings against direct training from the same inits ({t['inits']} inits, "
+                 f"{summary['dataset']} / {summary['arch']})", fontsize=10)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return path
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landing")
 @task
 def main(cfg: DictConfig) -> dict:
@@ -178,7 +210,7 @@ def main(cfg: DictConfig) -> dict:
     analysis = LandingAnalysis(loop, train, test, (dm.train_x.to(device), dm.train_y.to(device)), direct, settings)
 
     inits = sampler.sample(a.inits, seed=a.init_seed, device=device)
-    at_inits = None
+    at_inits = traj = None
     stamp = fingerprint(cfg, run)
     results, lrs = {}, {}
     for kind in a.kinds:
@@ -191,9 +223,13 @@ def main(cfg: DictConfig) -> dict:
         console.print(f"{kind}: landing {a.inits} inits and measuring them on the true task ...")
         t0 = time.perf_counter()
         at_inits = at_inits if at_inits is not None else analysis.at_inits(inits)
+        if traj is None and a.trajectory_inits:
+            traj = analysis.trajectory(inits)
+            write_tensors(out / "landing_parts" / "trajectory.safetensors",
+                          {k: traj[k].cpu() for k in ("steps", "train_loss", "test_acc")})
         landed, lrs[kind] = land(kind, cfg, loop, sampler, inits, d, dm, device)
         landed = {k: v.detach() for k, v in landed.items()}
-        results[kind] = analysis.landings(inits, landed, at_inits)
+        results[kind] = analysis.landings(inits, landed, at_inits, traj)
         write_tensors(part, results[kind])
         write_json(part.with_suffix(".json"), {"fingerprint": stamp, "lr": lrs[kind]})
         console.print(f"{kind}: done ({len(results[kind]['landing_test_acc'])} landings, "
@@ -203,6 +239,15 @@ def main(cfg: DictConfig) -> dict:
                "distilled": str(run), "inner_loss": loop.loss, "settings": resolved(a), "lr": lrs,
                "direct_minimum": analysis.direct_minimum(),
                "kinds": {kind: aggregate(stats) for kind, stats in results.items()}}
+    path = out / "landing_parts" / "trajectory.safetensors"
+    if a.trajectory_inits and path.exists():
+        run_curve = read_tensors(path)
+        summary["trajectory"] = {
+            "steps": run_curve["steps"].tolist(), "inits": int(run_curve["train_loss"].shape[1]),
+            "train_loss": run_curve["train_loss"].mean(dim=1).tolist(), "test_acc": run_curve["test_acc"].mean(dim=1).tolist(),
+            **{c: {kind: r[f"curve/{c}"].mean(dim=0).tolist() for kind, r in results.items() if f"curve/{c}" in r}
+               for c in CURVES}}
+        trajectory_figure(summary, out / "trajectory.png")
     write_json(out / "landing_stats.json", summary)
     write_csv(out / "landing_stats.csv", results)
 
