@@ -13,6 +13,7 @@ from distillscape.distill import DistillModule
 from distillscape.inner import evaluate_stack
 from distillscape.models import MLP
 from distillscape.tasks.common import build_trainer
+from distillscape.tasks.distill import at_chance_warning
 from conftest import compose_cfg
 
 
@@ -36,6 +37,21 @@ def test_short_distillation_lifts_one_step_accuracy_far_above_chance(tmp_path):
     assert before < 0.25, before        # noise images: one step is at chance (10 classes)
     assert after > 0.6, after           # 300 outer steps: far above it
     assert not torch.allclose(module.lrs, torch.full_like(module.lrs, cfg.distill.lr_init))  # the rates are learned too
+    # the job's at-chance check stays quiet; the first outer loss it reads is the real one
+    assert 1.5 < module.first_outer_loss < 4.0  # noise batch, one small step: about ln 10
+    assert at_chance_warning(after, 10, module.first_outer_loss) is None
+
+
+def test_at_chance_warning_names_the_likely_cause():
+    """An overshooting first step (outer loss far above ln C, as kaiming inits gave on MNIST) points
+    at distill.lr_init; a run that just did not learn enough points at the length and outer rates."""
+    overshoot = at_chance_warning(0.102, 10, 13.6)
+    assert "0.102 is at chance" in overshoot and "lower distill.lr_init" in overshoot and "13.6" in overshoot
+    slow = at_chance_warning(0.15, 10, 2.31)
+    assert "Raise distill.steps" in slow
+    assert at_chance_warning(0.15, 10, None).startswith("one-step test accuracy 0.150")
+    assert at_chance_warning(0.2, 10, 13.6) is None and at_chance_warning(0.56, 2, 9.0) is None
+    assert "1/2 = 0.500" in at_chance_warning(0.54, 2, None)
 
 
 def test_main_job_writes_artifact_with_honest_metrics(digits_run):

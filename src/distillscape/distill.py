@@ -135,6 +135,8 @@ class DistillModule(L.LightningModule):
                 f"outer loss became {loss.item()} at step {self.global_step}: the inner learning rate "
                 f"({self.lrs.detach().flatten().tolist()}) or the outer rates are too large; lower "
                 f"distill.lr_init or distill.optim.* and rerun")
+        if self.global_step == self.first_step:  # read by the at-chance check at the end of a run
+            self.first_outer_loss = loss.item()
         self.log_dict({"train/outer_loss": loss, "train/outer_acc": acc,
                        "train/inner_lr": self.lrs.detach().mean()}, prog_bar=True)
         return loss

@@ -2,6 +2,7 @@
 one-step training on it with direct training and with one step on random real images."""
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -102,6 +103,23 @@ def summary_table(cfg: DictConfig, m: dict[str, float], n: int) -> Table:
     return t
 
 
+def at_chance_warning(acc_mean: float, num_classes: int, first_outer_loss: float | None) -> str | None:
+    """A line saying what to change when the distilled batch trains about as well as chance (less than
+    a tenth of the way from chance to perfect); None when it learned. The first outer loss tells the
+    likely cause."""
+    chance = 1.0 / num_classes
+    if acc_mean >= chance + 0.1 * (1 - chance):
+        return None
+    line = (f"one-step test accuracy {acc_mean:.3f} is at chance (1/{num_classes} = {chance:.3f}): the "
+            f"distillation did not learn. ")
+    if first_outer_loss is not None and first_outer_loss > 2 * math.log(num_classes):
+        return line + (f"Its first outer loss was {first_outer_loss:.3g} (chance: ln {num_classes} = "
+                       f"{math.log(num_classes):.2f}), so the first inner step overshoots: lower distill.lr_init "
+                       f"(an init scheme with larger initial weights, e.g. kaiming on a wide linear layer, needs a "
+                       f"smaller one)")
+    return line + "Raise distill.steps or the outer rates distill.optim.*, or lower distill.lr_init"
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
 @task
 def main(cfg: DictConfig) -> dict[str, float]:
@@ -138,6 +156,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
     mark_complete(cfg, out)
     console.print(summary_table(cfg, metrics, distilled.images.shape[0]))
     console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json, .png)")
+    warning = at_chance_warning(metrics["test/onestep_acc_mean"], dm.num_classes, getattr(module, "first_outer_loss", None))
+    if warning:
+        console.print(f"[bold]distillscape: warning:[/bold] {warning}")
     return metrics
 
 
