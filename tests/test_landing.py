@@ -160,6 +160,15 @@ def test_landing_against_the_trajectory_matches_a_model_at_a_time(small_task):
             torch.testing.assert_close(stats["curve/distance"][i, t], dist, rtol=1e-5, atol=1e-6)
     assert stats["agreement_peak"].shape == (3,) and stats["nearest_step"].shape == (3,)
     torch.testing.assert_close(stats["agreement_last"], stats["curve/agreement"][:, -1])
+    for i in range(3):  # agreement at the first checkpoint whose train loss is at or below the landing's
+        losses = [F.cross_entropy(loop.forward(unstack(st, i), task.x), task.y).item() for st in states]
+        target = stats["landing_train_loss"][i].item()
+        first = next((t for t, l in enumerate(losses) if l <= target + 1e-6), None)
+        if first is None:
+            assert math.isinf(stats["steps_to_match"][i]) and math.isnan(stats["agreement_at_match"][i])
+        else:
+            assert stats["steps_to_match"][i] == [0, 2, 7][first]
+            torch.testing.assert_close(stats["agreement_at_match"][i], stats["curve/agreement"][i, first])
     torch.testing.assert_close(stats["nearest_distance_ratio"],
                                stats["curve/distance"].min(dim=1).values / stats["step_length"][:3])
     assert (stats["nearest_distance_ratio"] <= 1 + 1e-6).all()  # checkpoint 0 is the init: never farther

@@ -18,8 +18,9 @@ we measure, on the true task (cross-entropy on real data):
   with that run at checkpoints t in `trajectory_steps` (0 = the init): how many steps the run needs to
   reach the landing's train loss, at which t its test predictions agree most with the landing's (and
   how much), how much they agree at the last checkpoint, and which checkpoint is nearest in parameter
-  space. Early training predicts a match at small t and agreement that falls as training goes on; a
-  landing in a minimum agrees most with the late checkpoints.
+  space. Early training predicts a match at small t, agreement highest there (at the checkpoint of
+  equal loss) and falling as training goes on; a landing in a minimum agrees most with the late
+  checkpoints.
 
 The same statistics are computed for batches that were not distilled, so numbers can be read against
 something: `random_real` (one step on as many class-balanced random training images, hard labels, its
@@ -87,6 +88,7 @@ STATS = {
     "steps_to_match": "direct-training steps from the same init to reach the landing's train loss (inf: not within the last checkpoint)",
     "agreement_peak": "highest test-prediction agreement of the landing with a direct-training checkpoint",
     "agreement_peak_step": "the checkpoint step of that highest agreement",
+    "agreement_at_match": "test-prediction agreement with the checkpoint of steps_to_match (nan when none)",
     "agreement_last": "test-prediction agreement with the last direct-training checkpoint",
     "nearest_step": "the direct-training checkpoint nearest to the landing in parameter space",
     "nearest_distance_ratio": "distance to that checkpoint / step_length (<= 1: the init is checkpoint 0)",
@@ -370,8 +372,14 @@ class LandingAnalysis:
         dist = (flat_stack(head, self.loop.names)[None] - traj["weights"]).norm(dim=2).T           # [P, T]
         peak, at = agree.max(dim=1)
         nearest, where = dist.min(dim=1)
-        return {"steps_to_match": steps_to_match(traj["train_loss"].T, steps, landing_train_loss[:p]),
-                "agreement_peak": peak, "agreement_peak_step": steps[at].double(), "agreement_last": agree[:, -1],
+        match = steps_to_match(traj["train_loss"].T, steps, landing_train_loss[:p])
+        matched = torch.isfinite(match)
+        at_match = torch.full((p,), math.nan)
+        if matched.any():  # the column of each matched step
+            cols = (steps.double()[None] == match[:, None]).float().argmax(dim=1)
+            at_match[matched] = agree[matched, cols[matched]]
+        return {"steps_to_match": match, "agreement_peak": peak, "agreement_peak_step": steps[at].double(),
+                "agreement_at_match": at_match, "agreement_last": agree[:, -1],
                 "nearest_step": steps[where].double(), "nearest_distance_ratio": nearest / step_length[:p],
                 "curve/agreement": agree, "curve/distance": dist}
 
