@@ -46,7 +46,8 @@ def test_at_chance_warning_names_the_likely_cause():
     """An overshooting first step (outer loss far above ln C, as kaiming inits gave on MNIST) points
     at distill.lr_init; a run that just did not learn enough points at the length and outer rates."""
     overshoot = at_chance_warning(0.102, 10, 13.6)
-    assert "0.102 is at chance" in overshoot and "lower distill.lr_init" in overshoot and "13.6" in overshoot
+    assert "0.102 is at chance" in overshoot and "smaller distill.lr_init" in overshoot and "13.6" in overshoot
+    assert "init_scheme=default" in at_chance_warning(0.102, 10, 2.97)  # kaiming's first loss at lr_init 2e-4
     slow = at_chance_warning(0.15, 10, 2.31)
     assert "Raise distill.steps" in slow
     assert at_chance_warning(0.15, 10, None).startswith("one-step test accuracy 0.150")
