@@ -368,11 +368,13 @@ class LandingAnalysis:
         if not p:
             return {}
         head = {k: v[:p] for k, v in landed.items()}
-        agree = (self.test.predictions(head)[None] == traj["predictions"]).float().mean(dim=2).T   # [P, T]
-        dist = (flat_stack(head, self.loop.names)[None] - traj["weights"]).norm(dim=2).T           # [P, T]
+        # [P, T] each, small: the rest is bookkeeping on the CPU (steps is a CPU tensor)
+        agree = (self.test.predictions(head)[None] == traj["predictions"]).float().mean(dim=2).T.cpu()
+        dist = (flat_stack(head, self.loop.names)[None] - traj["weights"]).norm(dim=2).T.cpu()
+        step_length, landing_train_loss = step_length.cpu(), landing_train_loss.cpu()
         peak, at = agree.max(dim=1)
         nearest, where = dist.min(dim=1)
-        match = steps_to_match(traj["train_loss"].T, steps, landing_train_loss[:p])
+        match = steps_to_match(traj["train_loss"].T.cpu(), steps, landing_train_loss[:p])
         matched = torch.isfinite(match)
         at_match = torch.full((p,), math.nan)
         if matched.any():  # the column of each matched step
