@@ -86,6 +86,19 @@ def test_artifact_round_trips_bit_exactly(tmp_path, digits_run):
     assert e.meta == d.meta
 
 
+def test_artifacts_get_the_usual_file_permissions(tmp_path):
+    """Atomic writes go through a mkstemp file (owner-only); the artifact must not stay that way."""
+    import os
+    import stat
+    from distillscape.artifacts import write_json
+    old = os.umask(0o022)
+    try:
+        path = write_json(tmp_path / "x.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
 def test_corrupt_or_incomplete_artifact_gives_clear_error(tmp_path, digits_run):
     d = load_distilled(digits_run)
     save_distilled(tmp_path, d)

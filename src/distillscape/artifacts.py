@@ -23,6 +23,12 @@ class ArtifactError(RuntimeError):
     """A missing or unreadable artifact; the message says which file and what to do."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, writer) -> Path:
     """Call writer(tmp_path) and move the result to `path` atomically."""
     path = Path(path)
@@ -31,6 +37,10 @@ def atomic_write(path: str | os.PathLike, writer) -> Path:
     os.close(fd)
     try:
         writer(tmp)
+        # mkstemp makes the file owner-only (0600); the result should carry the permissions any file
+        # written here gets, so that others (a team's shared directory, the host user reading what a
+        # container wrote) can read it
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
