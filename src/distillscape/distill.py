@@ -64,6 +64,7 @@ class DistillModule(L.LightningModule):
                 self.register_buffer("fixed_init__" + k.replace(".", "__"), v)
         self._eval: dict[str, dict[str, Any]] = {}
         self.first_step = 0  # the step this process started training at (set again on resume)
+        self.first_outer_loss: float | None = None  # that step's outer loss, for the at-chance check
 
     # -- the synthetic batch -------------------------------------------------------------------
     @property
@@ -135,7 +136,7 @@ class DistillModule(L.LightningModule):
                 f"outer loss became {loss.item()} at step {self.global_step}: the inner learning rate "
                 f"({self.lrs.detach().flatten().tolist()}) or the outer rates are too large; lower "
                 f"distill.lr_init or distill.optim.* and rerun")
-        if self.global_step == self.first_step:  # read by the at-chance check at the end of a run
+        if self.global_step == self.first_step:
             self.first_outer_loss = loss.item()
         self.log_dict({"train/outer_loss": loss, "train/outer_acc": acc,
                        "train/inner_lr": self.lrs.detach().mean()}, prog_bar=True)

@@ -248,15 +248,15 @@ def sgd_checkpoints(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Te
     g = vmap(grad(mean_loss), in_dims=(0, None, None), chunk_size=init_chunk)
     stack = {k: v.clone() for k, v in stack.items()}
     velocity = {k: torch.zeros_like(v) for k, v in stack.items()}
-    out, step = [], 0
+    out, done = [], 0
     for target in checkpoints:
-        for step in range(step, target):
+        for _ in range(target - done):
             idx = torch.randperm(len(y), generator=generator)[:batch_size].to(y.device)
             grads = g(stack, x[idx], y[idx])
             for k in stack:
                 velocity[k] = momentum * velocity[k] + grads[k]
                 stack[k] = stack[k] - lr * velocity[k]
-        step = target
+        done = target
         out.append({k: v.clone() for k, v in stack.items()})
     return out
 
@@ -268,13 +268,19 @@ def polish(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor, ste
     return sgd_checkpoints(loop, stack, x, y, [steps], lr, momentum, batch_size, generator, init_chunk)[0]
 
 
+def first_match(run_losses: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Index of the first checkpoint at which each run's loss is at or below its target: run_losses
+    [M, T], target [M] -> [M]; T where no checkpoint reaches it."""
+    t = run_losses.shape[1]
+    reached = run_losses <= target[:, None]
+    return torch.where(reached, torch.arange(t, device=run_losses.device), t).amin(dim=1)
+
+
 def steps_to_match(run_losses: torch.Tensor, steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """First checkpoint step at which each run's loss is at or below its target: run_losses [M, T]
     (checkpoints `steps` [T], ascending), target [M] -> [M]; inf where no checkpoint reaches it."""
-    reached = run_losses <= target[:, None]
-    first = torch.where(reached, torch.arange(len(steps)), len(steps)).amin(dim=1)
     padded = torch.cat([steps.double(), torch.tensor([math.inf], dtype=torch.float64)])
-    return padded[first]
+    return padded[first_match(run_losses, target)]
 
 
 # -- batches that were not distilled ---------------------------------------------------------------
@@ -374,13 +380,12 @@ class LandingAnalysis:
         step_length, landing_train_loss = step_length.cpu(), landing_train_loss.cpu()
         peak, at = agree.max(dim=1)
         nearest, where = dist.min(dim=1)
-        match = steps_to_match(traj["train_loss"].T.cpu(), steps, landing_train_loss[:p])
-        matched = torch.isfinite(match)
-        at_match = torch.full((p,), math.nan)
-        if matched.any():  # the column of each matched step
-            cols = (steps.double()[None] == match[:, None]).float().argmax(dim=1)
-            at_match[matched] = agree[matched, cols[matched]]
-        return {"steps_to_match": match, "agreement_peak": peak, "agreement_peak_step": steps[at].double(),
+        run_losses, target = traj["train_loss"].T.cpu(), landing_train_loss[:p]
+        # agreement at the matched checkpoint; the extra nan column stands for "never matched"
+        at_match = torch.cat([agree, torch.full((p, 1), math.nan)], dim=1).gather(
+            1, first_match(run_losses, target)[:, None])[:, 0]
+        return {"steps_to_match": steps_to_match(run_losses, steps, target), "agreement_peak": peak,
+                "agreement_peak_step": steps[at].double(),
                 "agreement_at_match": at_match, "agreement_last": agree[:, -1],
                 "nearest_step": steps[where].double(), "nearest_distance_ratio": nearest / step_length[:p],
                 "curve/agreement": agree, "curve/distance": dist}

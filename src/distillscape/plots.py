@@ -1,4 +1,4 @@
-"""Figures of distilled instances (matplotlib, Agg backend: no display needed)."""
+"""Figures of distilled instances and of the landing analysis (matplotlib, Agg backend: no display needed)."""
 from __future__ import annotations
 
 import math
@@ -92,3 +92,31 @@ def distilled_pages(images, labels, lrs, mean, std, inner_loss: str, out_dir, cl
 def save_figure(fig, path, dpi: int = 110) -> Path:
     path = Path(path)
     return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+
+
+def trajectory_figure(summary: dict, path: Path) -> Path:
+    """Which point of direct training does each kind's landing behave like? Test-prediction agreement
+    and parameter distance of the landing to the direct run's checkpoints, and that run's test accuracy
+    beside each kind's landing accuracy; checkpoint steps on a symlog axis (0 is the init)."""
+    t = summary["trajectory"]
+    steps = t["steps"]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for kind, curve in t["agreement"].items():
+        axes[0].plot(steps, curve, marker="o", label=kind)
+        axes[1].plot(steps, t["distance"][kind], marker="o", label=kind)
+        axes[2].axhline(summary["kinds"][kind]["landing_test_acc"]["mean"], ls="--", lw=1,
+                        color=axes[0].lines[-1].get_color(), label=f"{kind} landing")
+    axes[2].plot(steps, t["test_acc"], marker="o", color="k", label="direct training")
+    titles = ("test predictions agreeing with the landing", "||landing - checkpoint||", "test accuracy")
+    for ax, title in zip(axes, titles):
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("direct-training step from the same init")
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8)
+    fig.suptitle(f"landings against direct training from the same inits ({t['inits']} inits, "
+                 f"{summary['dataset']} / {summary['arch']})", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Callable
 
 import lightning as L
-from lightning.pytorch.utilities.exceptions import SIGTERMException
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 

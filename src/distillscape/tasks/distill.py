@@ -157,7 +157,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     mark_complete(cfg, out)
     console.print(summary_table(cfg, metrics, distilled.images.shape[0]))
     console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json, .png)")
-    warning = at_chance_warning(metrics["test/onestep_acc_mean"], dm.num_classes, getattr(module, "first_outer_loss", None))
+    warning = at_chance_warning(metrics["test/onestep_acc_mean"], dm.num_classes, module.first_outer_loss)
     if warning:
         console.print(f"[bold]distillscape: warning:[/bold] {warning}")
     return metrics

@@ -31,6 +31,7 @@ from ..direct import load_direct_minimum
 from ..inner import InitSampler, InnerLoop
 from ..landing import (CURVES, DIRECT_STATS, STATS, LandingAnalysis, Settings, TrueTask, aggregate,
                        random_real_batches, random_synthetic_batches)
+from ..plots import trajectory_figure
 from ..tracking import log_csv_table
 from .common import CONF_DIR, build_datamodule, build_logger, console, net_from_meta, output_dir, resolved, task
 
@@ -138,38 +139,6 @@ def summary_table(summary: dict) -> Table:
     t.add_row("direct minimum", "1", " ".join(f"{k} {dm[k]:.4g}" for k in DIRECT_STATS[:4]),
               *(" ".join(f"{k} {dm[k]:.4g}" for k in DIRECT_STATS[4:]) if i == 0 else "" for i in range(len(kinds) - 1)))
     return t
-
-
-def trajectory_figure(summary: dict, path: Path) -> Path:
-    """Which point of direct training does each kind's landing behave like? Test-prediction agreement
-    and parameter distance of the landing to the direct run's checkpoints, and that run's test accuracy
-    beside each kind's landing accuracy; checkpoint steps on a symlog axis (0 is the init)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    t = summary["trajectory"]
-    steps = t["steps"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for kind, curve in t["agreement"].items():
-        axes[0].plot(steps, curve, marker="o", label=kind)
-        axes[1].plot(steps, t["distance"][kind], marker="o", label=kind)
-        axes[2].axhline(summary["kinds"][kind]["landing_test_acc"]["mean"], ls="--", lw=1,
-                        color=axes[0].lines[-1].get_color(), label=f"{kind} landing")
-    axes[2].plot(steps, t["test_acc"], marker="o", color="k", label="direct training")
-    titles = ("test predictions agreeing with the landing", "||landing - checkpoint||", "test accuracy")
-    for ax, title in zip(axes, titles):
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_xlabel("direct-training step from the same init")
-        ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
-    axes[2].legend(fontsize=8)
-    fig.suptitle(f"landings against direct training from the same inits ({t['inits']} inits, "
-                 f"{summary['dataset']} / {summary['arch']})", fontsize=10)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return path
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landing")
