@@ -1,5 +1,6 @@
 # `make run`: set up .venv and run the main job (distill the embedded digits set).
-# `make test`: set up .venv and run the default test suite, SLURM integration test included (what .ci/run runs).
+# `make test`: set up .venv, check the layer contract (lint-imports) and run the default test suite,
+# SLURM integration test included (what .ci/run runs).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,6 +19,7 @@ run: setup
 	$(BIN)/distillscape-distill $(ARGS)
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow or slurm" $(ARGS)
 
 test-all: setup

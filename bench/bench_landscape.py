@@ -26,8 +26,10 @@ from torchvision import transforms
 
 from distillscape.data import TensorDataModule
 from distillscape.geometry import flatten, grid_coordinates, points, random_direction, swept_state, unflatten
-from distillscape.landscape import CostSet, LandscapeModule, compute_shard, fingerprint, read_npz
+from distillscape.costs import CrossEntropyCost
+from distillscape.landscape import LandscapeModule, compute_shard, read_npz
 from distillscape.models import SimpleConvNet, flops_per_example
+from distillscape.resume import fingerprint
 
 
 def reference_loop(net, dataset, vecs, like) -> tuple[list[float], float]:
@@ -76,13 +78,13 @@ def main():
     vecs = points(flatten(centre), dirs, coords.float())
 
     module = LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre,
-                             [CostSet("train", dm.train_x, dm.train_y)], batching="auto", data_batch=4096)
+                             [CrossEntropyCost("train", dm.train_x, dm.train_y)], batching="auto", data_batch=4096)
     module.batching = module.measure_batching(vecs[:2])
     print(f"paths measured on 2 points x 8192 images: " + ", ".join(f"{k} {v:.2f}s" for k, v in module.timings.items())
           + f" -> {module.batching} at {module.data_batch} images per forward")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
-    fp = fingerprint(module.centre, module.directions, axes, module.metric_names)
+    fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         # the grid is cut so that this shard holds exactly the first `points` points

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-from distillscape.tasks.common import CONF_DIR
+from distillscape.tasks.common import CONF_DIR, compose_task  # noqa: F401  (CONF_DIR: for tests that compose by hand)
 
 REPO = Path(__file__).resolve().parents[1]
 # Full MNIST lies in ../shared/data beside the checkout (torchvision's raw layout).
@@ -22,10 +21,10 @@ needs_mnist = pytest.mark.skipif(not HAS_MNIST, reason=f"full MNIST not found un
 
 def compose_cfg(config_name: str, overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose a real config from conf/ as the app would, with the output dir pointed at output_dir."""
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=[f"paths.output_dir={output_dir}", *overrides])
-    with open_dict(cfg):
-        cfg.trainer.enable_progress_bar = False
+    cfg = compose_task(config_name, [f"paths.output_dir={output_dir}", *overrides])
+    if "trainer" in cfg:
+        with open_dict(cfg):
+            cfg.trainer.enable_progress_bar = False
     return cfg
 
 
@@ -96,10 +95,10 @@ DIGITS_RUN_OVERRIDES = ["dataset=digits", "arch=mlp", "distill.steps=60", "disti
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory) -> Path:
     """Output directory of a short real distillation on digits (mlp): distilled.* and direct_minimum.*"""
-    from distillscape.tasks.distill import main
+    from distillscape.tasks.distill import distill
 
     out = tmp_path_factory.mktemp("digits_run")
-    main(compose_cfg("distill", DIGITS_RUN_OVERRIDES, out))
+    distill(compose_cfg("distill", DIGITS_RUN_OVERRIDES, out))
     return out
 
 

@@ -136,9 +136,9 @@ def test_a_given_direct_minimum_is_used_and_copied_into_the_run(digits_run, tmp_
     into the run dir, where the run's analyses look for the direct minimum."""
     from conftest import DIGITS_RUN_OVERRIDES
     from distillscape.artifacts import read_json, read_tensors
-    from distillscape.tasks.distill import main
+    from distillscape.tasks.distill import distill
 
-    metrics = main(compose_cfg("distill", [*DIGITS_RUN_OVERRIDES, "distill.steps=2", "distill.val_every=2",
+    metrics = distill(compose_cfg("distill", [*DIGITS_RUN_OVERRIDES, "distill.steps=2", "distill.val_every=2",
                                            f"direct.checkpoint={digits_run}"], tmp_path))
     given = read_json(digits_run / "direct_minimum.json")
     assert metrics["direct/acc"] == given["metrics"]["direct/acc"]

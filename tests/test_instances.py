@@ -192,10 +192,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_instances(tiny_run, tmp_path_factory) -> Path:
-    from distillscape.tasks.instances import main
+    from distillscape.tasks.instances import instances
 
     out = tmp_path_factory.mktemp("tiny_instances")
-    main(compose_cfg("instances", [f"distilled={tiny_run}", "instances.models=3", "instances.per_page=12",
+    instances(compose_cfg("instances", [f"distilled={tiny_run}", "instances.models=3", "instances.per_page=12",
                                    "instances.neighbours=3", "instances.test_limit=150"], out))
     return out
 

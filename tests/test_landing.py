@@ -181,10 +181,10 @@ def read_csv(path):
 
 
 def test_landing_task_end_to_end(digits_run, tmp_path, capsys):
-    from distillscape.tasks.landing import main
+    from distillscape.tasks.landing import landing
 
     out = tmp_path / "landing"
-    summary = main(compose_landing([f"distilled={digits_run}", "logger=csv", *SMALL], out))
+    summary = landing(compose_landing([f"distilled={digits_run}", "logger=csv", *SMALL], out))
     stats = read_json(out / "landing_stats.json")
     assert stats == read_json(out / "landing_stats.json") and set(stats["kinds"]) == set(KINDS)
     assert stats["dataset"] == "digits" and stats["arch"] == "MLP"
@@ -233,7 +233,7 @@ def test_landing_task_end_to_end(digits_run, tmp_path, capsys):
 
     # a rerun into the same directory reuses every finished kind and writes the same numbers
     capsys.readouterr()
-    main(compose_landing([f"distilled={digits_run}", "logger=none", *SMALL], out))
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *SMALL], out))
     assert capsys.readouterr().out.count("reusing") == 3
     assert read_json(out / "landing_stats.json")["kinds"] == stats["kinds"]
 
@@ -279,9 +279,9 @@ def test_experiment_config_composes_for_landing_and_its_distillation(tmp_path):
 @pytest.mark.slow
 def test_landing_stats_experiment_on_digits(tmp_path):
     """The one command of the issue, as shipped: distill, then the full analysis (minutes)."""
-    from distillscape.tasks.landing import main
+    from distillscape.tasks.landing import landing
 
-    main(compose_landing(["experiment=landing_stats", "logger=none"], tmp_path))
+    landing(compose_landing(["experiment=landing_stats", "logger=none"], tmp_path))
     stats = read_json(tmp_path / "landing_stats.json")
     assert stats["kinds"]["distilled"]["landing_test_acc"]["n"] == 100
 
@@ -289,8 +289,8 @@ def test_landing_stats_experiment_on_digits(tmp_path):
 @pytest.mark.slow
 @needs_mnist
 def test_landing_stats_experiment_on_mnist(tmp_path):
-    from distillscape.tasks.landing import main
+    from distillscape.tasks.landing import landing
 
-    main(compose_landing(["experiment=landing_stats", "dataset=mnist", f"paths.data_dir={SHARED_DATA}",
+    landing(compose_landing(["experiment=landing_stats", "dataset=mnist", f"paths.data_dir={SHARED_DATA}",
                                  "logger=none"], tmp_path))
     assert read_json(tmp_path / "landing_stats.json")["dataset"] == "mnist"

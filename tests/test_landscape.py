@@ -16,12 +16,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import REPO, compose_cfg
 from distillscape.artifacts import load_distilled, read_tensors
+from distillscape.costs import Cost, CrossEntropyCost, InnerLossCost
 from distillscape.data import TensorDataModule
 from distillscape.geometry import flatten, grid_coordinates, points, random_direction, swept_state, unflatten
 from distillscape.inner import inner_loss
-from distillscape.landscape import (CostSet, LandscapeModule, compute_shard, fingerprint, grid_axes, merge_shards,
-                                    missing_shards, read_npz, shard_path, shard_range)
+from distillscape.landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, read_npz,
+                                    shard_path, shard_range)
 from distillscape.models import MLP, ConvNet, SimpleConvNet
+from distillscape.resume import fingerprint
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,8 @@ def sweep_module(net, dm, batching, seed=0, data_batch=300):
     g = torch.Generator().manual_seed(seed)
     dirs = torch.stack([flatten(random_direction(centre, g)) for _ in range(2)])
     batch_x, batch_y = torch.randn(10, *dm.image_shape, generator=g), torch.randn(10, 10, generator=g)
-    costs = [CostSet("train", dm.train_x[:700], dm.train_y[:700]),
-             CostSet("distilled", batch_x, batch_y, "inner", "mse")]
+    costs = [CrossEntropyCost("train", dm.train_x[:700], dm.train_y[:700]),
+             InnerLossCost("distilled", batch_x, batch_y, "mse")]
     return LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre, costs, batching=batching,
                            data_batch=data_batch)
 
@@ -100,7 +102,7 @@ def test_channels_last_path_computes_the_same_function(make):
     x, y = torch.randn(64, 3, 8, 8), torch.randint(0, 10, (64,))
     centre, _ = swept_state(net)
     dirs = torch.stack([flatten(random_direction(centre, torch.Generator().manual_seed(i))) for i in range(2)])
-    module = LandscapeModule(net, flatten(centre), dirs, centre, [CostSet("train", x, y)], data_batch=16)
+    module = LandscapeModule(net, flatten(centre), dirs, centre, [CrossEntropyCost("train", x, y)], data_batch=16)
     vecs = points(module.centre, module.directions, torch.rand(3, 2))
     plain, cl = module.evaluate(vecs, "loop"), module.evaluate(vecs, "channels_last")
     torch.testing.assert_close(cl["train/loss"], plain["train/loss"], rtol=1e-5, atol=0)
@@ -120,7 +122,7 @@ def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
     module = sweep_module(SimpleConvNet(1, 8, 8, 10), digits, "vmap")
     axes = grid_axes([[-1, 1], [-0.5, 0.5]], [5, 4])
     coords = grid_coordinates(axes)
-    fp = fingerprint(module.centre, module.directions, axes, module.metric_names)
+    fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
     meta = {"centre_name": np.array("test")}
     trainer = predict_trainer()
     assert [shard_range(20, i, 3) for i in range(3)] == [(0, 7), (7, 13), (13, 20)]
@@ -147,9 +149,79 @@ def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
     assert not list((tmp_path / "resumed" / "shards").glob(".*.tmp"))  # atomic writes leave no temp files
 
     # a shard of another sweep in the same directory is refused
-    other = fingerprint(module.centre, 2 * module.directions, axes, module.metric_names)
+    other = fingerprint(module.centre, 2 * module.directions, *axes, data=[module.metric_names, {}])
     with pytest.raises(Exception, match="different sweep"):
         compute_shard(module, trainer, coords, 0, 3, tmp_path / "resumed", other, points_per_batch=3)
+
+
+def rollout_step(x, logits):
+    """A toy environment: the next observations [..., B, C, H, W] follow from the policy's logits [..., B, K]."""
+    return 0.9 * x + 0.1 * torch.tanh(logits.mean(-1))[..., None, None, None]
+
+
+class RolloutCost(Cost):
+    """A cost the landscape code was not written for: every point drives observations of its own (as
+    a policy does its own environments) for a few steps; the score is the summed mean logit."""
+
+    def __init__(self, name, x0, steps=3):
+        super().__init__(name)
+        self.x0, self.steps = x0, steps
+
+    @property
+    def metrics(self):
+        return [f"{self.name}/return"]
+
+    def tensors(self):
+        return {"x0": self.x0}
+
+    def evaluate(self, models, data, max_examples=None):
+        x0 = data["x0"][:max_examples]
+        xs = x0.expand(models.count, *x0.shape)  # [M, B, ...]: the same start for every point
+        total = torch.zeros(models.count, dtype=torch.float64, device=xs.device)
+        for _ in range(self.steps):
+            logits = models.forward_each(xs)
+            total += logits.mean((1, 2)).double()
+            xs = rollout_step(xs, logits)
+        return {f"{self.name}/return": total}
+
+
+def slow_rollout(model, x0, steps=3):
+    total, x = 0.0, x0
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = model(x)
+            total += logits.mean().item()
+            x = rollout_step(x, logits)
+    return total
+
+
+@pytest.mark.parametrize("batching", ["vmap", "loop"])
+def test_a_new_kind_of_cost_plugs_in_unchanged(digits, tmp_path, batching):
+    """A Cost subclass written here, with per-point inputs, runs through LandscapeModule, compute_shard
+    and merge_shards as they are, beside a built-in cost; its values are those of a per-point loop."""
+    net = MLP(1, 8, 8, 10)
+    centre, _ = swept_state(net)
+    g = torch.Generator().manual_seed(0)
+    dirs = torch.stack([flatten(random_direction(centre, g)) for _ in range(2)])
+    x0, x, y = digits.train_x[:32], digits.train_x[:100], digits.train_y[:100]
+    module = LandscapeModule(net, flatten(centre), dirs, centre, [RolloutCost("rollout", x0), CrossEntropyCost("train", x, y)],
+                             batching=batching, data_batch=64)
+    assert module.metric_names == ["rollout/return", "train/loss", "train/acc"]
+    axes = grid_axes([[-1, 1], [-1, 1]], [3, 4])
+    coords = grid_coordinates(axes)
+    fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
+    for i in range(2):
+        compute_shard(module, predict_trainer(), coords, i, 2, tmp_path, fp, points_per_batch=5)
+    surface = read_npz(merge_shards(tmp_path, 2, fp, axes, module.metric_names, {}))
+    like = swept_state(net)[0]
+    for i in range(len(coords)):
+        vec = points(module.centre, module.directions, coords[i:i + 1].float())[0]
+        model = copy.deepcopy(net)
+        model.load_state_dict({k: v.clone() for k, v in unflatten(vec, like).items()})
+        assert surface["rollout/return"].flat[i] == pytest.approx(slow_rollout(model, x0), rel=1e-5, abs=1e-6)
+        loss, acc = slow_point(net, vec, like, x, y)
+        assert surface["train/loss"].flat[i] == pytest.approx(loss, rel=1e-5)
+        assert surface["train/acc"].flat[i] == pytest.approx(acc, abs=1e-9)
 
 
 # -- the task and the experiment configs, end to end on digits ------------------------------------------
@@ -157,8 +229,8 @@ TINY = ["logger=none", "landscape.data_batch=2000"]
 
 
 def run_landscape(run_dir, out, overrides):
-    from distillscape.tasks.landscape import main
-    return main(compose_cfg("landscape", [f"distilled={run_dir}", *TINY, *overrides], out))
+    from distillscape.tasks.landscape import landscape
+    return landscape(compose_cfg("landscape", [f"distilled={run_dir}", *TINY, *overrides], out))
 
 
 @pytest.mark.parametrize("experiment,centres,metrics", [
@@ -188,7 +260,7 @@ def test_experiment_configs_run_end_to_end(digits_run, tmp_path, experiment, cen
 def test_landing_centre_is_the_one_step_landing(digits_run, tmp_path):
     """The surface centred on the landing has, at (0, 0), the distilled loss of one inner step from the init."""
     from distillscape.inner import InitSampler, InnerLoop, unstack
-    from distillscape.tasks.common import net_from_meta
+    from distillscape.run import net_from_meta
 
     paths = run_landscape(digits_run, tmp_path, ["sweep.centres=[landing]", "sweep.costs=[distilled]",
                                                  "sweep.resolution=[3,3]"])

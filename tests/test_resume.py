@@ -17,7 +17,8 @@ import torch
 
 from conftest import REPO, compose_cfg
 from distillscape.artifacts import read_json, read_tensors
-from distillscape.resume import RngState, StepIndexedBatches
+from distillscape.data import StepIndexedBatches
+from distillscape.resume import RngState
 
 CKPT_EVERY, SNAP_EVERY = 20, 5
 RUN = ["dataset=digits", "arch=mlp", "distill.steps=80", "distill.val_every=40", "distill.val_inits=2",
@@ -71,7 +72,7 @@ def _snapshots(out: Path) -> dict[int, float]:
 
 
 def test_sigkill_resume_matches_uninterrupted(tmp_path):
-    from distillscape.tasks.distill import main
+    from distillscape.tasks.distill import distill
 
     # the run that is killed: a real process, SIGKILL once a snapshot past the first checkpoint exists
     killed = tmp_path / "killed"
@@ -99,13 +100,13 @@ def test_sigkill_resume_matches_uninterrupted(tmp_path):
     assert "RngState" in ckpt["callbacks"]
 
     # resume in the same directory, as `hydra.run.dir=<old dir> ckpt_path=last` does
-    main(compose_cfg("distill", [*RUN, "ckpt_path=last"], killed))
+    distill(compose_cfg("distill", [*RUN, "ckpt_path=last"], killed))
     after = _snapshots(killed)
     assert all(after[k] == snaps[k] for k in snaps if k <= at_ckpt), "steps before the checkpoint were redone"
     assert max(after) == 80
 
     fresh = tmp_path / "fresh"
-    main(compose_cfg("distill", RUN, fresh))
+    distill(compose_cfg("distill", RUN, fresh))
     a, b = read_tensors(fresh / "distilled.safetensors"), read_tensors(killed / "distilled.safetensors")
     for k in ("images", "labels", "lrs"):
         # CPU kernels are deterministic for one thread count, so the resumed batch is bit-identical

@@ -39,10 +39,10 @@ TINY = ["study.arch=mlp",
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    from distillscape.tasks.study import main
+    from distillscape.tasks.study import study
 
     out = tmp_path_factory.mktemp("study")
-    main(compose_cfg("study", TINY, out))
+    study(compose_cfg("study", TINY, out))
     return out
 
 
@@ -72,10 +72,10 @@ def test_study_runs_every_installed_stage_in_one_dir(study):
 
 
 def test_study_rerun_resumes(study, capsys):
-    from distillscape.tasks.study import main
+    from distillscape.tasks.study import study
 
     before = (study / "distill" / "distilled.safetensors").stat().st_mtime_ns
-    main(compose_cfg("study", TINY, study))
+    study(compose_cfg("study", TINY, study))
     log = read_json(study / "study.json")["stages"]
     assert {log[s]["status"] for s in ("distill", "landscape", "instances", "report")} == {"finished before"}
     assert (study / "distill" / "distilled.safetensors").stat().st_mtime_ns == before

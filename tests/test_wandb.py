@@ -52,13 +52,13 @@ def _records(run_dir) -> dict[str, list]:
 
 
 def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path, monkeypatch):
-    from distillscape.tasks.distill import main
+    from distillscape.tasks.distill import distill
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # configured, but WANDB_MODE says offline
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
-    metrics = main(compose_cfg("distill", TINY, out))
+    metrics = distill(compose_cfg("distill", TINY, out))
 
     run_dir = next((out / "wandb").glob("offline-run-*"))
     rec = _records(run_dir)

@@ -16,11 +16,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import ArtifactError
+
 FORMAT_VERSION = 1
-
-
-class ArtifactError(RuntimeError):
-    """A missing or unreadable artifact; the message says which file and what to do."""
 
 
 def _umask() -> int:

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import torch
 
+from .config import BaselineConfig
 from .distill import label_targets
-from .inner import InitSampler, InnerLoop, evaluate_stack, summarize
+from .inner import InitSampler, InnerLoop, evaluate_stack
+from .seeds import seed_for
+from .stats import flat_summary
 
 
 def _one_step_real(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, lr: float, steps: int,
@@ -37,13 +40,14 @@ def tune_random_real_lr(loop: InnerLoop, sampler: InitSampler, dm, per_class: in
 
 
 def random_real_baseline(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, steps: int,
-                         lr_grid, tune_inits: int, eval_inits: int, seed: int, device="cpu") -> dict[str, float]:
+                         settings: BaselineConfig, eval_inits: int, eval_seed: int, device="cpu") -> dict[str, float]:
     """Tune the rate on val (mean accuracy over `tune_inits` inits, each with its own random batch),
-    then report test accuracy over `eval_inits` fresh inits and batches."""
-    best = tune_random_real_lr(loop, sampler, dm, per_class, steps, lr_grid, tune_inits, seed, device)
-    acc, loss = _one_step_real(loop, sampler, dm, per_class, best, steps, eval_inits, seed + 1,
-                               dm.test_x, dm.test_y, device)
-    out = {f"random_real/{k.removeprefix('onestep_')}": v for k, v in summarize(acc, "onestep").items()}
+    then report test accuracy over `eval_inits` fresh inits and batches (seed streams of `eval_seed`)."""
+    best = tune_random_real_lr(loop, sampler, dm, per_class, steps, list(settings.lr_grid), settings.tune_inits,
+                               seed_for(eval_seed, "eval", "random_real_tune"), device)
+    acc, loss = _one_step_real(loop, sampler, dm, per_class, best, steps, eval_inits,
+                               seed_for(eval_seed, "eval", "random_real_test"), dm.test_x, dm.test_y, device)
+    out = flat_summary(acc, "random_real/acc")
     out.update({"random_real/loss": loss.mean().item(), "random_real/lr": best,
                 "random_real/inits": float(eval_inits)})
     return out

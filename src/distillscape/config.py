@@ -1,202 +1,357 @@
-"""Schemas that check a composed config before any work starts.
+"""Every setting of distillscape, written once: one dataclass per config group (and one per task's own
+keys), registered in Hydra's ConfigStore.
 
-Hydra already refuses unknown config-group options and overrides of keys that do not exist (struct
-mode). What it cannot know is which values make sense: these dataclasses give every section of the
-config its types (checked by OmegaConf) and ranges / allowed values (checked in `__post_init__`), and
-`validate` turns any failure into one `ConfigError` line that names the key and what is allowed.
+Each YAML file of a group extends its schema (`defaults: [schema, _self_]`) and states only what it
+changes, so a default lives here and nowhere else. Hydra and OmegaConf check types while composing
+(`distill.steps=many` is refused there); what they cannot know, the ranges and allowed values, each
+schema checks in `__post_init__`, which runs when a task turns its config into typed settings
+(`settings(cfg)`: `OmegaConf.to_object`). `validate` runs that check over a whole composed config and
+turns any failure into one `ConfigError` line that names the key and what is allowed.
+
+Values a module needs to know are allowed (datasets, inner losses, init schemes) are defined here, so
+that the lower layers import them from one place and this module imports nothing of the package but
+its errors.
 """
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Dict, List, Optional
 
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from .data import DATASETS
-from .inner import INNER_LOSSES
-from .models import INIT_SCHEMES
+from .errors import ConfigError
+
+DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+INNER_LOSSES = ("mse", "soft_ce")
+INIT_SCHEMES = ("default", "kaiming", "xavier")
+IMAGE_INITS = ("noise", "real")
+LABEL_MODES = ("soft", "onehot")
+INIT_MODES = ("random", "fixed")
+BATCHINGS = ("auto", "vmap", "loop")
+LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
+SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
+SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets")
+LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
+STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report")
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
+MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything seeds numpy too) are 32-bit
+# More than this many held-out inits, grid points or landings is a typo, not a study: refused before
+# anything is allocated (100k simple_convnets alone are 10 GB of weights).
+MAX_MODELS = 100_000
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key and the allowed values."""
-
-
+# -- checks ----------------------------------------------------------------------------------------------
 def _choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(map(str, allowed))}")
 
 
+def _finite(key: str, value) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}={value} must be a finite number")
+
+
 def _at_least(key: str, value, low, strict: bool = False) -> None:
     if value is None:
         return
+    _finite(key, value)
     if value < low or (strict and value == low):
         raise ConfigError(f"{key}={value} must be {'>' if strict else '>='} {low}")
 
 
+def _at_most(key: str, value, high, why: str) -> None:
+    if value is not None and value > high:
+        raise ConfigError(f"{key}={value} must be <= {high} ({why})")
+
+
+def _count(key: str, value, low: int = 1) -> None:
+    """A number of models, steps or examples: at least `low`, and not absurdly many."""
+    _at_least(key, value, low)
+    _at_most(key, value, MAX_MODELS, "more would exhaust memory before it ran")
+
+
+def _seed(key: str, value) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{key}={value!r} must be an integer in [0, {MAX_SEED}]")
+
+
+def _rate(key: str, value) -> None:
+    _at_least(key, value, 0.0, strict=True)
+
+
+# -- dataset/ ------------------------------------------------------------------------------------------
 @dataclass
-class DatasetSchema:
+class DatasetConfig:
+    """One LightningDataModule for every dataset (distillscape.data.TensorDataModule)."""
     _target_: str = "distillscape.data.TensorDataModule"
     name: str = "digits"
-    root: Optional[str] = None
-    download: bool = False
-    val_size: int = 200
-    batch_size: int = 256
+    root: Optional[str] = "${paths.data_dir}"   # where the files are (torchvision's layout); digits needs none
+    download: bool = False                      # let torchvision fetch missing files (needs internet)
+    val_size: int = 200                         # training images held out for validation (fixed seed)
+    batch_size: int = 256                       # real batch of an outer step / a direct-training step
     eval_batch_size: int = 1000
-    train_subset: Optional[int] = None
-    split_seed: int = 0
+    train_subset: Optional[int] = None          # keep a fixed random subset of this many training images
+    split_seed: int = 0                         # of the validation split and the train subset
     num_workers: int = 0
 
     def __post_init__(self):
         _choice("dataset.name", self.name, DATASETS)
-        _at_least("dataset.val_size", self.val_size, 1)
-        _at_least("dataset.batch_size", self.batch_size, 1)
-        _at_least("dataset.eval_batch_size", self.eval_batch_size, 1)
+        _count("dataset.val_size", self.val_size)
+        _count("dataset.batch_size", self.batch_size)
+        _count("dataset.eval_batch_size", self.eval_batch_size)
         _at_least("dataset.train_subset", self.train_subset, 1)
+        _seed("dataset.split_seed", self.split_seed)
         _at_least("dataset.num_workers", self.num_workers, 0)
+        _at_most("dataset.num_workers", self.num_workers, 256, "one worker per core is plenty")
+
+
+# the identity of a dataset's data: two configs that agree on these read the same split, normalized the same
+DATA_IDENTITY = ("name", "val_size", "split_seed", "train_subset")
+
+
+# -- arch/ -------------------------------------------------------------------------------------------------
+# Built with the dataset's shape and class count: `instantiate(arch)(in_channels=, height=, width=, num_classes=)`.
+@dataclass
+class MLPConfig:
+    """Fully connected network, ReLU hidden layers."""
+    _target_: str = "distillscape.models.MLP"
+    _partial_: bool = True
+    hidden: List[int] = field(default_factory=lambda: [128])
+
+    def __post_init__(self):
+        if any(int(h) < 1 for h in self.hidden):
+            raise ConfigError(f"arch.hidden={list(self.hidden)} must be positive layer widths")
 
 
 @dataclass
-class DistillOptimSchema:
-    lr_images: float = 0.01
-    lr_labels: float = 0.01
-    lr_lrs: float = 0.01
-    betas: list = field(default_factory=lambda: [0.9, 0.999])
-    schedule: str = "cosine"
+class LeNetConfig:
+    """LeNet-5 with ReLU and max pooling (Wang et al. 2018's MNIST network)."""
+    _target_: str = "distillscape.models.LeNet"
+    _partial_: bool = True
+
+
+@dataclass
+class SimpleConvNetConfig:
+    """conv 3x3 16 -> ReLU -> conv 3x3 32 -> ReLU -> linear: the reference cost-surface study's network."""
+    _target_: str = "distillscape.models.SimpleConvNet"
+    _partial_: bool = True
+
+
+@dataclass
+class ConvNetConfig:
+    """The 3-block ConvNet of distillation benchmarks: conv 3x3 -> instance norm -> ReLU -> avg pool."""
+    _target_: str = "distillscape.models.ConvNet"
+    _partial_: bool = True
+    width_channels: int = 128
+    depth: int = 3
+
+    def __post_init__(self):
+        _at_least("arch.width_channels", self.width_channels, 1)
+        _at_most("arch.width_channels", self.width_channels, 4096, "wider would exhaust memory")
+        _at_least("arch.depth", self.depth, 1)
+        _at_most("arch.depth", self.depth, 16, "deeper is not this network")
+
+
+ARCH_SCHEMAS = {"mlp": MLPConfig, "lenet": LeNetConfig, "simple_convnet": SimpleConvNetConfig,
+                "convnet": ConvNetConfig}
+ARCHS = tuple(s._target_ for s in ARCH_SCHEMAS.values())
+
+
+# -- distill/ ----------------------------------------------------------------------------------------------
+@dataclass
+class DistillOptimConfig:
+    """Adam on the synthetic batch."""
+    lr_images: float = 0.1
+    lr_labels: float = 0.1
+    lr_lrs: float = 0.1
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    schedule: str = "cosine"   # cosine (decay to 0 over `steps`) | constant
 
     def __post_init__(self):
         _choice("distill.optim.schedule", self.schedule, ("constant", "cosine"))
         for f in ("lr_images", "lr_labels", "lr_lrs"):
             _at_least(f"distill.optim.{f}", getattr(self, f), 0.0)
-
-
-IMAGE_INITS = ("noise", "real")
-LABEL_MODES = ("soft", "onehot")
-INIT_MODES = ("random", "fixed")
-BATCHINGS = ("auto", "vmap", "loop")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"distill.optim.betas={list(self.betas)} must be two numbers in [0, 1)")
 
 
 @dataclass
-class DistillSchema:
-    images_per_class: int = 1
-    image_init: str = "noise"
-    label_mode: str = "soft"
-    inner_loss: str = "mse"
-    inner_steps: int = 1
-    lr_init: float = 0.02
-    lr_per_param: bool = False
-    init_mode: str = "random"
-    init_scheme: str = "default"
+class DistillConfig:
+    """The synthetic batch and the bilevel loop that learns it."""
+    images_per_class: int = 1     # distilled images = images_per_class x classes
+    image_init: str = "noise"     # noise | real (class-balanced random training images)
+    label_mode: str = "soft"      # soft (learnable) | onehot (fixed)
+    inner_loss: str = "mse"       # mse to the label vectors (reference study) | soft_ce (cross-entropy to softmax(labels))
+    inner_steps: int = 1          # gradient-descent steps on the synthetic batch
+    lr_init: float = 0.02         # initial inner learning rate (learned, kept positive in log space)
+    lr_per_param: bool = True     # one learned rate per parameter tensor and step (false: one per step, as the reference study)
+    init_mode: str = "random"     # random: fresh inits every outer step | fixed: one saved init (Wang et al. 2018)
+    init_scheme: str = "default"  # default (PyTorch) | kaiming | xavier
     fixed_init_seed: int = 12345
-    inits_per_step: int = 8
-    steps: int = 1500
-    val_every: int = 250
-    val_inits: int = 10
-    eval_inits: int = 100
-    eval_seed: int = 1_000_000
-    init_chunk: Optional[int] = None
-    batching: str = "auto"
-    optim: DistillOptimSchema = field(default_factory=DistillOptimSchema)
+    inits_per_step: int = 8       # fresh inits per outer step
+    steps: int = 1500             # outer steps
+    val_every: int = 250          # outer steps between validations
+    val_inits: int = 10           # held-out inits per validation
+    eval_inits: int = 100         # held-out inits at test
+    eval_seed: int = 1_000_000    # base of the held-out inits' seed streams (seeds.EVAL_STREAMS)
+    init_chunk: Optional[int] = None  # vmap chunk over inits (lower it if memory runs out)
+    batching: str = "auto"        # vmap | loop over inits in the outer step; auto times both at start and keeps the faster
+    optim: DistillOptimConfig = field(default_factory=DistillOptimConfig)
 
     def __post_init__(self):
         _at_least("distill.images_per_class", self.images_per_class, 1)
+        _at_most("distill.images_per_class", self.images_per_class, 10_000,
+                 "a batch that large is not a distillation and would exhaust memory")
         _choice("distill.image_init", self.image_init, IMAGE_INITS)
         _choice("distill.label_mode", self.label_mode, LABEL_MODES)
         _choice("distill.inner_loss", self.inner_loss, INNER_LOSSES)
         _at_least("distill.inner_steps", self.inner_steps, 1)
-        _at_least("distill.lr_init", self.lr_init, 0.0, strict=True)
+        _at_most("distill.inner_steps", self.inner_steps, 1000, "each step is kept for backprop")
+        _rate("distill.lr_init", self.lr_init)
         _choice("distill.init_mode", self.init_mode, INIT_MODES)
         _choice("distill.init_scheme", self.init_scheme, INIT_SCHEMES)
-        for k in ("inits_per_step", "steps", "val_every", "val_inits", "eval_inits"):
+        _seed("distill.fixed_init_seed", self.fixed_init_seed)
+        for k in ("inits_per_step", "val_inits", "eval_inits"):
+            _count(f"distill.{k}", getattr(self, k))
+        for k in ("steps", "val_every"):
             _at_least(f"distill.{k}", getattr(self, k), 1)
+        _seed("distill.eval_seed", self.eval_seed)
         _at_least("distill.init_chunk", self.init_chunk, 1)
         _choice("distill.batching", self.batching, BATCHINGS)
 
 
+# -- direct/ and baseline/ -----------------------------------------------------------------------------------
 @dataclass
-class DirectSchema:
-    checkpoint: Optional[str] = None
+class DirectConfig:
+    """Direct training on the real data: the baseline and the true-task minimum."""
+    checkpoint: Optional[str] = None   # a direct_minimum.safetensors (or its directory) to load instead of training
     epochs: int = 20
-    lr: float = 1e-3
+    lr: float = 1e-3                   # Adam
     weight_decay: float = 0.0
     init_seed: int = 0
 
     def __post_init__(self):
         _at_least("direct.epochs", self.epochs, 1)
-        _at_least("direct.lr", self.lr, 0.0, strict=True)
+        _rate("direct.lr", self.lr)
         _at_least("direct.weight_decay", self.weight_decay, 0.0)
+        _seed("direct.init_seed", self.init_seed)
 
 
 @dataclass
-class BaselineSchema:
-    lr_grid: list = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+class BaselineConfig:
+    """One step on random real images (as many as distilled), with its own rate tuned on val."""
+    lr_grid: List[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
     tune_inits: int = 10
 
     def __post_init__(self):
-        if not self.lr_grid or any(v <= 0 for v in self.lr_grid):
+        if not self.lr_grid or any(not math.isfinite(v) or v <= 0 for v in self.lr_grid):
             raise ConfigError(f"baseline.lr_grid={list(self.lr_grid)} must be a non-empty list of positive rates")
-        _at_least("baseline.tune_inits", self.tune_inits, 1)
+        _count("baseline.tune_inits", self.tune_inits)
 
 
-ARCHS = ("distillscape.models.MLP", "distillscape.models.LeNet",
-         "distillscape.models.SimpleConvNet", "distillscape.models.ConvNet")
+# -- trainer/ ----------------------------------------------------------------------------------------------
+@dataclass
+class TrainerConfig:
+    """Lightning's Trainer. Keys not listed here can still be given with `+trainer.<key>=...`."""
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "cpu"
+    devices: Any = 1                   # a count, a list of device ids, or auto
+    strategy: str = "auto"             # ddp: several devices (landscape sweeps deal their grid points out among them)
+    max_epochs: Optional[int] = None
+    max_steps: int = -1
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    default_root_dir: Optional[str] = "${paths.output_dir}"
+    log_every_n_steps: int = 10
+    enable_progress_bar: bool = True
+    enable_model_summary: bool = False
+    num_sanity_val_steps: int = 0
+    deterministic: bool = False
+    inference_mode: bool = False       # the inner step differentiates inside evaluation too
+    gradient_clip_val: Optional[float] = None
 
-SECTIONS = {"dataset": DatasetSchema, "distill": DistillSchema, "direct": DirectSchema,
-            "baseline": BaselineSchema}
+    def __post_init__(self):
+        _choice("trainer.accelerator", self.accelerator, ACCELERATORS)
+        d = self.devices
+        if isinstance(d, bool) or not (d == "auto" or (isinstance(d, int) and 1 <= d <= 1024)
+                                       or (isinstance(d, (list, tuple)) and d and all(isinstance(i, int) and i >= 0 for i in d))):
+            raise ConfigError(f"trainer.devices={d!r} must be a count >= 1, a list of device ids, or auto")
+        if self.max_steps != -1:
+            _at_least("trainer.max_steps", self.max_steps, 1)
+        if self.max_epochs is not None and self.max_epochs != -1:
+            _at_least("trainer.max_epochs", self.max_epochs, 1)
+        _at_least("trainer.check_val_every_n_epoch", self.check_val_every_n_epoch, 1)
+        v = self.val_check_interval
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+            raise ConfigError(f"trainer.val_check_interval={v!r} must be a positive number of steps or a fraction")
+        _at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
+        _at_least("trainer.num_sanity_val_steps", self.num_sanity_val_steps, -1)
+        _at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0.0)
 
 
-def _check_section(name: str, node: Any, schema: type) -> None:
-    if not isinstance(node, (dict, DictConfig)):
-        raise ConfigError(f"{name} must be a mapping, got {node!r}")
-    data = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
-    known = {f.name for f in fields(schema)}
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" Did you mean {name}.{close[0]}?" if close else ""
-            raise ConfigError(f"unknown key {name}.{key}.{hint} Known keys: {', '.join(sorted(known))}")
-    try:
-        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), data))
-    except ConfigError:
-        raise
-    except OmegaConfBaseException as e:  # wrong type: OmegaConf names the key in full_key
-        key = getattr(e, "full_key", None) or "?"
-        raise ConfigError(f"{name}.{key}: {str(e).splitlines()[0]}") from None
-
-
-def validate(cfg: DictConfig) -> DictConfig:
-    """Check every section the config has; return it unchanged or raise ConfigError."""
-    for name, schema in SECTIONS.items():
-        if name in cfg:
-            _check_section(name, cfg[name], schema)
-    if "arch" in cfg:
-        _choice("arch._target_", cfg.arch.get("_target_"), ARCHS)
-    if "seed" in cfg and cfg.seed is not None and not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed!r} must be an integer")
-    return cfg
-
-
-# -- distillscape-landscape ---------------------------------------------------------------------------
-SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
-SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets")
+# -- logger/ -----------------------------------------------------------------------------------------------
+@dataclass
+class CSVLoggerConfig:
+    """Lightning's CSV logger, into <output_dir>/<name> (the TensorBoard one takes the same keys)."""
+    _target_: str = "lightning.pytorch.loggers.CSVLogger"
+    save_dir: str = "${paths.output_dir}"
+    name: str = "csv"
+    version: str = ""
 
 
 @dataclass
-class SweepSchema:
-    centres: Any = field(default_factory=lambda: ["minimum"])
-    directions: str = "random"
-    through: list = field(default_factory=lambda: ["landing", "init"])
-    towards: str = "landing"
-    seed: int = 0
-    bias: str = "zero"
-    norm: str = "zero"
-    buffers: str = "freeze"
-    range: Optional[list] = None
+class TensorBoardLoggerConfig(CSVLoggerConfig):
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+    name: str = "tensorboard"
+
+
+@dataclass
+class WandbLoggerConfig:
+    """Weights & Biases, through distillscape.tracking.wandb_logger (see conf/logger/wandb.yaml)."""
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: str = "distillscape"
+    entity: Optional[str] = None
+    save_dir: str = "${paths.output_dir}"
+    offline: Optional[bool] = None     # null: offline unless an API key is configured
+    group: Optional[str] = None        # null: the multirun's sweep
+    tags: List[str] = field(default_factory=list)
+    log_model: bool = False
+
+
+LOGGER_SCHEMAS = {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "wandb": WandbLoggerConfig}
+
+
+# -- paths/ ------------------------------------------------------------------------------------------------
+@dataclass
+class PathsConfig:
+    data_dir: str = "${oc.env:DISTILLSCAPE_DATA,./data}"   # $DISTILLSCAPE_DATA if set, else ./data
+    output_dir: str = "${hydra:runtime.output_dir}"        # Hydra's output directory of the job
+
+
+# -- sweep/ (distillscape-landscape) ---------------------------------------------------------------------------
+@dataclass
+class SweepConfig:
+    """A plane of two random filter-normalized directions (Li et al. 2018) around each centre,
+    coordinates in [-1, 1] as in the reference study; the other sweep/ files change the directions."""
+    centres: Any = field(default_factory=lambda: ["minimum"])  # minimum | landing | init | a checkpoint file; several: one surface each, same directions
+    directions: str = "random"         # random | through | reference | line
+    through: List[str] = field(default_factory=lambda: ["landing", "init"])  # directions=through: the other two points of the plane
+    towards: str = "landing"           # directions=reference / line: the point at alpha = 1
+    seed: int = 0                      # of the random directions
+    bias: str = "zero"                 # biases in random directions: zero | keep (normalized element by element)
+    norm: str = "zero"                 # normalization-layer parameters in random directions: zero | keep
+    buffers: str = "freeze"            # running statistics: freeze (centre's values) | sweep (moved with the weights)
+    range: Optional[List[List[float]]] = field(default_factory=lambda: [[-1.0, 1.0], [-1.0, 1.0]])  # [lo, hi] per axis; null: the marked points' span plus margin
     margin: float = 0.25
-    resolution: list = field(default_factory=lambda: [21, 21])
-    costs: list = field(default_factory=lambda: ["train"])
-    mark: list = field(default_factory=list)
+    resolution: List[int] = field(default_factory=lambda: [21, 21])
+    costs: List[str] = field(default_factory=lambda: ["train", "test", "distilled"])
+    mark: List[str] = field(default_factory=lambda: ["init", "landing", "minimum"])  # points drawn at their (projected) coordinates
     log_scale: bool = True
 
     def __post_init__(self):
@@ -204,6 +359,7 @@ class SweepSchema:
         _choice("sweep.bias", self.bias, ("zero", "keep"))
         _choice("sweep.norm", self.norm, ("zero", "keep"))
         _choice("sweep.buffers", self.buffers, ("freeze", "sweep"))
+        _seed("sweep.seed", self.seed)
         for c in self.costs:
             _choice("sweep.costs entry", c, SWEEP_COSTS)
         if not self.costs:
@@ -212,108 +368,119 @@ class SweepSchema:
             raise ConfigError("sweep.centres is empty; name minimum, landing, init or a checkpoint file")
         if any(int(n) < 2 for n in self.resolution):
             raise ConfigError(f"sweep.resolution={list(self.resolution)} needs at least 2 points per axis")
-        if self.range is not None and any(len(r) != 2 or r[0] >= r[1] for r in self.range):
-            raise ConfigError(f"sweep.range={list(self.range)} must be a list of [lo, hi] with lo < hi, one per axis")
+        points = math.prod(int(n) for n in self.resolution)
+        if points > 10 * MAX_MODELS:
+            raise ConfigError(f"sweep.resolution={list(self.resolution)} is {points} grid points; at most "
+                              f"{10 * MAX_MODELS} fit one surface file (split a larger sweep into several)")
+        if self.range is not None:
+            for r in self.range:
+                if len(r) != 2 or not all(math.isfinite(v) for v in r) or r[0] >= r[1]:
+                    raise ConfigError(f"sweep.range={[list(r) for r in self.range]} must be a list of finite "
+                                      f"[lo, hi] with lo < hi, one per axis")
         _at_least("sweep.margin", self.margin, 0.0)
 
 
 @dataclass
-class LandscapeSchema:
-    out_dir: str = "."
-    minimum: Optional[str] = None
-    init_seed: int = 0
-    batching: str = "auto"
-    points_per_batch: int = 16
-    data_batch: int = 4096
-    train_subsample: Optional[int] = None
-    subset_sizes: list = field(default_factory=list)
+class LandscapeConfig:
+    out_dir: str = "${paths.output_dir}"   # give every shard of a multirun the same one
+    minimum: Optional[str] = None      # a direct_minimum.safetensors to use instead of the run's own
+    init_seed: int = 0                 # the init whose one-step landing is the point "landing" (unless the batch has a fixed init)
+    batching: str = "auto"             # vmap | loop | channels_last | auto (time all, also at 128 examples per forward; keep the fastest)
+    points_per_batch: int = 16         # grid points per predict step
+    data_batch: int = 4096             # examples per forward of one point (vmap: shared by the chunk's points)
+    train_subsample: Optional[int] = None  # train/* on a fixed random subsample of this many images (null: the full split)
+    subset_sizes: List[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 55000])  # cost train_subsets: nested random subsets
     subset_seed: int = 0
-    random_batch_seed: int = 0
+    random_batch_seed: int = 0         # cost random_batch: the noise batch of the sanity check
 
     def __post_init__(self):
-        _choice("landscape.batching", self.batching, ("auto", "vmap", "loop", "channels_last"))
-        _at_least("landscape.points_per_batch", self.points_per_batch, 1)
+        _choice("landscape.batching", self.batching, LANDSCAPE_BATCHINGS)
+        _count("landscape.points_per_batch", self.points_per_batch)
         _at_least("landscape.data_batch", self.data_batch, 1)
+        _at_most("landscape.data_batch", self.data_batch, 1 << 20, "one forward of that many examples exhausts memory")
         _at_least("landscape.train_subsample", self.train_subsample, 1)
+        _seed("landscape.init_seed", self.init_seed)
+        _seed("landscape.subset_seed", self.subset_seed)
+        _seed("landscape.random_batch_seed", self.random_batch_seed)
         if any(n < 1 for n in self.subset_sizes):
             raise ConfigError(f"landscape.subset_sizes={list(self.subset_sizes)} must be positive sizes")
 
 
-SECTIONS.update({"sweep": SweepSchema, "landscape": LandscapeSchema})
-
-
-LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
-
-
+# -- analysis/ (distillscape-landing) ---------------------------------------------------------------------
 @dataclass
-class LandingSchema:
-    kinds: list = field(default_factory=lambda: list(LANDING_KINDS))
-    inits: int = 100
-    init_seed: int = 2_000_000
-    seed: int = 0
-    train_examples: Optional[int] = 2000
-    test_examples: Optional[int] = None
-    polish_inits: int = 20
-    polish_steps: int = 200
+class LandingConfig:
+    """The landing analysis: M inits, landed by every batch kind, measured on the true task."""
+    kinds: List[str] = field(default_factory=lambda: list(LANDING_KINDS))
+    inits: int = 100                   # M: sampled inits (the same for every kind)
+    init_seed: int = 2_000_000         # their seed: distinct from the distillation's eval seeds (distill.eval_seed + 0..3)
+    seed: int = 0                      # base of the analysis seed streams (seeds.ANALYSIS_STREAMS)
+    train_examples: Optional[int] = 2000   # train loss / gradients / barriers on a fixed random subsample (null: the whole split)
+    test_examples: Optional[int] = None    # test loss / accuracy on the first this many test images (null: all)
+    polish_inits: int = 20             # landings polished (the first ones)
+    polish_steps: int = 200            # SGD steps on the real training data from each landing
     polish_lr: float = 0.01
     polish_momentum: float = 0.9
     polish_batch_size: int = 128
-    curvature_inits: int = 10
-    curvature_examples: Optional[int] = 1000
-    power_iters: int = 100
-    power_tol: float = 1e-4
-    hutchinson_probes: int = 20
-    barrier_points: int = 11
-    trajectory_inits: int = 5
-    trajectory_steps: list = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])
-    data_chunk: int = 1000
-    init_chunk: Optional[int] = None
-    device: str = "cpu"
+    curvature_inits: int = 10          # landings (and inits) whose Hessian is probed (the first ones)
+    curvature_examples: Optional[int] = 1000  # the first this many of the train subsample define that Hessian
+    power_iters: int = 100             # power iteration: at most this many Hessian-vector products ...
+    power_tol: float = 1e-4            # ... or until the top eigenvalue changes by less than this (relative)
+    hutchinson_probes: int = 20        # Rademacher probes of the trace estimate
+    barrier_points: int = 11           # points on each straight path (ends included)
+    trajectory_inits: int = 5          # inits trained directly on real data (polish optimizer), to compare landings with
+    trajectory_steps: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])  # (0, the init, is always added)
+    data_chunk: int = 1000             # examples per forward
+    init_chunk: Optional[int] = None   # models per vmapped forward (lower it if memory runs out)
+    device: str = "cpu"                # cpu | cuda
 
     def __post_init__(self):
         for k in self.kinds:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
         for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk"):
-            _at_least(f"analysis.{k}", getattr(self, k), 1)
-        for k in ("polish_inits", "polish_steps", "curvature_inits", "trajectory_inits"):
-            _at_least(f"analysis.{k}", getattr(self, k), 0)
+            _count(f"analysis.{k}", getattr(self, k))
+        for k in ("polish_inits", "curvature_inits", "trajectory_inits"):
+            _count(f"analysis.{k}", getattr(self, k), 0)
+        _at_least("analysis.polish_steps", self.polish_steps, 0)
         for k in ("train_examples", "test_examples", "curvature_examples", "init_chunk"):
             _at_least(f"analysis.{k}", getattr(self, k), 1)
         _at_least("analysis.barrier_points", self.barrier_points, 2)
+        _at_most("analysis.barrier_points", self.barrier_points, 10_000, "each point is a full evaluation")
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.trajectory_steps):
             raise ConfigError(f"analysis.trajectory_steps={list(self.trajectory_steps)}: give non-negative integers "
                               f"(direct-training steps at which the landing is compared), e.g. [1,10,100]")
-        _at_least("analysis.polish_lr", self.polish_lr, 0.0, strict=True)
+        _rate("analysis.polish_lr", self.polish_lr)
         _at_least("analysis.polish_momentum", self.polish_momentum, 0.0)
         _at_least("analysis.power_tol", self.power_tol, 0.0)
+        _seed("analysis.init_seed", self.init_seed)
+        _seed("analysis.seed", self.seed)
         _choice("analysis.device", self.device, ("cpu", "cuda"))
 
 
-SECTIONS["analysis"] = LandingSchema
-
-
+# -- the tasks' own keys -----------------------------------------------------------------------------------
 @dataclass
-class InstancesSchema:
-    direct_minimum: Optional[str] = None
-    data_dir: Optional[str] = None
-    neighbours: int = 5
-    models: int = 25
-    init_seed: int = 3_000_000
-    compare_seed: int = 0
-    per_page: int = 20
-    test_limit: Optional[int] = None
+class InstancesConfig:
+    direct_minimum: Optional[str] = None  # direct_minimum.safetensors (or its dir); default: the one beside the distilled batch
+    data_dir: Optional[str] = None     # where the dataset lies now, if not where the distillation run found it
+    neighbours: int = 5                # nearest real images shown and measured per distilled image
+    models: int = 25                   # one-step models (held-out random inits) for the comparisons and the ensemble
+    init_seed: int = 3_000_000         # seed of those inits (distinct from the distillation's train/val/test inits)
+    compare_seed: int = 0              # seed of the random real and noise batches
+    per_page: int = 20                 # distilled images per figure page
+    test_limit: Optional[int] = None   # use only the first N test images (null: all)
 
     def __post_init__(self):
         for k in ("neighbours", "models", "per_page"):
-            _at_least(f"instances.{k}", getattr(self, k), 1)
+            _count(f"instances.{k}", getattr(self, k))
         _at_least("instances.test_limit", self.test_limit, 1)
+        _seed("instances.init_seed", self.init_seed)
+        _seed("instances.compare_seed", self.compare_seed)
 
 
 @dataclass
-class ReportSchema:
+class ReportConfig:
     title: str = "distillscape study"
-    file: str = "report.html"
-    max_figures: int = 80
+    file: str = "report.html"          # written into the report's output dir
+    max_figures: int = 80              # figures embedded in all (the rest are listed)
 
     def __post_init__(self):
         _at_least("report.max_figures", self.max_figures, 0)
@@ -321,21 +488,26 @@ class ReportSchema:
             raise ConfigError(f"report.file={self.file!r} must be a file name ending in .html")
 
 
-STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report")
-
-
 @dataclass
-class StudySchema:
+class StudyConfig:
     dataset: str = "digits"
     arch: str = "simple_convnet"
-    logger: str = "none"
-    force: bool = False
-    tasks: dict = field(default_factory=dict)
-    stages: dict = field(default_factory=dict)
-    overrides: dict = field(default_factory=dict)
+    logger: str = "none"               # every stage's logger: csv | tensorboard | wandb | none
+    force: bool = False                # rerun stages that already finished
+    tasks: Dict[str, str] = field(default_factory=dict)  # stage -> task it runs, where they differ; the report runs last
+    stages: Dict[str, List[str]] = field(default_factory=lambda: {
+        "distill": ["dataset=${study.dataset}", "arch=${study.arch}", "logger=${study.logger}", "seed=${seed}"],
+        "landscape": ["dataset=${study.dataset}", "logger=${study.logger}", "seed=${seed}"],
+        "landing": ["dataset=${study.dataset}", "logger=${study.logger}", "seed=${seed}"],
+        "instances": ["logger=${study.logger}", "seed=${seed}"],
+        "report": ["logger=${study.logger}"]})   # the chain, in order: stage -> overrides that tie it to the study
+    overrides: Dict[str, List[str]] = field(default_factory=lambda: {
+        s: [] for s in ("distill", "landscape", "landing", "instances", "report")})  # what an experiment changes in a stage
 
     def __post_init__(self):
         _choice("study.dataset", self.dataset, DATASETS)
+        _choice("study.arch", self.arch, tuple(ARCH_SCHEMAS))
+        _choice("study.logger", self.logger, ("none", *LOGGER_SCHEMAS))
         for stage, task in self.tasks.items():
             _choice(f"study.tasks.{stage}", task, STUDY_TASKS)
             if stage not in self.stages:
@@ -347,4 +519,212 @@ class StudySchema:
                     raise ConfigError(f"study.{name}.{stage} must be a list of override strings, got {ovs!r}")
 
 
-SECTIONS.update({"instances": InstancesSchema, "report": ReportSchema, "study": StudySchema})
+# -- one schema per task (the root of conf/<task>.yaml) -------------------------------------------------------
+@dataclass
+class Job:
+    task_name: str = MISSING
+    seed: int = 0
+    paths: PathsConfig = MISSING
+    logger: Any = None
+
+    def __post_init__(self):
+        _seed("seed", self.seed)
+
+
+@dataclass
+class DistillJob(Job):
+    dataset: DatasetConfig = MISSING
+    arch: Any = MISSING
+    distill: DistillConfig = MISSING
+    direct: DirectConfig = MISSING
+    baseline: BaselineConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    ckpt_path: Optional[str] = None    # resume: `last` (this run dir's checkpoints/last.ckpt) or a checkpoint path
+    checkpoint_every: int = 250        # outer steps between checkpoints
+    snapshot_every: int = 250          # outer steps between snapshots of the synthetic batch (0: none)
+    skip_complete: bool = True         # a rerun into a finished job's directory returns its metrics (resume.py)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least("checkpoint_every", self.checkpoint_every, 1)
+        _at_least("snapshot_every", self.snapshot_every, 0)
+
+
+@dataclass
+class TrainJob(Job):
+    dataset: DatasetConfig = MISSING
+    arch: Any = MISSING
+    direct: DirectConfig = MISSING
+    trainer: TrainerConfig = MISSING
+
+
+@dataclass
+class LandscapeJob(Job):
+    dataset: DatasetConfig = MISSING
+    sweep: SweepConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    distilled: Optional[str] = None    # output directory of distillscape-distill (distilled.*, direct_minimum.*, snapshots/)
+    shard: int = 0                     # this run computes shard `shard` of `num_shards` of every grid
+    num_shards: int = 1
+    landscape: LandscapeConfig = field(default_factory=LandscapeConfig)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least("num_shards", self.num_shards, 1)
+        _at_most("num_shards", self.num_shards, 9999, "shard files are numbered with four digits")
+        if not 0 <= self.shard < self.num_shards:
+            raise ConfigError(f"shard={self.shard} must be in [0, num_shards={self.num_shards})")
+
+
+@dataclass
+class LandingJob(Job):
+    dataset: DatasetConfig = MISSING
+    analysis: LandingConfig = MISSING
+    baseline: BaselineConfig = MISSING
+    distilled: Optional[str] = None    # output directory of distillscape-distill (distilled.*, direct_minimum.*)
+    direct_minimum: Optional[str] = None   # a direct_minimum.safetensors (or its directory) to use instead of the run's own
+    distill_first: bool = False        # with distilled=null: distill into <output_dir>/distill first (reused when it is there)
+    distill_overrides: List[str] = field(default_factory=list)  # overrides of conf/distill.yaml for that distillation
+
+
+@dataclass
+class InstancesJob(Job):
+    distilled: str = MISSING           # a distillscape-distill output dir, a snapshot, or a distilled.safetensors
+    instances: InstancesConfig = field(default_factory=InstancesConfig)
+
+
+@dataclass
+class ReportJob(Job):
+    runs: Any = MISSING                # output directories: a distillation run and any of its analyses
+    report: ReportConfig = field(default_factory=ReportConfig)
+
+
+@dataclass
+class StudyJob(Job):
+    study: StudyConfig = field(default_factory=StudyConfig)
+
+
+JOBS = {"distill": DistillJob, "train": TrainJob, "landscape": LandscapeJob, "landing": LandingJob,
+        "instances": InstancesJob, "report": ReportJob, "study": StudyJob}
+GROUPS = {"dataset": DatasetConfig, "distill": DistillConfig, "direct": DirectConfig, "baseline": BaselineConfig,
+          "trainer": TrainerConfig, "paths": PathsConfig, "sweep": SweepConfig, "analysis": LandingConfig}
+
+
+def register() -> None:
+    """Put every schema in Hydra's ConfigStore: group schemas as `<group>/schema` (arch and logger:
+    `<group>/<option>_schema`), task schemas as `<task>_schema`, which conf/<task>.yaml lists first."""
+    cs = ConfigStore.instance()
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name="schema", node=schema)
+    for name, schema in ARCH_SCHEMAS.items():
+        cs.store(group="arch", name=f"{name}_schema", node=schema)
+    for name, schema in LOGGER_SCHEMAS.items():
+        cs.store(group="logger", name=f"{name}_schema", node=schema)
+    for task, schema in JOBS.items():
+        cs.store(name=f"{task}_schema", node=schema)
+
+
+register()
+
+
+# -- from a composed config to typed settings --------------------------------------------------------------
+def _schema_of(node: Any) -> type | None:
+    t = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+    return t if t is not None and is_dataclass(t) else None
+
+
+def _unknown_keys(name: str, node: DictConfig, schema: type) -> None:
+    """A key a schema does not have (put there with `+key=`, or by a config file written by hand): the
+    nearest known key is suggested. Nested schemas are walked."""
+    known = {f.name: f for f in fields(schema)}
+    for key in node:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f" Did you mean {name}.{close[0]}?" if close else ""
+            raise ConfigError(f"unknown key {name}.{key}.{hint} Known keys: {', '.join(sorted(known))}")
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and (sub := _schema_of(child)) is not None and not child._is_missing():
+            _unknown_keys(f"{name}.{key}", child, sub)
+
+
+def _to_object(name: str, node: DictConfig):
+    try:
+        return OmegaConf.to_object(node)
+    except ConfigError:
+        raise
+    except MissingMandatoryValue as e:
+        key = getattr(e, "full_key", None) or name
+        raise ConfigError(f"{key}=??? must be given (add {key}=... to the command line)") from None
+    except OmegaConfBaseException as e:  # a wrong type: OmegaConf names the key in full_key
+        key = getattr(e, "full_key", None) or name
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+
+
+# keys of a schema that are handed on as they are (extra Trainer arguments given with +trainer.x=...)
+OPEN_SECTIONS = ("trainer",)
+
+
+def section(cfg: DictConfig, name: str, schema: type | None = None):
+    """The typed, checked settings of one section of a config (a dataclass instance)."""
+    node = cfg[name]
+    schema = schema or _schema_of(node)
+    if schema is None:
+        raise ConfigError(f"{name} has no schema; it must be one of the config groups of conf/")
+    if not isinstance(node, DictConfig):
+        raise ConfigError(f"{name} must be a mapping, got {node!r}")
+    if _schema_of(node) is None:  # plain data (e.g. read back from an artifact): typed by the schema
+        node = OmegaConf.merge(OmegaConf.structured(schema), node)
+    if name not in OPEN_SECTIONS:
+        _unknown_keys(name, node, schema)
+    return _to_object(name, node)
+
+
+def as_settings(schema: type, value):
+    """`value` (a schema instance, a DictConfig or a plain dict) as a checked instance of `schema`."""
+    if isinstance(value, schema):
+        return value
+    node = value if isinstance(value, DictConfig) else OmegaConf.create(dict(value))
+    if _schema_of(node) is None:
+        _unknown_keys(schema.__name__, node, schema)
+        node = OmegaConf.merge(OmegaConf.structured(schema), node)
+    return _to_object(schema.__name__, node)
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
+
+
+def _check(cfg: DictConfig):
+    """Every check of `validate`; returns the typed settings when cfg has a task schema, else None."""
+    for name in list(cfg.keys()):
+        if name == "hydra" or name in OPEN_SECTIONS:
+            continue
+        node = cfg._get_node(name)
+        if isinstance(node, DictConfig) and not node._is_missing() and (schema := _schema_of(node)) is not None:
+            _unknown_keys(name, node, schema)
+    if "arch" in cfg and cfg.arch is not None:
+        _choice("arch._target_", cfg.arch.get("_target_"), ARCHS)
+    if "seed" in cfg:
+        _seed("seed", cfg.seed)
+    if _schema_of(cfg) is not None:  # one pass: every section's __post_init__, then the task's own keys
+        return _to_object("config", _without_hydra(cfg))
+    for name in list(cfg.keys()):  # a config composed by hand: each typed section on its own
+        node = cfg._get_node(name)
+        if name != "hydra" and isinstance(node, DictConfig) and not node._is_missing() and _schema_of(node):
+            section(cfg, name)
+    return None
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check a composed config against its schemas; return cfg unchanged or raise ConfigError naming the key."""
+    _check(cfg)
+    return cfg
+
+
+def settings(cfg: DictConfig):
+    """The whole config as typed settings: the task's schema instance (e.g. DistillJob) whose sections
+    are the group schemas' instances, every value checked (`validate`)."""
+    typed = _check(cfg)
+    if typed is None:
+        raise ConfigError("this config was not composed from a task's conf/<task>.yaml (it has no task schema)")
+    return typed

@@ -12,13 +12,16 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
-DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+from .config import DATASETS
+from .errors import DatasetNotFoundError
+
 
 # Where each torchvision dataset expects its files under the data directory, for error messages.
 _LAYOUT = {
@@ -28,10 +31,6 @@ _LAYOUT = {
                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
 }
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    pass
 
 
 def default_data_dir() -> str:
@@ -54,7 +53,7 @@ def _missing(name: str, root: Path, download: bool, cause: Exception | None = No
            if download else "download=false")
     return DatasetNotFoundError(
         f"{name} not found: expected {', '.join(files)} in {root / sub} ({how}). "
-        f"Put the files there, point the data directory elsewhere with dataset.root=/path or the "
+        f"Put the files there, point the data directory elsewhere with paths.data_dir=/path or the "
         f"DISTILLSCAPE_DATA environment variable, or let torchvision fetch them with dataset.download=true "
         f"on a machine with internet access."
     )
@@ -143,6 +142,38 @@ def _load_splits_cached(name: str, root: str | None, download: bool) -> Splits:
     return _load_mnist_like(name, root, download)
 
 
+def to_pixels(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Undo the dataset normalization and clip to [0, 1]: what the images look like as pictures."""
+    mean = torch.as_tensor(mean).view(1, -1, 1, 1)
+    std = torch.as_tensor(std).view(1, -1, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+# -- real batches as a function of the step ----------------------------------------------------------
+class StepIndexedBatches:
+    """Batch sampler whose k-th batch (k counted over the whole run) is slice k % per_epoch of the
+    permutation seeded by (seed, k // per_epoch). Each new iterator starts at `start()` (the trainer's
+    global step), so a run resumed mid-epoch reads the batches the uninterrupted run read.
+    The seed is the run's seed (`PL_GLOBAL_SEED`, set by `seed_everything`) unless one is given."""
+
+    def __init__(self, n: int, batch_size: int, start: Callable[[], int] = lambda: 0, seed: int | None = None):
+        self.n, self.batch_size, self.start = n, batch_size, start
+        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        self.per_epoch = n // batch_size  # incomplete last batch dropped, as in training loaders
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k = int(self.start())
+        perm = self.permutation(k // self.per_epoch)
+        for i in range(k % self.per_epoch, self.per_epoch):  # to the end of this epoch
+            yield perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+
+
 class TensorDataModule(L.LightningDataModule):
     """Whole-split, in-memory, normalized tensors for train / val / test.
 
@@ -212,7 +243,7 @@ class TensorDataModule(L.LightningDataModule):
         idx = torch.cat(idx)
         return self.train_x[idx], self.train_y[idx]
 
-    # -- loaders: index batches over preloaded tensors (the train order is in resume.StepIndexedBatches) --
+    # -- loaders: index batches over preloaded tensors (the train order is StepIndexedBatches) --
     def _eval_loader(self, x, y, batch_size):
         ds = TensorDataset(x, y)  # TensorDataset indexes with a whole list of indices at once
         return DataLoader(ds, sampler=BatchSampler(SequentialSampler(ds), min(batch_size, len(ds)), drop_last=False),
@@ -220,7 +251,6 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         # batch k of a run depends only on (seed, k), so a run resumed mid-epoch reads what it would have
-        from .resume import StepIndexedBatches
         ds = TensorDataset(self.train_x, self.train_y)
         batches = StepIndexedBatches(len(ds), min(self.batch_size, len(ds)), start=self._global_step)
         return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.hparams.num_workers,

@@ -16,7 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .artifacts import Distilled
-from .inner import InitSampler, InnerLoop, Params, evaluate_stack, param_names, stack_len, summarize, timed
+from .config import DistillConfig, as_settings
+from .inner import InitSampler, InnerLoop, evaluate_stack, param_names, timed
+from .params import Params, stack_len
+from .seeds import seed_for
+from .stats import flat_summary
 
 
 def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool) -> torch.Tensor:
@@ -33,33 +37,32 @@ def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool
 
 class DistillModule(L.LightningModule):
     def __init__(self, net: nn.Module, num_classes: int, image_shape: tuple[int, ...],
-                 cfg: Mapping[str, Any], real_images: torch.Tensor | None = None):
+                 settings: DistillConfig | Mapping[str, Any], real_images: torch.Tensor | None = None):
         super().__init__()
-        self.cfg = dict(cfg)
-        c = self.cfg
+        self.s = c = as_settings(DistillConfig, settings)
         self.num_classes = num_classes
-        self.loop = InnerLoop(net, c["inner_loss"])
-        self.sampler = InitSampler(net, c["init_scheme"])
-        n = c["images_per_class"] * num_classes
-        y = torch.arange(num_classes).repeat_interleave(c["images_per_class"])
+        self.loop = InnerLoop(net, c.inner_loss)
+        self.sampler = InitSampler(net, c.init_scheme)
+        n = c.images_per_class * num_classes
+        y = torch.arange(num_classes).repeat_interleave(c.images_per_class)
         self.register_buffer("classes", y)
-        if c["image_init"] == "real":
+        if c.image_init == "real":
             if real_images is None or real_images.shape[0] != n:
                 raise ValueError(f"image_init=real needs {n} real images, class-sorted")
             images = real_images.clone()
         else:
             images = torch.randn(n, *image_shape)
         self.images = nn.Parameter(images)
-        targets = label_targets(y, num_classes, c["inner_loss"], hard=c["label_mode"] == "onehot")
-        if c["label_mode"] == "soft":
+        targets = label_targets(y, num_classes, c.inner_loss, hard=c.label_mode == "onehot")
+        if c.label_mode == "soft":
             self.labels = nn.Parameter(targets)
         else:
             self.register_buffer("labels", targets)
-        groups = len(param_names(net)) if c["lr_per_param"] else 1
+        groups = len(param_names(net)) if c.lr_per_param else 1
         # learned in log space: the rate stays positive and its updates are relative
-        self.log_lrs = nn.Parameter(torch.full((c["inner_steps"], groups), math.log(c["lr_init"])))
-        if c["init_mode"] == "fixed":
-            fixed = self.sampler.sample(1, seed=c["fixed_init_seed"])
+        self.log_lrs = nn.Parameter(torch.full((c.inner_steps, groups), math.log(c.lr_init)))
+        if c.init_mode == "fixed":
+            fixed = self.sampler.sample(1, seed=c.fixed_init_seed)
             for k, v in fixed.items():
                 self.register_buffer("fixed_init__" + k.replace(".", "__"), v)
         self._eval: dict[str, dict[str, Any]] = {}
@@ -72,20 +75,20 @@ class DistillModule(L.LightningModule):
         return self.log_lrs.exp()
 
     def fixed_init(self) -> Params | None:
-        if self.cfg["init_mode"] != "fixed":
+        if self.s.init_mode != "fixed":
             return None
         return {k: getattr(self, "fixed_init__" + k.replace(".", "__")) for k in self.loop.names}
 
     def land(self, inits: Params, chunk_size: int | None = None) -> Params:
         """One-step (or `inner_steps`) landings of a stack of inits on the current synthetic batch."""
         return self.loop.run_stack(inits, self.images, self.labels, self.lrs,
-                                   chunk_size=chunk_size or self.cfg.get("init_chunk"))
+                                   chunk_size=chunk_size or self.s.init_chunk)
 
     def training_inits(self) -> Params:
         fixed = self.fixed_init()
         if fixed is not None:
             return fixed
-        return self.sampler.sample(self.cfg["inits_per_step"], device=self.device)
+        return self.sampler.sample(self.s.inits_per_step, device=self.device)
 
     # -- the outer loop ------------------------------------------------------------------------
     def outer_loss(self, inits: Params, x: torch.Tensor, y: torch.Tensor, batching: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,7 +109,7 @@ class DistillModule(L.LightningModule):
     def on_train_start(self):
         self.first_step = self.global_step  # > 0 when resumed: steps/s must count this run's steps only
         # a resumed run keeps the path it was measured with: the two differ by rounding
-        self.batching = getattr(self, "_checkpoint_batching", None) or self.cfg.get("batching", "auto")
+        self.batching = getattr(self, "_checkpoint_batching", None) or self.s.batching
         if self.batching == "auto":
             self.batching = self._measure_batching()
         print(f"distillscape: outer steps batched over inits with {self.batching}")
@@ -143,23 +146,23 @@ class DistillModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        o = self.cfg["optim"]
-        groups = [{"params": [self.images], "lr": o["lr_images"]},
-                  {"params": [self.log_lrs], "lr": o["lr_lrs"]}]
+        o = self.s.optim
+        groups = [{"params": [self.images], "lr": o.lr_images},
+                  {"params": [self.log_lrs], "lr": o.lr_lrs}]
         if isinstance(self.labels, nn.Parameter):
-            groups.append({"params": [self.labels], "lr": o["lr_labels"]})
-        opt = torch.optim.Adam(groups, betas=tuple(o.get("betas", (0.9, 0.999))))
-        if o.get("schedule", "constant") == "constant":
+            groups.append({"params": [self.labels], "lr": o.lr_labels})
+        opt = torch.optim.Adam(groups, betas=tuple(o.betas))
+        if o.schedule == "constant":
             return opt
         # cosine decay of every outer rate to 0 over the run: the synthetic batch settles instead of jittering
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg["steps"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.s.steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- evaluation over held-out inits --------------------------------------------------------
     def eval_inits(self, stage: str) -> dict[str, Params]:
         """Held-out inits: val and test draw from seeds no training step uses, and differ from each other."""
-        n = self.cfg["val_inits"] if stage == "val" else self.cfg["eval_inits"]
-        seed = self.cfg["eval_seed"] + (0 if stage == "val" else 1)
+        n = self.s.val_inits if stage == "val" else self.s.eval_inits
+        seed = seed_for(self.s.eval_seed, "eval", "val_inits" if stage == "val" else "test_inits")
         random = self.sampler.sample(n, seed=seed, device=self.device)
         fixed = self.fixed_init()
         if fixed is None:
@@ -172,7 +175,7 @@ class DistillModule(L.LightningModule):
             images, labels, lrs = (t.detach().clone() for t in (self.images, self.labels, self.lrs))
             self._eval = {}
             for name, inits in self.eval_inits(stage).items():
-                landed = self.loop.run_stack(inits, images, labels, lrs, chunk_size=self.cfg.get("init_chunk"))
+                landed = self.loop.run_stack(inits, images, labels, lrs, chunk_size=self.s.init_chunk)
                 self._eval[name] = {"landed": {k: v.detach() for k, v in landed.items()},
                                     "correct": 0, "loss": 0.0, "n": 0}
 
@@ -180,7 +183,7 @@ class DistillModule(L.LightningModule):
         x, y = batch
         for state in self._eval.values():
             acc, loss = evaluate_stack(self.loop, state["landed"], x, y, batch_size=len(y),
-                                       chunk_size=self.cfg.get("init_chunk"))
+                                       chunk_size=self.s.init_chunk)
             state["correct"] = state["correct"] + acc * len(y)
             state["loss"] = state["loss"] + loss * len(y)
             state["n"] += len(y)
@@ -189,7 +192,7 @@ class DistillModule(L.LightningModule):
         metrics = {}
         for name, state in self._eval.items():
             acc = state["correct"] / state["n"]
-            metrics.update({f"{stage}/{k}": v for k, v in summarize(acc, name).items()})
+            metrics.update(flat_summary(acc, f"{stage}/{name}_acc"))
             metrics[f"{stage}/{name}_loss"] = (state["loss"] / state["n"]).mean().item()
             metrics[f"{stage}/{name}_inits"] = float(stack_len(state["landed"]))
         self.log_dict(metrics)

@@ -1,6 +1,6 @@
 """Geometry of parameter space: pure functions over flat parameter vectors (no plotting, no I/O).
 
-A model's parameters are a dict name -> tensor (`Params`, as in `inner`); `flatten` / `unflatten`
+A model's parameters are a dict name -> tensor (`params.Params`); `params.flatten` / `unflatten`
 turn them into one vector and back, in `names` order. Directions are flat vectors of the same length;
 a surface point with coordinates (a, b) is `centre + a * directions[0] + b * directions[1]`.
 """
@@ -9,40 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .inner import Params
+from .params import Params, flatten, unflatten, unflatten_stack  # noqa: F401  (the vector form of a point)
 
 BUFFER_MODES = ("freeze", "sweep")   # running statistics: kept at the centre's values, or moved with the weights
 ONE_D_MODES = ("zero", "keep")       # biases / norm parameters in a random direction: zeroed, or filter-normalized
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-
-
-def flatten(params: Params, names: list[str] | None = None) -> torch.Tensor:
-    """One flat vector of all parameters, in `names` order (default: the dict's order)."""
-    names = list(params) if names is None else names
-    return torch.cat([params[k].reshape(-1) for k in names])
-
-
-def unflatten(vec: torch.Tensor, like: Params) -> Params:
-    """Inverse of `flatten`: views of `vec` shaped like `like` (same key order)."""
-    total = sum(v.numel() for v in like.values())
-    if total != vec.numel():
-        raise ValueError(f"vector has {vec.numel()} entries, the parameters {total}")
-    out, i = {}, 0
-    for k, v in like.items():
-        n = v.numel()
-        out[k] = vec[i:i + n].view(v.shape)
-        i += n
-    return out
-
-
-def unflatten_stack(vecs: torch.Tensor, like: Params) -> Params:
-    """Rows of `vecs` [M, D] as a parameter stack (leading dim M) shaped like `like`."""
-    out, i = {}, 0
-    for k, v in like.items():
-        n = v.numel()
-        out[k] = vecs[:, i:i + n].reshape(vecs.shape[0], *v.shape)
-        i += n
-    return out
 
 
 # -- which tensors of a network make up "the point" ------------------------------------------------

@@ -1,8 +1,8 @@
 """The inner loop: gradient descent on a synthetic batch, written functionally so it can be
 differentiated (into images, labels and learning rates) and batched over many initializations.
 
-Parameters travel as dicts name -> tensor. A *stack* is such a dict whose tensors carry a leading
-init dimension; `torch.func.vmap` maps one inner run over it.
+Parameters travel as `params.Params` (dicts name -> tensor); a *stack* carries a leading init
+dimension, and `torch.func.vmap` maps one inner run over it.
 """
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from .config import INNER_LOSSES
 from .models import channels_last_params, features_channels_last, init_parameters_
+from .params import Params, stack_len, unstack
 
-Params = dict[str, torch.Tensor]
-INNER_LOSSES = ("mse", "soft_ce")
 EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
 
 
@@ -76,14 +76,6 @@ class InitSampler:
             for k, p in self.net.named_parameters():
                 draws[k].append(p.detach().clone())
         return {k: torch.stack(v).to(device) for k, v in draws.items()}
-
-
-def unstack(stack: Params, i: int) -> Params:
-    return {k: v[i] for k, v in stack.items()}
-
-
-def stack_len(stack: Params) -> int:
-    return next(iter(stack.values())).shape[0]
 
 
 class InnerLoop:
@@ -219,9 +211,7 @@ def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Ten
     return correct.float() / len(y), loss / len(y)
 
 
-def summarize(acc: torch.Tensor, prefix: str) -> dict[str, float]:
-    """mean / std / min / max over inits, named `prefix_acc_*` (std with Bessel's correction)."""
-    return {f"{prefix}_acc_mean": acc.mean().item(),
-            f"{prefix}_acc_std": acc.std().item() if acc.numel() > 1 else 0.0,
-            f"{prefix}_acc_min": acc.min().item(), f"{prefix}_acc_max": acc.max().item()}
+def label_distribution(labels: torch.Tensor, inner_loss: str) -> torch.Tensor:
+    """What a soft label asks for: softmax of logits (soft_ce) or the raw vector (mse)."""
+    return torch.softmax(labels, -1) if inner_loss == "soft_ce" else labels
 

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from .geometry import flatten
-from .inner import InnerLoop, Params
-from .plots import label_distribution, to_pixels
+from .data import to_pixels
+from .inner import InnerLoop, label_distribution
+from .params import Params, flat_stack, flatten
+from .stats import mean_std_n
 
 
 # -- features ------------------------------------------------------------------------------------
@@ -143,14 +144,8 @@ def likeness(images: torch.Tensor, classes: torch.Tensor, real: RealReference, n
 
 
 def summarize_stats(stats: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """mean / std (Bessel) / n of every per-image statistic (the `_`-prefixed ones are not statistics)."""
-    out = {}
-    for k, v in stats.items():
-        if k.startswith("_"):
-            continue
-        v = v.float()
-        out[k] = {"mean": v.mean().item(), "std": v.std().item() if v.numel() > 1 else 0.0, "n": v.numel()}
-    return out
+    """mean / std / n of every per-image statistic (the `_`-prefixed ones are not statistics)."""
+    return {k: mean_std_n(v) for k, v in stats.items() if not k.startswith("_")}
 
 
 def held_out_real(x: torch.Tensor, y: torch.Tensor, classes: torch.Tensor, generator: torch.Generator):
@@ -188,142 +183,28 @@ def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor
     return ((la.exp() - lb.exp()) * (la - lb)).sum(-1)
 
 
-def _mean_std(v: torch.Tensor) -> dict[str, float]:
-    v = v.float()
-    return {"mean": v.mean().item(), "std": v.std().item() if v.numel() > 1 else 0.0, "n": v.numel()}
-
-
 def compare_models(direct_logits: torch.Tensor, onestep_logits: torch.Tensor, y: torch.Tensor,
                    direct_params: Params, landed: Params, inits: Params, names: list[str]) -> dict:
     """Divergence of the direct minimum and the one-step landings, and the ensemble of the landings.
 
     direct_logits [N, C], onestep_logits [M, N, C] on the same test set y [N]."""
     theta = flatten(direct_params, names)
-    flat = torch.stack([flatten({k: v[i] for k, v in landed.items()}, names) for i in range(onestep_logits.shape[0])])
-    flat0 = torch.stack([flatten({k: v[i] for k, v in inits.items()}, names) for i in range(onestep_logits.shape[0])])
+    flat, flat0 = flat_stack(landed, names), flat_stack(inits, names)
     dist = (flat - theta).norm(dim=1)
     direct_pred, member_pred = direct_logits.argmax(-1), onestep_logits.argmax(-1)
     member_acc = (member_pred == y).float().mean(1)
     ensemble_pred = F.softmax(onestep_logits, -1).mean(0).argmax(-1)
     return {
-        "param_distance": _mean_std(dist),
-        "param_distance_relative": _mean_std(dist / theta.norm()),
-        "onestep_step_length": _mean_std((flat - flat0).norm(dim=1)),
-        "init_to_direct_distance": _mean_std((flat0 - theta).norm(dim=1)),
-        "prediction_disagreement": _mean_std((member_pred != direct_pred).float().mean(1)),
-        "symmetric_kl": _mean_std(symmetric_kl(onestep_logits, direct_logits.unsqueeze(0)).mean(1)),
+        "param_distance": mean_std_n(dist),
+        "param_distance_relative": mean_std_n(dist / theta.norm()),
+        "onestep_step_length": mean_std_n((flat - flat0).norm(dim=1)),
+        "init_to_direct_distance": mean_std_n((flat0 - theta).norm(dim=1)),
+        "prediction_disagreement": mean_std_n((member_pred != direct_pred).float().mean(1)),
+        "symmetric_kl": mean_std_n(symmetric_kl(onestep_logits, direct_logits.unsqueeze(0)).mean(1)),
         "direct_acc": (direct_pred == y).float().mean().item(),
-        "member_acc": _mean_std(member_acc),
+        "member_acc": mean_std_n(member_acc),
         "best_member_acc": member_acc.max().item(),
         "ensemble_acc": (ensemble_pred == y).float().mean().item(),
         "ensemble_members": onestep_logits.shape[0],
         "_member_acc": member_acc, "_ensemble_pred": ensemble_pred,
     }
-
-
-# -- figures ---------------------------------------------------------------------------------------
-def _show(ax, img: torch.Tensor) -> None:
-    img = img.permute(1, 2, 0).numpy()
-    ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-              vmin=0, vmax=1)
-
-
-def neighbours_figure(distilled_pix: torch.Tensor, real_pix: torch.Tensor, real_y: torch.Tensor,
-                      pixel_nn: torch.Tensor, feature_nn: torch.Tensor, classes: torch.Tensor, names: list[str],
-                      first_index: int = 0):
-    """One row per distilled image: the image, its nearest real training images in pixel space, then
-    in the direct model's feature space; a neighbour's title is its class (red when not the image's)."""
-    import matplotlib.pyplot as plt
-
-    n, k = pixel_nn.shape
-    cols = 1 + 2 * k
-    fig, axes = plt.subplots(n, cols, figsize=(0.95 * cols + 0.6, 1.05 * n + 0.6), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.25] + [1] * (2 * k)})
-    for r in range(n):
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        _show(axes[r, 0], distilled_pix[r])
-        axes[r, 0].set_ylabel(f"#{first_index + r}: {names[int(classes[r])]}", fontsize=7)
-        for j, (space, nn_idx) in enumerate((("pixel", pixel_nn), ("feature", feature_nn))):
-            for m in range(k):
-                ax = axes[r, 1 + j * k + m]
-                i = int(nn_idx[r, m])
-                _show(ax, real_pix[i])
-                c = int(real_y[i])
-                ax.set_title(names[c], fontsize=6, color="black" if c == int(classes[r]) else "C3", pad=2)
-                for s in ax.spines.values():
-                    s.set_edgecolor("C0" if j == 0 else "C2")
-    axes[0, 0].set_title("distilled", fontsize=7)
-    height = fig.get_figheight()
-    fig.suptitle(f"nearest real training images: pixel space (blue frames {k}), "
-                 f"direct-model features (green frames {k})", fontsize=9, y=1 - 0.1 / height)
-    # fixed margins: tight_layout over this many axes costs seconds
-    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.99, bottom=0.05 / height, top=1 - 0.55 / height,
-                        wspace=0.12, hspace=0.3)
-    return fig
-
-
-KIND_COLORS = {"distilled": "C3", "random_real": "C0", "noise": "C7"}
-STAT_GROUPS = {
-    "rates (fraction of images)": ["pixel_nn_same_class", "feature_nn_same_class", "class_mean_nearest_is_own",
-                                   "direct_agrees"],
-    "cosine to class means": ["class_mean_cosine_own", "class_mean_cosine_best_other"],
-    "RMS distance to nearest real": ["pixel_nn_rms", "feature_nn_rms"],
-}
-
-
-def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, classes: torch.Tensor,
-                    names: list[str]):
-    """Bar charts of every likeness statistic for distilled / random real / noise batches (mean +- std
-    over images), and the distilled images' cosine to every class mean."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1.6, 1, 1, 1.3]})
-    for ax, (title, keys) in zip(axes, STAT_GROUPS.items()):
-        width = 0.8 / len(summary)
-        for j, (kind, stats) in enumerate(summary.items()):
-            xs = [i + (j - (len(summary) - 1) / 2) * width for i in range(len(keys))]
-            ax.bar(xs, [stats[k]["mean"] for k in keys], width, yerr=[stats[k]["std"] for k in keys],
-                   color=KIND_COLORS.get(kind, f"C{j}"), label=f"{kind} (n={stats[keys[0]]['n']})", capsize=2)
-        ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels([k.replace("_", "\n", 2) for k in keys], fontsize=6)
-        ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="y", labelsize=7)
-    axes[0].legend(fontsize=7)
-    axes[0].set_ylim(0, 1.1)  # a rate's std bar past 1 says nothing
-    order = classes.argsort(stable=True)
-    im = axes[3].imshow(cosine[order].numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
-    axes[3].set_xticks(range(len(names)))
-    axes[3].set_xticklabels(names, fontsize=6, rotation=90 if max(map(len, names)) > 2 else 0)
-    axes[3].set_ylabel("distilled image (by label)", fontsize=7)
-    axes[3].set_title("distilled: cosine to class means", fontsize=9)
-    axes[3].tick_params(axis="y", labelsize=6)
-    fig.colorbar(im, ax=axes[3], fraction=0.05)
-    fig.tight_layout()
-    return fig
-
-
-def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str]):
-    """Row-normalized confusion matrices side by side (true class down, predicted across)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(matrices), figsize=(3.9 * len(matrices), 3.8), squeeze=False)
-    c = len(names)
-    for ax, (title, cm) in zip(axes[0], matrices.items()):
-        rates = cm.float() / cm.sum(1, keepdim=True).clamp_min(1)
-        ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-        if c <= 12:
-            for i in range(c):
-                for j in range(c):
-                    ax.text(j, i, f"{rates[i, j]:.2f}".lstrip("0") if rates[i, j] < 1 else "1", ha="center",
-                            va="center", fontsize=5.5, color="white" if rates[i, j] > 0.5 else "black")
-        ax.set_xticks(range(c))
-        ax.set_yticks(range(c))
-        ax.set_xticklabels(names, fontsize=6, rotation=90 if max(map(len, names)) > 2 else 0)
-        ax.set_yticklabels(names, fontsize=6)
-        ax.set_xlabel("predicted", fontsize=7)
-        ax.set_ylabel("true", fontsize=7)
-        ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig

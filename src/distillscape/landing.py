@@ -53,10 +53,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, jvp, vmap
 
-from .config import LandingSchema
+from .config import LandingConfig
 from .distill import label_targets
-from .geometry import unflatten_stack
-from .inner import InnerLoop, Params, evaluate_stack, stack_len
+from .inner import InnerLoop, evaluate_stack
+from .params import Params, as_stack, flat_stack, head, interpolate, stack_len  # noqa: F401  (the stack form of landings)
+from .seeds import generator
+from .stats import describe
 
 KINDS = ("distilled", "random_real", "random_synthetic")
 
@@ -97,21 +99,7 @@ CURVES = ("agreement", "distance")  # per landing and checkpoint, kept as curve/
 DIRECT_STATS = ("train_loss", "train_acc", "test_loss", "test_acc", "grad_norm", "top_eig", "trace")
 
 
-# -- parameter stacks as flat vectors and straight lines between them ---------------------------
-def flat_stack(stack: Params, names: list[str]) -> torch.Tensor:
-    """A stack (leading model dim M) as one matrix [M, D], in `names` order."""
-    return torch.cat([stack[k].reshape(stack[k].shape[0], -1) for k in names], dim=1)
-
-
-def as_stack(vecs: torch.Tensor, like: Params, names: list[str]) -> Params:
-    return unflatten_stack(vecs, {k: like[k][0] for k in names})
-
-
-def interpolate(a: Params, b: Params, alpha: float) -> Params:
-    """The point (1 - alpha) a + alpha b of the straight line from a to b (stacks or single models)."""
-    return {k: torch.lerp(a[k], b[k], alpha) for k in a}
-
-
+# -- straight lines between stacks -------------------------------------------------------------------
 def barrier(path_losses: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """Loss barrier of paths sampled at `alphas` (first 0, last 1): max over the path of the loss minus
     the straight line between the two end losses. path_losses [M, A] -> [M]; >= 0, 0 for convex paths."""
@@ -305,7 +293,7 @@ def random_synthetic_batches(n: int, batch: int, image_shape, num_classes: int, 
 
 # -- everything together -----------------------------------------------------------------------------
 # The analysis settings are the validated config section itself (conf/analysis/landing.yaml).
-Settings = LandingSchema
+Settings = LandingConfig
 
 
 class LandingAnalysis:
@@ -320,8 +308,8 @@ class LandingAnalysis:
         self.direct = {k: v.unsqueeze(0) for k, v in direct.items()}  # a stack of one
         self.alphas = torch.linspace(0, 1, s.barrier_points, device=train.x.device)
 
-    def _gen(self, offset: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.s.seed + offset)
+    def _gen(self, stream: str) -> torch.Generator:
+        return generator(self.s.seed, "analysis", stream)
 
     def grad_norm(self, stack: Params) -> torch.Tensor:
         return flat_stack(self.train.grad(stack), self.loop.names).norm(dim=1)
@@ -335,9 +323,8 @@ class LandingAnalysis:
             out[f"{pre}{split}_acc"], out[f"{pre}{split}_loss"] = task.evaluate(stack)
         out[f"grad_norm{suf}"] = self.grad_norm(stack)
         if n_curvature:
-            head = {k: v[:n_curvature] for k, v in stack.items()}
             out[f"top_eig{suf}"], out[f"trace{suf}"] = curvature(
-                self.curv_task, head, self.s.power_iters, self.s.power_tol, self.s.hutchinson_probes, self._gen(1))
+                self.curv_task, head(stack, n_curvature), self.s.power_iters, self.s.power_tol, self.s.hutchinson_probes, self._gen("curvature"))
         return out
 
     def direct_minimum(self) -> dict[str, float]:
@@ -355,9 +342,8 @@ class LandingAnalysis:
         s, names = self.s, self.loop.names
         p = min(s.trajectory_inits, stack_len(inits))
         steps = sorted({0, *s.trajectory_steps})
-        head = {k: v[:p] for k, v in inits.items()}
-        states = sgd_checkpoints(self.loop, head, *self.polish_data, steps, s.polish_lr, s.polish_momentum,
-                                 s.polish_batch_size, self._gen(3), s.init_chunk)
+        states = sgd_checkpoints(self.loop, head(inits, p), *self.polish_data, steps, s.polish_lr, s.polish_momentum,
+                                 s.polish_batch_size, self._gen("trajectory"), s.init_chunk)
         out = {"steps": torch.tensor(steps), "train_loss": [], "test_acc": [], "predictions": [], "weights": []}
         for st in states:
             out["train_loss"].append(self.train.evaluate(st)[1])
@@ -373,10 +359,10 @@ class LandingAnalysis:
         p = traj["weights"].shape[1]
         if not p:
             return {}
-        head = {k: v[:p] for k, v in landed.items()}
+        first = head(landed, p)
         # [P, T] each, small: the rest is bookkeeping on the CPU (steps is a CPU tensor)
-        agree = (self.test.predictions(head)[None] == traj["predictions"]).float().mean(dim=2).T.cpu()
-        dist = (flat_stack(head, self.loop.names)[None] - traj["weights"]).norm(dim=2).T.cpu()
+        agree = (self.test.predictions(first)[None] == traj["predictions"]).float().mean(dim=2).T.cpu()
+        dist = (flat_stack(first, self.loop.names)[None] - traj["weights"]).norm(dim=2).T.cpu()
         step_length, landing_train_loss = step_length.cpu(), landing_train_loss.cpu()
         peak, at = agree.max(dim=1)
         nearest, where = dist.min(dim=1)
@@ -402,15 +388,15 @@ class LandingAnalysis:
 
         p = min(s.polish_inits, m)
         if p and s.polish_steps:
-            head = {k: v[:p] for k, v in landed.items()}
-            polished = polish(self.loop, head, *self.polish_data, s.polish_steps, s.polish_lr, s.polish_momentum,
-                              s.polish_batch_size, self._gen(2), s.init_chunk)
+            first = head(landed, p)
+            polished = polish(self.loop, first, *self.polish_data, s.polish_steps, s.polish_lr, s.polish_momentum,
+                              s.polish_batch_size, self._gen("polish"), s.init_chunk)
             _, out["polished_train_loss"] = self.train.evaluate(polished)
             out["polished_test_acc"], _ = self.test.evaluate(polished)
-            out["polish_distance"] = (flat_stack(polished, names) - flat_stack(head, names)).norm(dim=1)
+            out["polish_distance"] = (flat_stack(polished, names) - flat_stack(first, names)).norm(dim=1)
             out["polish_distance_ratio"] = out["polish_distance"] / out["step_length"][:p]
             out["polish_loss_drop"] = out["landing_train_loss"][:p] - out["polished_train_loss"]
-            out["barrier_to_polished"] = barrier(self.train.path_losses(head, polished, self.alphas), self.alphas)
+            out["barrier_to_polished"] = barrier(self.train.path_losses(first, polished, self.alphas), self.alphas)
         direct = {k: v.expand(m, *v.shape[1:]) for k, v in self.direct.items()}
         out["barrier_to_direct"] = barrier(self.train.path_losses(landed, direct, self.alphas), self.alphas)
         if traj is not None:
@@ -421,14 +407,6 @@ class LandingAnalysis:
 
 def aggregate(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
     """mean / std (Bessel) / n over the finite values of every stat; `nonfinite` counts the rest."""
-    out = {}
-    for k, v in values.items():
-        if k.startswith("curve/"):
-            continue
-        v = v.double().flatten()
-        ok = v[torch.isfinite(v)]
-        n = ok.numel()
-        out[k] = {"mean": ok.mean().item() if n else float("nan"),
-                  "std": ok.std().item() if n > 1 else 0.0 if n == 1 else float("nan"),
-                  "n": n, "nonfinite": v.numel() - n}
-    return out
+    keep = ("mean", "std", "n", "nonfinite")
+    return {k: {q: d[q] for q in keep} for k, v in values.items() if not k.startswith("curve/")
+            for d in [describe(v)]}

@@ -10,60 +10,45 @@ weights as they are or with 4-D (conv) weights in channels-last memory format, a
 forwards of `data_batch` or of a few hundred examples: whichever measured fastest on the first points.
 (On CPU, channels-last convolutions on cache-sized batches ran ~2.5x faster than the default here.)
 
+What a point is measured on is a list of costs (`costs.Cost`: cross-entropy on labelled data, the inner
+loss of a distilled batch, ...); the module hands each the chunk's models and takes back one value per
+point and metric, whatever the cost computes.
+
 A grid can be cut into shards (contiguous ranges of the flattened grid). Each shard's values are
-written atomically to shards/shard_IIII_of_NNNN.npz; a rerun skips the shards already there, and
-`merge_shards` assembles surface.npz once all are present.
+written atomically to shards/shard_IIII_of_NNNN.npz (by a Lightning prediction writer, at the end of
+the shard's predict run); a rerun skips the shards already there, and `merge_shards` assembles
+surface.npz once all are present. Figures of a surface are drawn in `plots`.
 """
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import matplotlib
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import DataLoader, TensorDataset
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.func import functional_call, vmap  # noqa: E402
-from lightning.pytorch.utilities.exceptions import SIGTERMException  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
-
-from .artifacts import ArtifactError, atomic_write  # noqa: E402
-from .geometry import points, unflatten, unflatten_stack  # noqa: E402
-from .inner import Params, accuracy_and_loss, inner_loss, timed  # noqa: E402
-from .models import channels_last_params, features_channels_last  # noqa: E402
+from .artifacts import atomic_write
+from .costs import Cost, Models, OneModel, StackedModels
+from .errors import ArtifactError
+from .geometry import points
+from .inner import timed
+from .models import channels_last_params, features_channels_last
+from .params import Params, unflatten, unflatten_stack
+from .resume import matches
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
 MEASURE_POINTS = 4      # grid points that batching=auto times each candidate path on
 
 
-@dataclass
-class CostSet:
-    """One cost function of a sweep: data and how to score a model on it.
-
-    kind "ce": cross-entropy and accuracy on labelled images (metrics name/loss, name/acc);
-    kind "inner": the inner loss a distilled batch trains with, `targets` being its label vectors
-    (metric name/loss)."""
-    name: str
-    x: torch.Tensor
-    y: torch.Tensor
-    kind: str = "ce"
-    inner_loss: str = "mse"
-
-    @property
-    def metrics(self) -> list[str]:
-        return [f"{self.name}/loss", f"{self.name}/acc"] if self.kind == "ce" else [f"{self.name}/loss"]
-
-
 class LandscapeModule(L.LightningModule):
-    """Evaluates grid points `centre + coords @ directions` on every cost set, in predict steps.
+    """Evaluates grid points `centre + coords @ directions` on every cost, in predict steps.
 
     like: the swept tensors' names and shapes (for unflatten); frozen: tensors held fixed at every
     point (buffers not swept). batching: "vmap" (a chunk of points per forward), "loop" (one point
@@ -73,7 +58,7 @@ class LandscapeModule(L.LightningModule):
     """
 
     def __init__(self, net: nn.Module, centre: torch.Tensor, directions: torch.Tensor, like: Params,
-                 costs: list[CostSet], frozen: Params | None = None, batching: str = "auto",
+                 costs: list[Cost], frozen: Params | None = None, batching: str = "auto",
                  data_batch: int = 4096):
         super().__init__()
         if batching not in BATCHINGS:
@@ -88,9 +73,12 @@ class LandscapeModule(L.LightningModule):
         self.costs = costs
         self.register_buffer("centre", centre.detach().clone(), persistent=False)
         self.register_buffer("directions", directions.detach().clone(), persistent=False)
-        for i, c in enumerate(costs):  # buffers: the Trainer moves the data to the device once
-            self.register_buffer(f"cost{i}_x", c.x, persistent=False)
-            self.register_buffer(f"cost{i}_y", c.y, persistent=False)
+        self._cost_keys = []
+        for i, c in enumerate(costs):  # buffers: the Trainer moves each cost's tensors to the device once
+            tensors = c.tensors()
+            self._cost_keys.append(list(tensors))
+            for k, t in tensors.items():
+                self.register_buffer(f"cost{i}_{k}", t, persistent=False)
         self._frozen_names = list(frozen or {})
         for i, (k, v) in enumerate((frozen or {}).items()):
             self.register_buffer(f"frozen{i}", v.detach().clone(), persistent=False)
@@ -100,8 +88,8 @@ class LandscapeModule(L.LightningModule):
     def metric_names(self) -> list[str]:
         return [m for c in self.costs for m in c.metrics]
 
-    def _data(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return getattr(self, f"cost{i}_x"), getattr(self, f"cost{i}_y")
+    def _data(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: getattr(self, f"cost{i}_{k}") for k in self._cost_keys[i]}
 
     def _frozen(self) -> Params:
         return {k: getattr(self, f"frozen{i}") for i, k in enumerate(self._frozen_names)}
@@ -121,36 +109,23 @@ class LandscapeModule(L.LightningModule):
 
     def _evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None) -> dict[str, torch.Tensor]:
         if batching == "vmap":
-            stack = unflatten_stack(vecs, self.like)
-            fwd = vmap(self.forward_one, in_dims=(0, None))
-            logits_of = lambda x: fwd(stack, x)  # noqa: E731  [M, B, C]
-            batch = max(1, self.data_batch // vecs.shape[0])
-            return self._scores(logits_of, batch, vecs.shape[0], max_examples)
-        per_point = [self._scores(lambda x, p=self._point(v, batching): self.forward_one(p, x).unsqueeze(0),
-                                  self.data_batch, 1, max_examples) for v in vecs]
+            models = StackedModels(self.forward_one, unflatten_stack(vecs, self.like), self.data_batch)
+            return self._scores(models, max_examples)
+        per_point = [self._scores(OneModel(self.forward_one, self._point(v, batching), self.data_batch), max_examples)
+                     for v in vecs]
         return {m: torch.cat([r[m] for r in per_point]) for m in self.metric_names}
 
     def _point(self, vec: torch.Tensor, batching: str) -> Params:
         p = unflatten(vec, self.like)
         return channels_last_params(p) if batching == "channels_last" else p
 
-    def _scores(self, logits_of, batch: int, m: int, max_examples: int | None) -> dict[str, torch.Tensor]:
+    def _scores(self, models: Models, max_examples: int | None) -> dict[str, torch.Tensor]:
         out = {}
         for i, c in enumerate(self.costs):
-            x, y = self._data(i)
-            if max_examples is not None:
-                x, y = x[:max_examples], y[:max_examples]
-            if c.kind == "inner":  # a distilled batch is small: one forward, the loss of the whole batch
-                logits = logits_of(x)
-                out[f"{c.name}/loss"] = torch.stack([inner_loss(l, y, c.inner_loss) for l in logits]).double()
-                continue
-            correct = torch.zeros(m, dtype=torch.float64, device=x.device)
-            loss = torch.zeros(m, dtype=torch.float64, device=x.device)
-            for s in range(0, len(y), batch):
-                cor, lo = accuracy_and_loss(logits_of(x[s:s + batch]), y[s:s + batch])
-                correct += cor
-                loss += lo.double()
-            out[f"{c.name}/loss"], out[f"{c.name}/acc"] = loss / len(y), correct / len(y)
+            values = c.evaluate(models, self._data(i), max_examples)
+            if set(values) != set(c.metrics):
+                raise ValueError(f"cost {c.name!r} returned {list(values)}, its metrics are {c.metrics}")
+            out.update(values)
         return out
 
     def measure_batching(self, vecs: torch.Tensor) -> str:
@@ -206,16 +181,6 @@ def shard_path(sweep_dir, shard: int, num_shards: int) -> Path:
     return Path(sweep_dir) / "shards" / f"shard_{shard:04d}_of_{num_shards:04d}.npz"
 
 
-def fingerprint(centre: torch.Tensor, directions: torch.Tensor, axes: list[torch.Tensor], metrics: list[str],
-                extra: dict | None = None) -> str:
-    """What a shard was computed for: shards of a different sweep in the same directory are refused."""
-    h = hashlib.sha256()
-    for t in (centre, directions, *axes):
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps([metrics, extra or {}], sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
 def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
     def w(tmp):
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
@@ -232,14 +197,56 @@ def read_npz(path) -> dict[str, np.ndarray]:
 
 
 def finished_shard(path: Path, fp: str) -> bool:
-    """True if `path` holds this sweep's shard; a shard of another sweep is an error."""
+    """True if `path` holds this sweep's shard (`fp`: `resume.fingerprint` of the centre, directions,
+    axes, metrics and what else the values depend on); a shard of another sweep is an error."""
     if not path.exists():
         return False
     found = str(read_npz(path).get("fingerprint", ""))
-    if found != fp:
-        raise ArtifactError(f"{path} belongs to a different sweep (fingerprint {found}, this one {fp}); "
-                            f"write this sweep elsewhere (landscape.out_dir=...) or delete {path.parent}")
-    return True
+    return matches(found, fp, "refuse", f"{path} belongs to a different sweep (fingerprint {found}, this one {fp}); "
+                                        f"write this sweep elsewhere (landscape.out_dir=...) or delete {path.parent}")
+
+
+def part_path(path: Path, rank: int, world: int) -> Path:
+    """The part of shard `path` that process `rank` of `world` computed."""
+    return path.with_name(f"{path.stem}.rank{rank}of{world}.npz")
+
+
+def shard_arrays(predictions: list[dict[str, torch.Tensor]], module: LandscapeModule, fp: str) -> dict[str, np.ndarray]:
+    """A shard's (or a part's) file contents: the grid indices, one array per metric, and how they were computed."""
+    arrays = {"index": (torch.cat([p["index"].cpu() for p in predictions]) if predictions
+                        else torch.zeros(0, dtype=torch.long)).numpy(),
+              "fingerprint": np.array(fp), "batching": np.array(module.batching), "data_batch": np.array(module.data_batch)}
+    for m in module.metric_names:
+        arrays[m] = torch.cat([p[m].cpu() for p in predictions]).numpy() if predictions else np.zeros(0)
+    return arrays
+
+
+class ShardWriter(BasePredictionWriter):
+    """Writes what this process computed of a shard when its predict run ends, atomically: the shard
+    itself in a one-process run, else this rank's part file (rank 0 assembles the parts)."""
+
+    def __init__(self, path: Path, fp: str):
+        super().__init__(write_interval="epoch")
+        self.path, self.fp = path, fp
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices):
+        world = trainer.world_size
+        write_npz(self.path if world == 1 else part_path(self.path, trainer.global_rank, world),
+                  shard_arrays(predictions, pl_module, self.fp))
+
+
+def assemble_parts(path: Path, world: int, metrics: list[str], fp: str) -> Path:
+    """The shard from the part files of its `world` processes, in grid order; the parts are removed."""
+    parts = [part_path(path, r, world) for r in range(world)]
+    read = [read_npz(q) for q in parts]
+    order = np.argsort(np.concatenate([r["index"] for r in read]), kind="stable")
+    merged = {k: np.concatenate([r[k] for r in read])[order] for k in ["index", *metrics]}
+    merged.update({"fingerprint": np.array(fp), "batching": np.array(" ".join(sorted({str(r["batching"]) for r in read}))),
+                   "data_batch": read[0]["data_batch"], "processes": np.array(world)})
+    write_npz(path, merged)
+    for q in parts:
+        q.unlink()
+    return path
 
 
 def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Tensor, shard: int, num_shards: int,
@@ -249,35 +256,28 @@ def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Ten
 
     With a multi-device Trainer (e.g. trainer.devices=2 trainer.strategy=ddp) every process runs this:
     Lightning's distributed sampler deals the shard's points out among the processes, each writes
-    the points it computed to a part file, and rank 0 assembles the shard from the parts."""
+    the points it computed to a part file (`ShardWriter`), and rank 0 assembles the shard from the parts."""
     path = shard_path(sweep_dir, shard, num_shards)
     if finished_shard(path, fp):
         return path, False
     start, stop = shard_range(len(coords), shard, num_shards)
+    if start == stop:  # an empty shard: nothing to compute, nothing to deal out or wait for
+        write_npz(path, shard_arrays([], module, fp))
+        return path, True
     ds = TensorDataset(torch.arange(start, stop), coords[start:stop].float())
     loader = DataLoader(ds, batch_size=max(1, points_per_batch), shuffle=False)
-    preds = trainer.predict(module, dataloaders=loader, return_predictions=True) if len(ds) else []
-    arrays = {"index": (torch.cat([p["index"].cpu() for p in preds]) if preds else torch.zeros(0, dtype=torch.long)).numpy(),
-              "fingerprint": np.array(fp), "batching": np.array(module.batching), "data_batch": np.array(module.data_batch)}
-    for m in module.metric_names:
-        arrays[m] = (torch.cat([p[m].cpu() for p in preds]).numpy() if preds else np.zeros(0))
-    world = trainer.world_size if len(ds) else 1
+    callbacks = trainer.callbacks
+    trainer.callbacks = [*callbacks, ShardWriter(path, fp)]  # this shard's writer, for this predict run only
+    try:
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
+    finally:
+        trainer.callbacks = callbacks
+    world = trainer.world_size
     if world == 1:
-        write_npz(path, arrays)
         return path, True
-    rank = trainer.global_rank
-    write_npz(path.with_name(f"{path.stem}.rank{rank}of{world}.npz"), arrays)
     trainer.strategy.barrier()
-    if rank == 0:
-        parts = [path.with_name(f"{path.stem}.rank{r}of{world}.npz") for r in range(world)]
-        read = [read_npz(q) for q in parts]
-        order = np.argsort(np.concatenate([r["index"] for r in read]), kind="stable")
-        merged = {k: np.concatenate([r[k] for r in read])[order] for k in ["index", *module.metric_names]}
-        merged.update({"fingerprint": np.array(fp), "batching": np.array(" ".join(sorted({str(r["batching"]) for r in read}))),
-                       "data_batch": arrays["data_batch"], "processes": np.array(world)})
-        write_npz(path, merged)
-        for q in parts:
-            q.unlink()
+    if trainer.global_rank == 0:
+        assemble_parts(path, world, module.metric_names, fp)
     trainer.strategy.barrier()  # no process reads the shard before it is whole
     return path, True
 
@@ -310,43 +310,6 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     arrays["metrics"] = np.array(metrics)
     arrays["fingerprint"] = np.array(fp)
     return write_npz(Path(sweep_dir) / "surface.npz", arrays)
-
-
-# -- figures ------------------------------------------------------------------------------------------
-def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None):
-    """Contour plot (plane) or line plot (line) of one metric, with the marked points at their
-    coordinates (hollow markers: the point lies off the plane, at its projection)."""
-    values = surface[metric]
-    loss_like = metric.endswith("/loss")
-    logged = log_scale and loss_like and np.all(values > 0)
-    marks = list(zip(surface.get("marked_names", []), surface.get("marked_coords", []),
-                     surface.get("marked_offplane", [])))
-    dirs = [str(d) for d in surface.get("direction_names", [])]
-    fig, ax = plt.subplots(figsize=(5.2, 4.2))
-    if values.ndim == 2:
-        a, b = surface["axis0"], surface["axis1"]
-        cs = ax.contourf(a, b, (np.log10(values) if logged else values).T, levels=30, cmap="viridis")
-        fig.colorbar(cs, ax=ax, label=f"log10 {metric}" if logged else metric)
-        for k, (name, xy, off) in enumerate(marks):
-            ax.plot(xy[0], xy[1], marker="o", ms=7, mfc="none" if off > 1e-3 else f"C{k + 1}",
-                    mec=f"C{k + 1}", ls="none", label=f"{name}" + (" (projected)" if off > 1e-3 else ""))
-        ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1")
-    else:
-        a = surface["axis0"]
-        ax.plot(a, values, color="C0")
-        if logged:
-            ax.set_yscale("log")
-        ax.set_ylabel(metric)
-        for k, (name, xy, off) in enumerate(marks):
-            ax.axvline(xy[0], color=f"C{k + 1}", ls="--" if off > 1e-3 else "-", label=name)
-    ax.set_xlabel(dirs[0] if dirs else "axis 0")
-    if marks:
-        ax.legend(fontsize=7)
-    ax.set_title(f"{metric} around {surface.get('centre_name', 'centre')}", fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    return fig
 
 
 def surface_summary(surface: dict[str, np.ndarray], metric: str) -> dict[str, float]:

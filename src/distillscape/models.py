@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import INIT_SCHEMES
+
 
 def channels_last_params(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """4-D (conv) weights in channels-last memory format, the rest as they are. A conv with
@@ -125,9 +127,6 @@ class ConvNet(nn.Module):
         return classify_features(self.features(x), self.classifier, self.channels_last)
 
 
-INIT_SCHEMES = ("default", "kaiming", "xavier")
-
-
 def init_parameters_(net: nn.Module, scheme: str = "default") -> nn.Module:
     """Re-draw every parameter of `net` in place from the given scheme, using torch's global RNG."""
     if scheme not in INIT_SCHEMES:
@@ -144,10 +143,6 @@ def init_parameters_(net: nn.Module, scheme: str = "default") -> nn.Module:
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     return net
-
-
-def num_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 def flops_per_example(net: nn.Module, example: torch.Tensor) -> int:

@@ -3,12 +3,13 @@ and its analyses hold (figures, every metric with mean +- std and the number of 
 resolved configs, the command lines, the library versions), and the same content for a logger.
 
 It reads whatever exists and does not depend on which analyses ran: each `*.json` is flattened into
-metric rows, each figure is embedded as base64 (no external file, script or stylesheet).
+metric rows, each figure is embedded as base64 (no external file, script or stylesheet). The page is
+the Jinja2 template templates/report.html.j2 (autoescaped); this module hands it plain strings.
 """
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import importlib.metadata
 import json
 import platform
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import jinja2
 import yaml
 
 from .artifacts import ArtifactError
@@ -240,75 +242,49 @@ def likeness_pivot(instances: dict) -> tuple[list[str], list[list[str]]]:
 
 
 # -- writing ---------------------------------------------------------------------------------------
-CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
-h1{border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #aaa}
-table{border-collapse:collapse;margin:.5em 0 1em;font-size:14px}
-td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#eee}
-tr:nth-child(even) td{background:#fafafa}td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:13px;color:#555}
-pre{background:#f5f5f5;padding:.7em;overflow-x:auto;font-size:12px}code{background:#f5f5f5}
-.small{font-size:13px;color:#555}"""
+TEMPLATE = "report.html.j2"  # in the package's templates/ (package data)
+MIME = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml"}
 
 
-def _table(header: list[str], rows: list[list[str]], numeric_from: int = 1) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td{' class=num' if i >= numeric_from else ''}>{html.escape(str(c))}</td>"
-                                    for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+@functools.lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader("distillscape", "templates"),
+                              autoescape=jinja2.select_autoescape(("html", "html.j2"), default=True),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def _image(path: Path) -> str:
-    mime = {".png": "image/png", ".jpg": "image/jpeg", ".svg": "image/svg+xml"}[path.suffix.lower()]
+def _data_uri(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:{mime};base64,{data}" alt="{html.escape(path.name)}">'
-            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
+    return f"data:{MIME[path.suffix.lower()]};base64,{data}"
+
+
+def _run_section(run: Run, figures: list[Path]) -> dict:
+    """What the template shows of one run: plain strings and lists of table cells."""
+    results = [{"name": name, "rows": [r.cells() for r in rows]}
+               for name, data in run.results.items() if (rows := nested_rows(data))]
+    return {"task": run.task, "path": str(run.path), "command": run.command, "results": results,
+            "figures": [{"src": _data_uri(p), "name": p.name} for p in figures],
+            "figures_left": len(run.figures) - len(figures),
+            "surfaces": [[str(p.relative_to(run.path)), f"{p.stat().st_size / 1024:.1f} KiB"] for p in run.surfaces],
+            "config": run.config}
 
 
 def render(runs: list[Run], title: str, max_figures: int = 80) -> str:
-    parts = [f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-             f"<style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             f"<p class=small>written {datetime.now().isoformat(timespec='seconds')} from "
-             f"{len(runs)} run director{'y' if len(runs) == 1 else 'ies'}: "
-             + ", ".join(f"<code>{html.escape(str(r.path))}</code> ({html.escape(r.task)})" for r in runs) + "</p>"]
-    head = headline(runs)
-    if head:
-        parts += ["<h2>Test accuracy</h2>", _table(["training", "accuracy (mean ± std over inits)", "inits"], head)]
+    likeness = []
     for run in runs:
         if "instances.json" in run.results:
             header, rows = likeness_pivot(run.results["instances.json"])
             if rows:
-                parts += [f"<h2>Likeness of the distilled images to real data ({html.escape(run.path.name)})</h2>",
-                          "<p class=small>per-image statistics against the real training split; random real images "
-                          "(held out, same classes) and Gaussian noise set the scale.</p>", _table(header, rows)]
-    shown = 0
+                likeness.append({"name": run.path.name, "header": header, "rows": rows})
+    sections, shown = [], 0
     for run in runs:
-        parts.append(f"<h2>{html.escape(run.task)}: <code>{html.escape(str(run.path))}</code></h2>")
-        if run.command:
-            parts.append(f"<p>command line:</p><pre>{html.escape(run.command)}</pre>")
-        for name, data in run.results.items():
-            rows = nested_rows(data)
-            if rows:
-                parts += [f"<h3>{html.escape(name)}</h3>",
-                          _table(["metric", "mean ± std", "n (inits)", "min .. max"], [r.cells() for r in rows])]
         figures = run.figures[:max(0, max_figures - shown)]
         shown += len(figures)
-        if figures:
-            parts.append("<h3>figures</h3>" + "".join(_image(p) for p in figures))
-        if len(figures) < len(run.figures):
-            parts.append(f"<p class=small>{len(run.figures) - len(figures)} more figures in the run directory "
-                         f"(report.max_figures={max_figures}).</p>")
-        if run.surfaces:
-            parts.append("<h3>cost surfaces</h3>" + _table(["file", "size"], [
-                [str(p.relative_to(run.path)), f"{p.stat().st_size / 1024:.1f} KiB"] for p in run.surfaces]))
-        if run.config:
-            parts.append(f"<details><summary>resolved config</summary><pre>{html.escape(run.config)}</pre></details>")
-    parts += ["<h2>Versions</h2>", _table(["package", "version"], [[k, v] for k, v in versions().items()], 99)]
-    commands = [r.command for r in runs if r.command]
-    if commands:
-        parts += ["<h2>Command lines</h2>", "<pre>" + html.escape("\n".join(commands)) + "</pre>"]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+        sections.append(_run_section(run, figures))
+    return _environment().get_template(TEMPLATE).render(
+        title=title, written=datetime.now().isoformat(timespec="seconds"), runs=sections,
+        headline=headline(runs), likeness=likeness, max_figures=max_figures,
+        versions=[[k, v] for k, v in versions().items()], commands=[r.command for r in runs if r.command])
 
 
 def all_rows(runs: list[Run]) -> list[list]:

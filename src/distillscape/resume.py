@@ -1,4 +1,13 @@
-"""Resumable runs: what a checkpoint needs beyond Lightning's own state, and skipping finished jobs.
+"""Resumable work: one way to fingerprint what a piece of work was computed for, to mark it finished
+and to skip it on a rerun; and what a distillation checkpoint needs beyond Lightning's own state.
+
+Finished work. Every task that skips what it already did (a finished distillation job, a landscape
+shard, a landing analysis's batch kind, a study stage) records it the same way: a `fingerprint` of
+what the result depends on, stored with the result (a JSON marker beside it, or inside the result file)
+and compared on the rerun by `finished`. A matching record means done: skip. A record of another
+fingerprint means the directory holds other work: either refused (`on_mismatch="refuse"`: a sweep rerun
+with other overrides into the same hydra.sweep.dir must not overwrite it) or recomputed
+(`on_mismatch="redo"`: the landing analysis's parts of an older config).
 
 A distillation draws fresh random inits every outer step from torch's global RNG and reads real
 batches in shuffled order. Lightning's checkpoint already holds the synthetic batch (the module's
@@ -7,20 +16,16 @@ it also needs
 - the RNG states at the moment of the checkpoint: `RngState`, a callback whose state is plain
   tensors / ints (so `torch.load(weights_only=True)` reads it), and
 - the real batch of outer step k to depend on (seed, k) only, not on how many times the loader was
-  re-created: `StepIndexedBatches`, the train loader's batch sampler.
-
-A job writes `complete.json` when it has finished; rerunning the same job into the same directory
-(the same `hydra.run.dir`, or the same `hydra.sweep.dir` of a multirun) returns its metrics instead of
-recomputing them. A job killed before that resumes from `checkpoints/last.ckpt` with `ckpt_path=last`.
+  re-created: `data.StepIndexedBatches`, the train loader's batch sampler.
+A job killed before it finished resumes from `checkpoints/last.ckpt` with `ckpt_path=last`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -28,11 +33,51 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .artifacts import atomic_write, read_json, write_json
-from .config import ConfigError
+from .errors import ConfigError
 
 COMPLETE = "complete.json"
 # Keys that say where or how visibly a job runs, not what it computes: a rerun may change them.
 NOT_IDENTITY = ("paths", "ckpt_path", "skip_complete", "logger", "trainer.enable_progress_bar")
+
+
+# -- fingerprints and finished work ----------------------------------------------------------------------
+def fingerprint(*tensors: torch.Tensor, data: Any = None) -> str:
+    """16 hex digits of sha256 over the tensors' bytes (in order) and then the JSON of `data`."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    if data is not None:
+        h.update(json.dumps(data, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def matches(found: str | None, fp: str, on_mismatch: str, refusal: str) -> bool:
+    """Whether a stored fingerprint `found` is this work's `fp`. None: nothing stored (not done). Another
+    fingerprint: False with on_mismatch="redo", else ConfigError(refusal)."""
+    if found is None:
+        return False
+    if str(found) == fp:
+        return True
+    if on_mismatch == "redo":
+        return False
+    raise ConfigError(refusal)
+
+
+def finished(marker: Path, fp: str, on_mismatch: str = "refuse", refusal: str | None = None) -> dict | None:
+    """The record written by `mark_finished(marker, fp, ...)` if the work was done for `fp`, else None
+    (see `matches` for a record of another fingerprint)."""
+    marker = Path(marker)
+    if not marker.exists():
+        return None
+    record = read_json(marker)
+    found = record.get("fingerprint", record.get("config_digest"))  # complete.json of earlier releases
+    why = refusal or (f"{marker.parent} holds finished work of another config (fingerprint {found}, this one {fp}); "
+                      f"give this run its own directory or delete {marker}")
+    return record if matches(found, fp, on_mismatch, why) else None
+
+
+def mark_finished(marker: Path, fp: str, **record) -> Path:
+    return write_json(marker, {"fingerprint": fp, **record})
 
 
 # -- RNG state in the checkpoint ---------------------------------------------------------------------
@@ -72,31 +117,6 @@ class RngState(L.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# -- real batches as a function of the step ----------------------------------------------------------
-class StepIndexedBatches:
-    """Batch sampler whose k-th batch (k counted over the whole run) is slice k % per_epoch of the
-    permutation seeded by (seed, k // per_epoch). Each new iterator starts at `start()` (the trainer's
-    global step), so a run resumed mid-epoch reads the batches the uninterrupted run read.
-    The seed is the run's seed (`PL_GLOBAL_SEED`, set by `seed_everything`) unless one is given."""
-
-    def __init__(self, n: int, batch_size: int, start: Callable[[], int] = lambda: 0, seed: int | None = None):
-        self.n, self.batch_size, self.start = n, batch_size, start
-        self.seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
-        self.per_epoch = n // batch_size  # incomplete last batch dropped, as in training loaders
-
-    def __len__(self) -> int:
-        return self.per_epoch
-
-    def permutation(self, epoch: int) -> torch.Tensor:
-        return torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
-
-    def __iter__(self) -> Iterator[list[int]]:
-        k = int(self.start())
-        perm = self.permutation(k // self.per_epoch)
-        for i in range(k % self.per_epoch, self.per_epoch):  # to the end of this epoch
-            yield perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
-
-
 # -- the job's config beside its outputs, and skipping finished jobs --------------------------------------
 def _task_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
@@ -121,7 +141,7 @@ def identity(cfg: DictConfig) -> dict:
 
 
 def config_digest(cfg: DictConfig) -> str:
-    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint(data=identity(cfg))
 
 
 def write_job_config(cfg: DictConfig, out: Path) -> None:
@@ -141,16 +161,14 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
     if not cfg.get("skip_complete", True):
         return None
     marker = out / COMPLETE
-    if not marker.exists():
+    before = read_json(marker).get("overrides") if marker.exists() else None
+    refusal = (f"{out} holds a finished job with another config (overrides {before}, now {_task_overrides()}); "
+               f"give this run its own directory (hydra.run.dir / hydra.sweep.dir) or pass skip_complete=false "
+               f"to overwrite it")
+    if finished(marker, config_digest(cfg), "refuse", refusal) is None:
         return None
-    done = read_json(marker)
-    if done.get("config_digest") != config_digest(cfg):
-        raise ConfigError(
-            f"{out} holds a finished job with another config (overrides {done.get('overrides')}, now "
-            f"{_task_overrides()}); give this run its own directory (hydra.run.dir / hydra.sweep.dir) or "
-            f"pass skip_complete=false to overwrite it")
     return read_json(out / "metrics.json")
 
 
 def mark_complete(cfg: DictConfig, out: Path) -> None:
-    write_json(out / COMPLETE, {"config_digest": config_digest(cfg), "overrides": _task_overrides()})
+    mark_finished(out / COMPLETE, config_digest(cfg), overrides=_task_overrides())

@@ -7,7 +7,9 @@ artifacts) gets logged to it besides Lightning's metrics.
   overrides. The run config is the resolved job config.
 - The API key is never written by us: the config we hand to W&B is scrubbed of it, and it is never a
   config value (wandb reads it from the environment or ~/.netrc itself).
-Every helper takes whatever logger the job has and does nothing unless it is a WandbLogger.
+Every helper takes whatever logger the job has and does nothing unless it is a WandbLogger, except
+log_report and log_surface, which give other loggers the numbers. wandb itself is imported only
+inside the helpers that use it.
 """
 from __future__ import annotations
 
@@ -150,6 +152,51 @@ def log_distilled(logger, out: Path) -> None:
                                "direct_minimum.safetensors", "direct_minimum.json") if (out / f).exists()]
     name = f"distilled-{read_json(out / 'distilled.json')['dataset']}-{logger.experiment.id}"
     log_artifact(logger, name, "distilled", files, metadata=read_json(out / "metrics.json"))
+
+
+REPORT_COLUMNS = ["run", "file", "metric", "mean", "std", "n"]
+DISTILLED_FILES = ("distilled.safetensors", "distilled.json", "distilled.png")
+
+
+def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]]) -> None:
+    """A study report for a logger. W&B: every figure of the runs (`figures/<run dir>/<stem>`), one
+    table of `rows` (run, file, metric, mean, std, n), the page itself, and each distilled batch as an
+    artifact `distilled-<run dir>`; any other logger: the numbers (`<run dir>/<file>/<metric>` means).
+    `runs` are the report's read runs (anything with .path, .figures, .results)."""
+    if (run := _run(logger)) is not None:
+        import wandb
+
+        log_images(logger, {f"figures/{r.path.name}/{p.stem}": p for r in runs for p in r.figures})
+        run.log({"report": wandb.Html(Path(html_path).read_text())}, commit=False)  # same step as the table
+        log_table(logger, "metrics", REPORT_COLUMNS, rows)
+        for r in runs:
+            if (r.path / "distilled.safetensors").exists():
+                log_artifact(logger, f"distilled-{r.path.name}", "distilled",
+                             [r.path / f for f in DISTILLED_FILES if (r.path / f).exists()],
+                             metadata=r.results.get("metrics.json", {}))
+    else:
+        logger.log_metrics({f"{r[0]}/{r[1].removesuffix('.json')}/{r[2]}": r[3] for r in rows})
+    logger.save()
+
+
+def log_surface(logger, name: str, figures: dict[str, Path], summary: dict[str, float]) -> None:
+    """A cost surface: its scalars to any logger; its figures to loggers that take images (W&B,
+    TensorBoard)."""
+    if not logger:
+        return
+    logger.log_metrics({f"{name}/{k}": v for k, v in summary.items()}, step=0)
+    try:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        import matplotlib.image as mpimg
+
+        for metric, path in figures.items():
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=f"{name}/{metric}", images=[str(path)])
+            elif isinstance(logger, TensorBoardLogger):
+                img = mpimg.imread(path)[..., :3]
+                logger.experiment.add_image(f"{name}/{metric}", img, 0, dataformats="HWC")
+    finally:
+        logger.save()
 
 
 def finish_run(logger) -> None:

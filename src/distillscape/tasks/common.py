@@ -1,5 +1,8 @@
 """What every `distillscape-<task>` Hydra app shares: where the configs live, building the data,
-the network, the trainer and the logger from config, and turning known failures into one clear line."""
+the network, the trainer and the logger from config, and turning known failures into one clear line.
+
+Each task module has a plain function `<task>(cfg) -> result` (what the study and the tests call) and a
+thin Hydra `main` that wraps it with `task`: check the config first, then one line per known failure."""
 from __future__ import annotations
 
 import functools
@@ -16,9 +19,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ..artifacts import ArtifactError
-from ..config import ConfigError, validate
-from ..data import DatasetNotFoundError, TensorDataModule
+from ..data import TensorDataModule
+from ..errors import KNOWN_ERRORS, ConfigError
 
 
 def _conf_dir() -> str:
@@ -48,21 +50,17 @@ def _the_console() -> Console:
 
 console = _Console(stderr=False, highlight=False)
 
-# Failures we can explain in one line; anything else is a bug and keeps its traceback.
-KNOWN_ERRORS = (ConfigError, DatasetNotFoundError, ArtifactError, FloatingPointError)
-
-
 # exit status of a job stopped by SIGTERM, as a shell reports a process killed by it (128 + 15)
 SIGTERM_EXIT = 143
 
 
 def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
-    """Wrap a task body: validate the config first, print known errors as one line and exit 2, and
-    report a stop by SIGTERM (SLURM's scancel, a time limit) as one line and exit 143."""
+    """Wrap a task's plain function (which checks its config first: `config.settings`): print known
+    errors as one line and exit 2, and report a stop by SIGTERM (SLURM's scancel, a time limit) as one
+    line and exit 143."""
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         try:
-            validate(cfg)
             return fn(cfg)
         except KNOWN_ERRORS as e:
             print(f"distillscape: {type(e).__name__}: {e}", file=sys.stderr)
@@ -76,6 +74,26 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     return wrapper
 
 
+def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
+    """conf/<config_name>.yaml with overrides, as the task's command line would compose it, inside a
+    running Hydra app (the study) or outside one (tests, scripts). A value of the wrong type (Hydra
+    refuses it while composing) is a ConfigError naming the key."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose(config_name=config_name, overrides=list(overrides))
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(config_name=config_name, overrides=list(overrides))
+    except ConfigCompositionException as e:
+        cause = e.__cause__ or e
+        key = getattr(cause, "full_key", None)
+        detail = str(cause).splitlines()[0]
+        raise ConfigError(f"{key + ': ' if key else ''}{str(e).splitlines()[0]}: {detail}") from None
+
+
 def output_dir(cfg: DictConfig) -> Path:
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +101,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:
+    """The config's dataset, set up (every split in memory)."""
     dm = instantiate(cfg.dataset)
     dm.setup()
     return dm
@@ -109,12 +128,6 @@ def build_trainer(cfg: DictConfig, logger=None, **overrides) -> L.Trainer:
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain data, for artifacts (hydra's own node left out)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-
-
-def net_from_meta(meta: dict):
-    """Rebuild the network a distilled artifact (or direct minimum) was made for, from its JSON."""
-    c, h, w = meta["image_shape"]
-    return instantiate(meta["arch"])(in_channels=c, height=h, width=w, num_classes=meta["num_classes"])
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

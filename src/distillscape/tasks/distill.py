@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..artifacts import save_distilled, write_json
 from ..baseline import random_real_baseline
+from ..config import DistillJob, settings
 from ..direct import load_direct_minimum, save_direct_minimum
 from ..distill import DistillModule
 from ..inner import InitSampler, InnerLoop
@@ -26,25 +27,25 @@ from .common import (CONF_DIR, build_datamodule, build_net, build_trainer, conso
 from .train import train_direct
 
 
-def direct_baseline(cfg: DictConfig, dm, out: Path) -> dict[str, float]:
+def direct_baseline(cfg: DictConfig, s: DistillJob, dm, out: Path) -> dict[str, float]:
     """Load the direct minimum given by `direct.checkpoint`, or train one now."""
     net = build_net(cfg, dm)
-    if cfg.direct.checkpoint:
-        net, meta = load_direct_minimum(cfg.direct.checkpoint, net)
+    if s.direct.checkpoint:
+        net, meta = load_direct_minimum(s.direct.checkpoint, net)
         # a copy in the run dir: the analyses of this run (landscape, landing, instances) find it there
-        save_direct_minimum(out, net, {**meta, "copied_from": str(Path(cfg.direct.checkpoint).absolute())})
+        save_direct_minimum(out, net, {**meta, "copied_from": str(Path(s.direct.checkpoint).absolute())})
         return {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
-    return train_direct(cfg, dm, net, out, logger=False)
+    return train_direct(cfg, s, dm, net, out, logger=False)
 
 
 def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str, float]) -> dict:
     """What distilled.json records: enough to rebuild the net and the data it was distilled from."""
+    d = module.s
     return {"dataset": cfg.dataset.name, "num_classes": dm.num_classes, "classes": dm.classes,
             "image_shape": list(dm.image_shape), "normalization": dm.normalization(),
             "arch": resolved(cfg.arch),
-            "inner": {"steps": cfg.distill.inner_steps, "loss": cfg.distill.inner_loss,
-                      "lr_per_param": cfg.distill.lr_per_param, "init_mode": cfg.distill.init_mode,
-                      "init_scheme": cfg.distill.init_scheme, "param_names": module.loop.names},
+            "inner": {"steps": d.inner_steps, "loss": d.inner_loss, "lr_per_param": d.lr_per_param,
+                      "init_mode": d.init_mode, "init_scheme": d.init_scheme, "param_names": module.loop.names},
             "step": module.global_step, "metrics": metrics, "config": resolved(cfg)}
 
 
@@ -68,20 +69,20 @@ class Snapshots(L.Callback):
             self.save(module)
 
 
-def run_distillation(cfg: DictConfig, dm, out: Path) -> tuple[DistillModule, dict[str, float], float, torch.device]:
+def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path) -> tuple[DistillModule, dict[str, float], float, torch.device]:
     """Fit and test the synthetic batch; also return the device it ran on, since Lightning moves the module
     back to the CPU at teardown and the baseline that follows should run where the distillation ran."""
     net = build_net(cfg, dm)
     real = None
-    if cfg.distill.image_init == "real":
-        real, _ = dm.class_balanced_sample(cfg.distill.images_per_class, torch.Generator().manual_seed(cfg.seed))
-    module = DistillModule(net, dm.num_classes, dm.image_shape, cfg.distill, real_images=real)
+    if s.distill.image_init == "real":
+        real, _ = dm.class_balanced_sample(s.distill.images_per_class, torch.Generator().manual_seed(s.seed))
+    module = DistillModule(net, dm.num_classes, dm.image_shape, s.distill, real_images=real)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                           every_n_train_steps=cfg.checkpoint_every)
-    callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, cfg.snapshot_every)] if cfg.snapshot_every else [])
+                           every_n_train_steps=s.checkpoint_every)
+    callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
     trainer = build_trainer(cfg, callbacks=callbacks)
     t0 = time.perf_counter()
-    trainer.fit(module, dm, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
+    trainer.fit(module, dm, ckpt_path=s.ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
     return module, metrics, seconds, trainer.strategy.root_device
@@ -121,23 +122,22 @@ def at_chance_warning(acc_mean: float, num_classes: int, first_outer_loss: float
     return line + "Raise distill.steps or the outer rates distill.optim.*, or lower distill.lr_init"
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
-@task
-def main(cfg: DictConfig) -> dict[str, float]:
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+def distill(cfg: DictConfig) -> dict[str, float]:
+    """The main job: distill, test over held-out inits, compare; write the run directory. Returns the metrics."""
+    s = settings(cfg)
+    L.seed_everything(s.seed, workers=True, verbose=False)
     out = output_dir(cfg)
     write_job_config(cfg, out)
     if (done := finished_metrics(cfg, out)) is not None:  # a rerun of a finished job
         console.print(f"already complete: {out} (skip_complete=false recomputes it)")
         return done
     dm = build_datamodule(cfg)
-    direct = direct_baseline(cfg, dm, out)
-    module, metrics, seconds, device = run_distillation(cfg, dm, out)
-    net = build_net(cfg, dm)
-    baseline = random_real_baseline(InnerLoop(net, cfg.distill.inner_loss), InitSampler(net, cfg.distill.init_scheme),
-                                    dm, cfg.distill.images_per_class, cfg.distill.inner_steps,
-                                    list(cfg.baseline.lr_grid), cfg.baseline.tune_inits, cfg.distill.eval_inits,
-                                    seed=cfg.distill.eval_seed + 2, device=device)
+    direct = direct_baseline(cfg, s, dm, out)
+    module, metrics, seconds, device = run_distillation(cfg, s, dm, out)
+    net, d = build_net(cfg, dm), s.distill
+    baseline = random_real_baseline(InnerLoop(net, d.inner_loss), InitSampler(net, d.init_scheme), dm,
+                                    d.images_per_class, d.inner_steps, s.baseline, d.eval_inits, d.eval_seed,
+                                    device=device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
                "train/steps_per_second": (module.global_step - module.first_step) / seconds,
                **peak_memory(device)}
@@ -146,7 +146,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     write_json(out / "metrics.json", metrics)
     norm = dm.normalization()
     distilled_figure(distilled.images, distilled.labels, distilled.lrs, norm["mean"], norm["std"],
-                     cfg.distill.inner_loss, classes=dm.classes, path=out / "distilled.png")
+                     d.inner_loss, classes=dm.classes, path=out / "distilled.png")
     logger = module.logger
     if logger:
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},
@@ -161,6 +161,12 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if warning:
         console.print(f"[bold]distillscape: warning:[/bold] {warning}")
     return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="distill")
+@task
+def main(cfg: DictConfig) -> dict[str, float]:
+    return distill(cfg)
 
 
 if __name__ == "__main__":

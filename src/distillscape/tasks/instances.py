@@ -3,57 +3,22 @@ random real images and noise) and one-step models against the direct model on th
 (confusion matrices, divergence of the minima, an ensemble of one-step models)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import matplotlib.pyplot as plt
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from ..artifacts import ArtifactError, load_distilled, write_json
-from ..config import ConfigError
-from ..data import TensorDataModule
-from ..direct import load_direct_minimum
-from ..inner import InitSampler, InnerLoop
-from ..instances import (RealReference, compare_models, confusion_figure, confusion_matrix, held_out_real,
-                         label_classes, likeness, likeness_figure, logits_of, neighbours_figure, stack_logits,
-                         summarize_stats)
-from ..plots import distilled_pages, label_distribution, save_figure, to_pixels
-from .common import CONF_DIR, build_logger, console, net_from_meta, output_dir, resolved, task
-
-KINDS = ("distilled", "random_real", "noise")
-
-
-def datamodule_for(meta: dict, cfg: DictConfig) -> TensorDataModule:
-    """The data the batch was distilled from: the run's own dataset config (same split, same
-    normalization), with the data directory moved if `instances.data_dir` says so."""
-    ds = dict(meta.get("config", {}).get("dataset") or {"_target_": "distillscape.data.TensorDataModule",
-                                                          "name": meta["dataset"]})
-    if cfg.instances.data_dir:
-        ds["root"] = cfg.instances.data_dir
-    dm = instantiate(ds)
-    dm.setup()
-    if list(dm.image_shape) != list(meta["image_shape"]) or dm.num_classes != meta["num_classes"]:
-        raise ArtifactError(f"the dataset {ds.get('name')} has images {list(dm.image_shape)} and "
-                            f"{dm.num_classes} classes, the distilled batch {meta['image_shape']} and "
-                            f"{meta['num_classes']}: point distilled= at a batch of this dataset")
-    if not torch.allclose(dm.mean, torch.tensor(meta["normalization"]["mean"]), atol=1e-4):
-        raise ArtifactError(f"the normalization of {ds.get('name')} here differs from the one the batch was "
-                            f"distilled with (another train_subset/split?): use the run's dataset settings")
-    return dm
-
-
-def direct_model(cfg: DictConfig, meta: dict, run_dir: Path):
-    path = Path(cfg.instances.direct_minimum) if cfg.instances.direct_minimum else run_dir / "direct_minimum.safetensors"
-    if path.is_dir():
-        path = path / "direct_minimum.safetensors"
-    if not path.exists():
-        raise ArtifactError(f"no direct minimum at {path}: give one with instances.direct_minimum=<path> "
-                            f"(distillscape-train writes one)")
-    net, _ = load_direct_minimum(path, net_from_meta(meta))
-    return net.eval(), path
+from ..artifacts import write_json
+from ..config import settings
+from ..data import to_pixels
+from ..errors import ConfigError
+from ..inner import label_distribution
+from ..instances import (RealReference, compare_models, confusion_matrix, held_out_real, label_classes, likeness,
+                         logits_of, stack_logits, summarize_stats)
+from ..plots import confusion_figure, distilled_pages, likeness_figure, neighbours_figure, save_figure
+from ..run import Run
+from .common import CONF_DIR, build_logger, console, output_dir, resolved, task
 
 
 def per_image_table(d, classes, stats, names, inner_loss) -> list[dict]:
@@ -80,22 +45,22 @@ def public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="instances")
-@task
-def main(cfg: DictConfig) -> dict:
+def instances(cfg: DictConfig) -> dict:
+    """distillscape-instances: the distilled batch image by image. Returns what instances.json holds."""
     if OmegaConf.is_missing(cfg, "distilled"):
         raise ConfigError("distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
                           "output dir or distilled.safetensors>")
+    s = settings(cfg)
     out = output_dir(cfg)
-    src = Path(cfg.distilled)
-    d = load_distilled(src)
-    run_dir = src if src.is_dir() else src.parent
-    meta, ic = d.meta, cfg.instances
-    inner_loss = meta["inner"]["loss"]
-    dm = datamodule_for(meta, cfg)
+    run = Run.open(s.distilled)
+    d, meta, ic = run.distilled, run.meta, s.instances
+    src = run.source
+    inner_loss = run.inner_loss
+    dm = run.datamodule(data_dir=ic.data_dir)  # the run's own dataset settings, its files where they are now
     names = [str(c) for c in dm.classes]
     mean, std = meta["normalization"]["mean"], meta["normalization"]["std"]
-    net, direct_path = direct_model(cfg, meta, run_dir)
+    direct_path = run.direct_minimum_path(ic.direct_minimum, key="instances.direct_minimum")
+    net = run.direct_minimum(ic.direct_minimum, key="instances.direct_minimum").eval()
 
     # the batch as pictures, paged so that 100 images stay readable
     pages = distilled_pages(d.images, d.labels, d.lrs, mean, std, inner_loss, out, classes=names,
@@ -126,10 +91,9 @@ def main(cfg: DictConfig) -> dict:
     x_test, y_test = dm.test_x, dm.test_y
     if ic.test_limit:
         x_test, y_test = x_test[:ic.test_limit], y_test[:ic.test_limit]
-    loop = InnerLoop(net_from_meta(meta), inner_loss)
-    inits = InitSampler(loop.net, meta["inner"].get("init_scheme", "default")).sample(ic.models, seed=ic.init_seed)
-    with torch.enable_grad():  # the inner step is a gradient step
-        landed = {k: v.detach() for k, v in loop.run_stack(inits, d.images, d.labels, d.lrs).items()}
+    loop = run.loop()
+    inits = run.inits(ic.models, seed=ic.init_seed)
+    landed = run.land(inits, loop)
     onestep_logits = stack_logits(loop, landed, x_test)
     direct_logits = logits_of(net, x_test)
     direct_params = {k: v.detach() for k, v in net.named_parameters()}
@@ -145,8 +109,7 @@ def main(cfg: DictConfig) -> dict:
     }
     if d.fixed_init is not None:  # a fixed-init distillation is meant for its own init: compare that landing too
         fixed = {k: v.unsqueeze(0) for k, v in d.fixed_init.items()}
-        with torch.enable_grad():
-            fixed_landed = {k: v.detach() for k, v in loop.run_stack(fixed, d.images, d.labels, d.lrs).items()}
+        fixed_landed = run.land(fixed, loop)
         fixed_cmp = compare_models(direct_logits, stack_logits(loop, fixed_landed, x_test), y_test, direct_params,
                                    fixed_landed, fixed, loop.names)
         comparisons["fixed_init"] = public(fixed_cmp)
@@ -179,6 +142,12 @@ def main(cfg: DictConfig) -> dict:
                   f"{c['param_distance']['mean']:.2f} (relative {c['param_distance_relative']['mean']:.3f})")
     console.print(f"instances: {out / 'instances.json'} (+ {len(result['figures'])} figures)")
     return result
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="instances")
+@task
+def main(cfg: DictConfig) -> dict:
+    return instances(cfg)
 
 
 def scalar_metrics(result: dict) -> dict[str, float]:

@@ -9,102 +9,77 @@ as they are done, so a rerun into the same directory with the same settings skip
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import time
-from dataclasses import fields
 from pathlib import Path
 
 import hydra
 import lightning as L
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.table import Table
 
-from ..artifacts import ArtifactError, atomic_write, load_distilled, read_json, read_tensors, write_json, write_tensors
+from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
 from ..baseline import tune_random_real_lr
-from ..config import ConfigError
-from ..direct import load_direct_minimum
-from ..inner import InitSampler, InnerLoop
-from ..landing import (CURVES, DIRECT_STATS, STATS, LandingAnalysis, Settings, TrueTask, aggregate,
-                       random_real_batches, random_synthetic_batches)
+from ..config import LandingJob, settings
+from ..errors import ArtifactError, ConfigError
+from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
+from ..params import detached
 from ..plots import trajectory_figure
+from ..resume import finished, fingerprint, mark_finished
+from ..run import Run
+from ..seeds import generator, seed_for
 from ..tracking import log_csv_table
-from .common import CONF_DIR, build_datamodule, build_logger, console, net_from_meta, output_dir, resolved, task
-
-SPLIT_KEYS = ("val_size", "split_seed", "train_subset")
+from .common import CONF_DIR, build_logger, compose_task, console, output_dir, resolved, task
 
 
-def distill_first(cfg: DictConfig, out: Path) -> Path:
+def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
     """Distill into <out>/distill with conf/distill.yaml + distill_overrides, unless a finished
     distillation is already there (then it is reused: an interrupted run resumes here)."""
     run = out / "distill"
     if (run / "distilled.safetensors").exists() and (run / "direct_minimum.safetensors").exists():
         console.print(f"reusing the distillation in {run}")
         return run
-    from .distill import main as distill_main
+    from .distill import distill
 
-    overrides = [f"dataset={cfg.dataset.name}", f"paths.data_dir={cfg.paths.data_dir}", f"seed={cfg.seed}",
-                 *cfg.distill_overrides, f"paths.output_dir={run}"]
-    if GlobalHydra.instance().is_initialized():
-        sub = compose(config_name="distill", overrides=overrides)
-    else:
-        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            sub = compose(config_name="distill", overrides=overrides)
+    overrides = [f"dataset={s.dataset.name}", f"paths.data_dir={s.paths.data_dir}", f"seed={s.seed}",
+                 *s.distill_overrides, f"paths.output_dir={run}"]
     console.print(f"distilling first, into {run} ({' '.join(overrides)})")
-    distill_main(sub)
+    distill(compose_task("distill", overrides))
     return run
 
 
-def check_dataset(cfg: DictConfig, meta: dict, dm, run: Path) -> None:
-    """The data must be the data the batch was distilled from, split and normalized the same way
-    (the dataset name is checked before the data is loaded, in `main`)."""
-    theirs = meta.get("config", {}).get("dataset", {})
-    for k in SPLIT_KEYS:
-        if k in theirs and theirs[k] != cfg.dataset[k]:
-            raise ConfigError(f"{run} was distilled with dataset.{k}={theirs[k]}, the config has "
-                              f"{cfg.dataset[k]}: add dataset.{k}={theirs[k]} so train/val/test are the same splits")
-    norm = dm.normalization()
-    for k in ("mean", "std"):
-        if not torch.allclose(torch.tensor(norm[k]), torch.tensor(meta["normalization"][k]), rtol=1e-4):
-            raise ArtifactError(f"{run} was distilled with normalization {k}={meta['normalization'][k]}, the data "
-                                f"gives {norm[k]}: the dataset files differ from the distillation's")
-
-
-def fingerprint(cfg: DictConfig, run: Path) -> str:
+def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
     """What the per-kind results depend on; a finished kind is reused only when it matches."""
+    weights = [run.path / "distilled.safetensors", direct_path]
     what = {"analysis": resolved(cfg.analysis), "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
-            "distilled": str(run.resolve()), "direct_minimum": str(cfg.direct_minimum)}
-    direct = Path(cfg.direct_minimum or run)
-    weights = [run / "distilled.safetensors", direct / "direct_minimum.safetensors" if direct.is_dir() else direct]
-    what["mtimes"] = [p.stat().st_mtime_ns if p.exists() else None for p in weights]
-    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            "distilled": str(run.path.resolve()), "direct_minimum": str(cfg.direct_minimum),
+            "mtimes": [p.stat().st_mtime_ns if p.exists() else None for p in weights]}
+    return fingerprint(data=what)
 
 
-def land(kind: str, cfg: DictConfig, loop: InnerLoop, sampler: InitSampler, inits, d, dm, device):
+def land(kind: str, s: LandingJob, run: Run, loop, sampler, inits, dm, device):
     """Landings of `inits` for one batch kind, and the (mean) inner learning rate it used."""
-    a = cfg.analysis
+    a, d = s.analysis, run.distilled
     steps = d.lrs.shape[0]
     if kind == "distilled":
-        landed = loop.run_stack(inits, d.images.to(device), d.labels.to(device), d.lrs.to(device), a.init_chunk)
-        return landed, d.lrs.mean().item()
-    n, classes = d.images.shape[0], d.meta["num_classes"]
+        return run.land(inits, loop, a.init_chunk), d.lrs.mean().item()
+    n, classes = d.images.shape[0], run.num_classes
     if kind == "random_real":
         if n % classes:
             raise ArtifactError(f"the distilled batch has {n} images for {classes} classes: a class-balanced "
                                 f"random real batch of that size does not exist; use analysis.kinds without random_real")
-        lr = tune_random_real_lr(loop, sampler, dm, n // classes, steps, list(cfg.baseline.lr_grid),
-                                 cfg.baseline.tune_inits, seed=a.seed + 10, device=device)
-        x, targets = random_real_batches(dm, n // classes, a.inits, loop.loss, seed=a.seed + 11)
+        lr = tune_random_real_lr(loop, sampler, dm, n // classes, steps, list(s.baseline.lr_grid), s.baseline.tune_inits,
+                                 seed=seed_for(a.seed, "analysis", "random_real_tune"), device=device)
+        x, targets = random_real_batches(dm, n // classes, a.inits, loop.loss,
+                                         seed=seed_for(a.seed, "analysis", "random_real_batches"))
         lrs = torch.full((steps, 1), lr)
     else:  # random_synthetic: noise images, random labels, the distilled rate
-        x, targets = random_synthetic_batches(a.inits, n, d.images.shape[1:], classes, loop.loss, seed=a.seed + 12)
+        x, targets = random_synthetic_batches(a.inits, n, d.images.shape[1:], classes, loop.loss,
+                                              seed=seed_for(a.seed, "analysis", "random_synthetic"))
         lrs, lr = d.lrs, d.lrs.mean().item()
     landed = loop.run_stack(inits, x.to(device), targets.to(device), lrs.to(device), a.init_chunk, batched_data=True)
-    return landed, lr
+    return detached(landed), lr
 
 
 def write_csv(path: Path, results: dict[str, dict[str, torch.Tensor]]) -> None:
@@ -141,52 +116,45 @@ def summary_table(summary: dict) -> Table:
     return t
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landing")
-@task
-def main(cfg: DictConfig) -> dict:
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+def landing(cfg: DictConfig) -> dict:
+    """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
+    s = settings(cfg)
+    L.seed_everything(s.seed, workers=True, verbose=False)
     out = output_dir(cfg)
-    if cfg.distilled:
-        run = Path(cfg.distilled)
-    elif cfg.distill_first:
-        run = distill_first(cfg, out)
+    if s.distilled:
+        run_dir = Path(s.distilled)
+    elif s.distill_first:
+        run_dir = distill_first(cfg, s, out)
     else:
         raise ConfigError("distilled= is not set: pass the output directory of distillscape-distill "
                           "(distilled=outputs/distill/<date>/<time>), or distill_first=true to distill here first")
-    d = load_distilled(run)
-    if d.meta["dataset"] != cfg.dataset.name:
-        raise ConfigError(f"{run} was distilled from {d.meta['dataset']}, the config loads {cfg.dataset.name}: "
-                          f"add dataset={d.meta['dataset']}")
-    a = cfg.analysis
+    run = Run.open(run_dir)
+    run.check_dataset(s.dataset)  # before the data is loaded
+    a = s.analysis
     if a.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
     device = torch.device(a.device)
-    dm = build_datamodule(cfg)
-    check_dataset(cfg, d.meta, dm, run)
+    dm = run.datamodule(s.dataset)
 
-    net = net_from_meta(d.meta).to(device)
-    loop = InnerLoop(net, d.meta["inner"]["loss"])
-    sampler = InitSampler(net, d.meta["inner"].get("init_scheme", "default"))
-    direct_net, _ = load_direct_minimum(cfg.direct_minimum or run, net_from_meta(d.meta))
-    direct = {k: v.detach().to(device) for k, v in direct_net.named_parameters()}
+    loop, sampler = run.loop(device), run.sampler()
+    direct_path = run.direct_minimum_path(s.direct_minimum)
+    direct = {k: v.detach().to(device) for k, v in run.direct_minimum(s.direct_minimum).named_parameters()}
 
-    g = torch.Generator().manual_seed(a.seed)
-    sub = torch.randperm(len(dm.train_y), generator=g)[: a.train_examples or len(dm.train_y)]
+    sub = torch.randperm(len(dm.train_y), generator=generator(a.seed, "analysis", "train_subsample"))
+    sub = sub[: a.train_examples or len(dm.train_y)]
     n_test = a.test_examples or len(dm.test_y)
     train = TrueTask(loop, dm.train_x[sub].to(device), dm.train_y[sub].to(device), a.data_chunk, a.init_chunk)
     test = TrueTask(loop, dm.test_x[:n_test].to(device), dm.test_y[:n_test].to(device), a.data_chunk, a.init_chunk)
-    settings = Settings(**{f.name: a[f.name] for f in fields(Settings)})
-    analysis = LandingAnalysis(loop, train, test, (dm.train_x.to(device), dm.train_y.to(device)), direct, settings)
+    analysis = LandingAnalysis(loop, train, test, (dm.train_x.to(device), dm.train_y.to(device)), direct, a)
 
     inits = sampler.sample(a.inits, seed=a.init_seed, device=device)
     at_inits = traj = None
-    stamp = fingerprint(cfg, run)
+    stamp = parts_fingerprint(cfg, run, direct_path)
     results, lrs = {}, {}
     for kind in a.kinds:
         part = out / "landing_parts" / f"{kind}.safetensors"
-        done = part.with_suffix(".json")
-        if done.exists() and read_json(done).get("fingerprint") == stamp:
-            results[kind], lrs[kind] = read_tensors(part), read_json(done)["lr"]
+        if (done := finished(part.with_suffix(".json"), stamp, on_mismatch="redo")) is not None:
+            results[kind], lrs[kind] = read_tensors(part), done["lr"]
             console.print(f"{kind}: reusing {part}")
             continue
         console.print(f"{kind}: landing {a.inits} inits and measuring them on the true task ...")
@@ -196,16 +164,15 @@ def main(cfg: DictConfig) -> dict:
             traj = analysis.trajectory(inits)
             write_tensors(out / "landing_parts" / "trajectory.safetensors",
                           {k: traj[k].cpu() for k in ("steps", "train_loss", "test_acc")})
-        landed, lrs[kind] = land(kind, cfg, loop, sampler, inits, d, dm, device)
-        landed = {k: v.detach() for k, v in landed.items()}
+        landed, lrs[kind] = land(kind, s, run, loop, sampler, inits, dm, device)
         results[kind] = analysis.landings(inits, landed, at_inits, traj)
         write_tensors(part, results[kind])
-        write_json(part.with_suffix(".json"), {"fingerprint": stamp, "lr": lrs[kind]})
+        mark_finished(part.with_suffix(".json"), stamp, lr=lrs[kind])
         console.print(f"{kind}: done ({len(results[kind]['landing_test_acc'])} landings, "
                       f"{time.perf_counter() - t0:.0f} s)")
 
-    summary = {"dataset": d.meta["dataset"], "arch": d.meta["arch"]["_target_"].rsplit(".", 1)[-1],
-               "distilled": str(run), "inner_loss": loop.loss, "settings": resolved(a), "lr": lrs,
+    summary = {"dataset": run.dataset_name, "arch": run.arch_name,
+               "distilled": str(run.source), "inner_loss": loop.loss, "settings": resolved(cfg.analysis), "lr": lrs,
                "direct_minimum": analysis.direct_minimum(),
                "kinds": {kind: aggregate(stats) for kind, stats in results.items()}}
     path = out / "landing_parts" / "trajectory.safetensors"
@@ -222,7 +189,7 @@ def main(cfg: DictConfig) -> dict:
 
     logger = build_logger(cfg)
     if logger:
-        metrics = {f"landing/{kind}/{stat}": s["mean"] for kind, st in summary["kinds"].items() for stat, s in st.items()}
+        metrics = {f"landing/{kind}/{stat}": v["mean"] for kind, st in summary["kinds"].items() for stat, v in st.items()}
         metrics.update({f"landing/direct_minimum/{k}": v for k, v in summary["direct_minimum"].items()})
         logger.log_metrics(metrics, step=0)
         log_csv_table(logger, "landing/table", out / "landing_stats.csv")  # W&B only
@@ -230,6 +197,12 @@ def main(cfg: DictConfig) -> dict:
     console.print(summary_table(summary))
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")
     return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landing")
+@task
+def main(cfg: DictConfig) -> dict:
+    return landing(cfg)
 
 
 if __name__ == "__main__":

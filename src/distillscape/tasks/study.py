@@ -2,9 +2,11 @@
 (distill -> landscape -> landing -> instances -> report), one sub-directory per stage.
 
 Each stage's config is composed from its own conf/<stage>.yaml with the study's overrides (as the
-stage's command line would), and the stage's own `main` runs on it. A stage whose task module or
-config is not installed is skipped with the reason printed; a finished stage (its `study_stage.json`
-exists) is skipped on a rerun into the same directory, so an interrupted study resumes.
+stage's command line would), and the task's plain function (`tasks.<task>.<task>`) runs on it. A stage
+whose task module or config is not installed is skipped with the reason printed; a finished stage (its
+`study_stage.json` records the fingerprint of the stage's task and overrides, `resume.finished`) is
+skipped on a rerun into the same directory, so an interrupted study resumes; a stage whose overrides
+changed since it finished runs again.
 A stage runs the task of its own name, or the one `study.tasks.<stage>` names: that is how a study
 sweeps several landscapes (e.g. a `surfaces` stage running the landscape task with other overrides).
 """
@@ -16,24 +18,21 @@ from pathlib import Path
 
 import hydra
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.table import Table
 
 from ..artifacts import atomic_write, read_json, write_json
-from ..config import ConfigError
-from .common import CONF_DIR, console, output_dir, task
+from ..config import settings
+from ..errors import ConfigError
+from ..resume import finished, fingerprint, mark_finished
+from .common import CONF_DIR, compose_task, console, output_dir, task
 
 ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
 
 
 def compose_stage(name: str, overrides: list[str]) -> DictConfig:
     """conf/<name>.yaml with overrides, inside a running Hydra app or outside one."""
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name=name, overrides=overrides)
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
+    return compose_task(name, overrides)
 
 
 def stage_task(cfg: DictConfig, stage: str) -> str:
@@ -80,9 +79,22 @@ def missing_reason(stage: str) -> str | None:
     return None
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="study")
-@task
-def main(cfg: DictConfig) -> dict:
+def stage_fingerprint(cfg: DictConfig, stage: str) -> str:
+    """What a stage's result depends on: its task and the study's overrides of it (not the wiring: a study
+    directory moved elsewhere still resumes)."""
+    return fingerprint(data={"task": stage_task(cfg, stage), "overrides": [*cfg.study.stages[stage],
+                                                                            *cfg.study.overrides.get(stage, [])]})
+
+
+def stage_done(marker: Path, fp: str) -> dict | None:
+    if marker.exists() and "fingerprint" not in (record := read_json(marker)):
+        return record  # a stage finished by a release before fingerprints: done, as it was then
+    return finished(marker, fp, on_mismatch="redo")
+
+
+def study(cfg: DictConfig) -> dict:
+    """distillscape-study: every stage in order. Returns the study log (study.json)."""
+    settings(cfg)
     root = output_dir(cfg)
     stages = stage_order(cfg)
     if not stages or stage_task(cfg, stages[0]) != "distill":
@@ -92,9 +104,10 @@ def main(cfg: DictConfig) -> dict:
     for stage in stages:
         stage_dir = root / stage
         marker = stage_dir / "study_stage.json"
-        if marker.exists() and not cfg.study.force:
+        fp = stage_fingerprint(cfg, stage)
+        if not cfg.study.force and (record := stage_done(marker, fp)) is not None:
             console.print(f"[study] {stage}: finished before ({marker}), skipped (study.force=true reruns it)")
-            log["stages"][stage] = {**read_json(marker), "status": "finished before"}
+            log["stages"][stage] = {**{k: v for k, v in record.items() if k != "fingerprint"}, "status": "finished before"}
             done.append(stage)
             continue
         task_name = stage_task(cfg, stage)
@@ -111,10 +124,11 @@ def main(cfg: DictConfig) -> dict:
         record(stage_dir, stage_cfg, overrides)
         console.rule(f"[study] {stage}")
         t0 = time.perf_counter()
-        importlib.import_module(f"distillscape.tasks.{task_name}").main(stage_cfg)
+        run_task = getattr(importlib.import_module(f"distillscape.tasks.{task_name}"), task_name)
+        run_task(stage_cfg)
         entry = {"status": "ran", "task": task_name, "seconds": round(time.perf_counter() - t0, 1),
                  "overrides": overrides}
-        write_json(marker, entry)
+        mark_finished(marker, fp, **entry)
         log["stages"][stage] = entry
         done.append(stage)
         write_json(root / "study.json", log)
@@ -128,6 +142,12 @@ def main(cfg: DictConfig) -> dict:
     if "report" in done:
         console.print(f"report: {root / 'report' / 'report.html'}")
     return log
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="study")
+@task
+def main(cfg: DictConfig) -> dict:
+    return study(cfg)
 
 
 if __name__ == "__main__":

@@ -9,18 +9,20 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
+from ..config import settings
 from ..direct import DirectModule, save_direct_minimum
 from ..models import init_parameters_
 from .common import CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, resolved, task
 
 
-def train_direct(cfg: DictConfig, dm, net, out: Path, logger=None) -> dict[str, float]:
-    """Train `net` on dm's training split, test it, save it as the direct minimum; return test metrics."""
+def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None) -> dict[str, float]:
+    """Train `net` on dm's training split, test it, save it as the direct minimum; return test metrics.
+    s: the job's typed settings (a TrainJob, or the DistillJob whose baseline this is)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.direct.init_seed)
-        init_parameters_(net, cfg.distill.init_scheme if "distill" in cfg else "default")
-    module = DirectModule(net, lr=cfg.direct.lr, weight_decay=cfg.direct.weight_decay)
-    trainer = build_trainer(cfg, logger=logger, max_epochs=cfg.direct.epochs, max_steps=-1,
+        torch.manual_seed(s.direct.init_seed)
+        init_parameters_(net, s.distill.init_scheme if hasattr(s, "distill") else "default")
+    module = DirectModule(net, lr=s.direct.lr, weight_decay=s.direct.weight_decay)
+    trainer = build_trainer(cfg, logger=logger, max_epochs=s.direct.epochs, max_steps=-1,
                             val_check_interval=1.0, check_val_every_n_epoch=1, enable_checkpointing=False)
     trainer.fit(module, dm)
     result = trainer.test(module, dm, verbose=False)[0]
@@ -28,21 +30,27 @@ def train_direct(cfg: DictConfig, dm, net, out: Path, logger=None) -> dict[str, 
     save_direct_minimum(out, net, {"dataset": cfg.dataset.name, "arch": resolved(cfg.arch),
                                    "num_classes": dm.num_classes, "image_shape": list(dm.image_shape),
                                    "normalization": dm.normalization(), "metrics": metrics,
-                                   "epochs": cfg.direct.epochs, "config": resolved(cfg)})
+                                   "epochs": s.direct.epochs, "config": resolved(cfg)})
+    return metrics
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """distillscape-train: the direct baseline alone. Returns its test metrics."""
+    s = settings(cfg)
+    L.seed_everything(s.seed, workers=True, verbose=False)
+    out = output_dir(cfg)
+    dm = build_datamodule(cfg)
+    net = build_net(cfg, dm)
+    metrics = train_direct(cfg, s, dm, net, out)
+    console.print(f"direct training on {cfg.dataset.name} ({type(net).__name__}): "
+                  f"test accuracy {metrics['direct/acc']:.4f}; weights in {out / 'direct_minimum.safetensors'}")
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 @task
 def main(cfg: DictConfig) -> dict[str, float]:
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    out = output_dir(cfg)
-    dm = build_datamodule(cfg)
-    net = build_net(cfg, dm)
-    metrics = train_direct(cfg, dm, net, out)
-    console.print(f"direct training on {cfg.dataset.name} ({type(net).__name__}): "
-                  f"test accuracy {metrics['direct/acc']:.4f}; weights in {out / 'direct_minimum.safetensors'}")
-    return metrics
+    return train(cfg)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,191 @@
+"""A distillation run, opened: the one place every analysis gets its network, inner loop, init sampler,
+points (init, landing, direct minimum) and data from.
+
+A run directory of distillscape-distill holds distilled.safetensors + distilled.json (the batch, and
+enough to rebuild the net it was made for), direct_minimum.safetensors + .json (the true-task minimum)
+and snapshots/. `Run.open` reads it (or a single distilled file, e.g. a snapshot) and checks it once;
+everything else is derived on demand.
+
+Compatibility policy (the same for every analysis): the data an analysis measures on must be the data
+the batch was distilled from. The caller's dataset settings must agree with the run's on the keys that
+define the data (`config.DATA_IDENTITY`: name and split), or it is refused with the override that
+fixes it; the data directory and batch sizes may differ. Once loaded, the data's normalization must
+equal the one recorded in the run, or the files differ from the distillation's: refused too.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from .artifacts import Distilled, load_distilled
+from .config import DATA_IDENTITY, DatasetConfig, as_settings
+from .data import TensorDataModule, default_data_dir
+from .direct import load_direct_minimum
+from .errors import ArtifactError, ConfigError
+from .inner import InitSampler, InnerLoop
+from .params import Params, as_stack_of_one, detached, unstack
+
+DISTILLED_FILE = "distilled.safetensors"
+DIRECT_FILE = "direct_minimum.safetensors"
+# what other tasks leave in their output directories, to say what a wrong `distilled=` points at
+OTHER_TASKS = {"landing_stats.json": "distillscape-landing", "instances.json": "distillscape-instances",
+               "report.html": "distillscape-report", "study.json": "distillscape-study"}
+
+
+def net_from_meta(meta: dict) -> nn.Module:
+    """The network a distilled artifact (or direct minimum) was made for, rebuilt from its JSON."""
+    c, h, w = meta["image_shape"]
+    return instantiate(meta["arch"])(in_channels=c, height=h, width=w, num_classes=meta["num_classes"])
+
+
+def _not_a_run(path: Path) -> ArtifactError:
+    found = [f"{name} ({task})" for name, task in OTHER_TASKS.items() if (path / name).exists()]
+    if (path / "landing_parts").is_dir() or any(path.glob("*/surface.npz")):
+        found.append("analysis outputs")
+    what = (f"it holds {', '.join(found)}, the output of another task" if found
+            else "it holds no distilled.safetensors")
+    return ArtifactError(f"distilled={path} expects the output directory of distillscape-distill (or a "
+                         f"distilled.safetensors file, e.g. one of its snapshots/); {what}. Give the distill "
+                         f"run's directory, e.g. distilled=outputs/distill/<date>/<time>")
+
+
+class Run:
+    """A distilled batch and the run directory it lies in."""
+
+    def __init__(self, path: Path, distilled: Distilled, source: Path):
+        self.path, self.distilled, self.source = path, distilled, source
+        self.meta = distilled.meta
+
+    @classmethod
+    def open(cls, path) -> "Run":
+        """A distill run directory, or one distilled file of it (either of its two files, or a snapshot)."""
+        source = Path(path)
+        if source.is_dir() and not (source / DISTILLED_FILE).exists():
+            raise _not_a_run(source)
+        if not source.exists() and not source.with_suffix(".safetensors").exists():
+            raise ArtifactError(f"distilled={source} does not exist: give the output directory of "
+                                f"distillscape-distill (e.g. distilled=outputs/distill/<date>/<time>)")
+        run_dir = source if source.is_dir() else source.parent
+        if run_dir.name == "snapshots":  # a snapshot's run is the directory above
+            run_dir = run_dir.parent
+        return cls(run_dir, load_distilled(source), source)
+
+    # -- what the batch was made for ---------------------------------------------------------------
+    @property
+    def dataset_name(self) -> str:
+        return self.meta["dataset"]
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @property
+    def inner_loss(self) -> str:
+        return self.meta["inner"]["loss"]
+
+    @property
+    def init_scheme(self) -> str:
+        return self.meta["inner"].get("init_scheme", "default")
+
+    @property
+    def arch_name(self) -> str:
+        return self.meta["arch"]["_target_"].rsplit(".", 1)[-1]
+
+    def net(self, device=None) -> nn.Module:
+        """A fresh network of the run's architecture (its own weights: callers may load into it)."""
+        net = net_from_meta(self.meta)
+        return net if device is None else net.to(device)
+
+    def loop(self, device=None) -> InnerLoop:
+        return InnerLoop(self.net(device), self.inner_loss)
+
+    def sampler(self) -> InitSampler:
+        return InitSampler(self.net(), self.init_scheme)
+
+    # -- points ------------------------------------------------------------------------------------
+    def inits(self, n: int, seed: int, device=None) -> Params:
+        """n held-out random inits (a stack), drawn as the distillation's sampler draws them."""
+        return self.sampler().sample(n, seed=seed, device=device)
+
+    def init(self, seed: int) -> Params:
+        """The init of the point "init": the batch's fixed init if it has one, else the draw of `seed`."""
+        if self.distilled.fixed_init is not None:
+            return dict(self.distilled.fixed_init)
+        return unstack(self.inits(1, seed), 0)
+
+    def land(self, inits: Params, loop: InnerLoop | None = None, chunk_size: int | None = None) -> Params:
+        """The landings (detached) of a stack of inits after the batch's inner steps."""
+        loop = loop or self.loop()
+        device = next(iter(inits.values())).device
+        d = self.distilled
+        with torch.enable_grad():  # the inner step is a gradient step, also under no_grad callers
+            landed = loop.run_stack(inits, d.images.to(device), d.labels.to(device), d.lrs.to(device), chunk_size)
+        return detached(landed)
+
+    def landing(self, seed: int) -> Params:
+        """The landing of `init(seed)`."""
+        return unstack(self.land(as_stack_of_one(self.init(seed))), 0)
+
+    def direct_minimum_path(self, override=None, key: str = "direct_minimum") -> Path:
+        """The run's direct minimum, or `override` (the value of the task's config key `key`)."""
+        path = Path(override) if override else self.path / DIRECT_FILE
+        if path.is_dir():
+            path = path / DIRECT_FILE
+        if not path.exists():
+            raise ArtifactError(f"no direct minimum at {path}: rerun distillscape-distill (it writes one), or train "
+                                f"one with distillscape-train and give it with {key}=<path>")
+        return path
+
+    def direct_minimum(self, override=None, device=None, key: str = "direct_minimum") -> nn.Module:
+        """The run's architecture with the direct minimum's weights (or those of `override`)."""
+        net, _ = load_direct_minimum(self.direct_minimum_path(override, key), self.net())
+        return net if device is None else net.to(device)
+
+    # -- data ----------------------------------------------------------------------------------------
+    def recorded_dataset(self) -> dict:
+        """The dataset settings the run was distilled with (a run of an older release may lack some)."""
+        return dict(self.meta.get("config", {}).get("dataset") or {"name": self.dataset_name})
+
+    def check_dataset(self, dataset) -> None:
+        """Refuse dataset settings that would read other data than the run's (see the module's policy)."""
+        ours = asdict(dataset) if is_dataclass(dataset) else dict(dataset)
+        if ours.get("name") != self.dataset_name:
+            raise ConfigError(f"{self.path} was distilled from {self.dataset_name}, the config loads "
+                              f"{ours.get('name')}: add dataset={self.dataset_name}")
+        theirs = self.recorded_dataset()
+        for k in DATA_IDENTITY:
+            if k in theirs and theirs[k] != ours.get(k):
+                raise ConfigError(f"{self.path} was distilled with dataset.{k}={theirs[k]}, the config has "
+                                  f"{ours.get(k)}: add dataset.{k}={'null' if theirs[k] is None else theirs[k]} "
+                                  f"so train/val/test are the same splits")
+
+    def datamodule(self, dataset=None, data_dir: str | None = None) -> TensorDataModule:
+        """The run's data, set up. `dataset`: the caller's dataset settings (checked against the run's);
+        None: the run's own settings, read from `data_dir` if given (else where the run found them)."""
+        if dataset is None:
+            fields = {"root": default_data_dir(), **self.recorded_dataset(),
+                      **({"root": str(data_dir)} if data_dir else {})}
+            fields.pop("_target_", None)
+            dataset = as_settings(DatasetConfig, fields)
+        else:
+            dataset = as_settings(DatasetConfig, dataset)
+            self.check_dataset(dataset)
+        dm = instantiate(asdict(dataset))
+        dm.setup()
+        self._check_data(dm)
+        return dm
+
+    def _check_data(self, dm: TensorDataModule) -> None:
+        if list(dm.image_shape) != list(self.meta["image_shape"]) or dm.num_classes != self.num_classes:
+            raise ArtifactError(f"the dataset {dm.name} has images {list(dm.image_shape)} and {dm.num_classes} "
+                                f"classes, the distilled batch {self.meta['image_shape']} and {self.num_classes}: "
+                                f"point distilled= at a batch of this dataset")
+        norm, recorded = dm.normalization(), self.meta["normalization"]
+        for k in ("mean", "std"):
+            if not torch.allclose(torch.tensor(norm[k]), torch.tensor(recorded[k]), rtol=1e-4):
+                raise ArtifactError(f"{self.path} was distilled with normalization {k}={recorded[k]}, the data "
+                                    f"gives {norm[k]}: the dataset files differ from the distillation's")

@@ -1,0 +1,43 @@
+"""Named seed streams: every random draw of an evaluation or analysis takes its seed from a base seed
+of the config and the name of what it draws, so two draws never share a seed by accident and a reader
+sees what each seed is for. The offsets are the values the earlier releases used, so a run reproduces
+the numbers it printed then.
+"""
+from __future__ import annotations
+
+import torch
+
+# distill.eval_seed + offset: the held-out inits and the random-real baseline of a distillation
+EVAL_STREAMS = {
+    "val_inits": 0,            # validation inits during the distillation
+    "test_inits": 1,           # the held-out test inits (eval_inits of them)
+    "random_real_tune": 2,     # inits and batches that tune the random-real baseline's rate on val
+    "random_real_test": 3,     # inits and batches of its test evaluation
+}
+
+# analysis.seed + offset: the landing analysis (distillscape-landing)
+ANALYSIS_STREAMS = {
+    "train_subsample": 0,      # the fixed train subsample the true task is measured on
+    "curvature": 1,            # power-iteration start vectors and Hutchinson probes
+    "polish": 2,               # minibatches of the SGD polish from the landings
+    "trajectory": 3,           # minibatches of the direct-training run from the same inits
+    "random_real_tune": 10,    # tuning the random-real kind's rate
+    "random_real_batches": 11, # the random-real kind's batches
+    "random_synthetic": 12,    # the random-synthetic kind's noise batches and labels
+}
+
+STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}
+
+
+def seed_for(base: int, family: str, stream: str) -> int:
+    """The seed of `stream` (a name of STREAMS[family]) drawn from base seed `base`."""
+    try:
+        return int(base) + STREAMS[family][stream]
+    except KeyError:
+        raise KeyError(f"unknown seed stream {family}/{stream}; known: "
+                       + ", ".join(f"{f}/{s}" for f, ss in STREAMS.items() for s in ss)) from None
+
+
+def generator(base: int, family: str, stream: str) -> torch.Generator:
+    """A CPU generator seeded for `stream` (the same draws on every machine and device)."""
+    return torch.Generator().manual_seed(seed_for(base, family, stream))

@@ -1,0 +1,61 @@
+"""A run directory written by the release before the "one house" redesign (tests/data/run_v0_1: a
+digits / mlp distillation made with that code, checkpoints and snapshots left out for size) still
+opens, sweeps, lands and reports with today's code."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distillscape.artifacts import read_json
+from distillscape.run import Run
+from conftest import REPO, compose_cfg
+
+OLD_RUN = REPO / "tests" / "data" / "run_v0_1"
+
+
+@pytest.fixture()
+def old_run(tmp_path) -> Path:
+    run = tmp_path / "old_run"
+    shutil.copytree(OLD_RUN, run)
+    return run
+
+
+def test_old_run_opens_with_its_data_and_points(old_run):
+    run = Run.open(old_run)
+    assert run.dataset_name == "digits" and run.arch_name == "MLP" and run.num_classes == 10
+    dm = run.datamodule()  # the run's own dataset settings: the same split and normalization as then
+    for k in ("mean", "std"):
+        assert dm.normalization()[k] == pytest.approx(run.meta["normalization"][k])
+    landing = run.landing(seed=0)
+    init = run.init(seed=0)
+    assert set(landing) == set(init) == set(run.meta["inner"]["param_names"])
+    assert any(not torch.equal(landing[k], init[k]) for k in landing), "the inner step must move the init"
+    minimum = dict(run.direct_minimum().named_parameters())
+    assert set(minimum) == set(landing)
+    # the one-step accuracy the old run recorded is what one step gives today from the same held-out inits
+    inits = run.inits(8, seed=1_000_001)  # the test stream of distill.eval_seed (seeds.EVAL_STREAMS)
+    landed = run.land(inits)
+    from distillscape.inner import evaluate_stack
+
+    acc, _ = evaluate_stack(run.loop(), landed, dm.test_x, dm.test_y)
+    assert acc.mean().item() == pytest.approx(read_json(old_run / "metrics.json")["test/onestep_acc_mean"], abs=1e-6)
+
+
+def test_old_run_sweeps_and_reports(old_run, tmp_path):
+    from distillscape.tasks.landscape import landscape
+    from distillscape.tasks.report import report
+
+    surfaces = landscape(compose_cfg("landscape", [f"distilled={old_run}", "sweep.resolution=[3,3]",
+                                                   "sweep.costs=[train,distilled]", "logger=none",
+                                                   f"landscape.out_dir={tmp_path / 'surfaces'}"], tmp_path / "ls"))
+    assert len(surfaces) == 1
+    with np.load(surfaces[0]) as z:
+        assert z["train/loss"].shape == (3, 3) and np.isfinite(z["train/loss"]).all()
+        assert np.isfinite(z["distilled/loss"]).all()
+    page = report(compose_cfg("report", [f"runs=[{old_run},{tmp_path / 'surfaces'}]", "logger=none"], tmp_path / "rep"))
+    html = Path(page).read_text()
+    assert "one step on the distilled batch" in html and "distilled.png" in html
