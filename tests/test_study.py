@@ -72,10 +72,10 @@ def test_study_runs_every_installed_stage_in_one_dir(study):
 
 
 def test_study_rerun_resumes(study, capsys):
-    from distillscape.tasks.study import study
+    from distillscape.tasks.study import study as run_study
 
     before = (study / "distill" / "distilled.safetensors").stat().st_mtime_ns
-    study(compose_cfg("study", TINY, study))
+    run_study(compose_cfg("study", TINY, study))
     log = read_json(study / "study.json")["stages"]
     assert {log[s]["status"] for s in ("distill", "landscape", "instances", "report")} == {"finished before"}
     assert (study / "distill" / "distilled.safetensors").stat().st_mtime_ns == before

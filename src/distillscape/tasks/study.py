@@ -105,9 +105,9 @@ def study(cfg: DictConfig) -> dict:
         stage_dir = root / stage
         marker = stage_dir / "study_stage.json"
         fp = stage_fingerprint(cfg, stage)
-        if not cfg.study.force and (record := stage_done(marker, fp)) is not None:
+        if not cfg.study.force and (previous := stage_done(marker, fp)) is not None:
             console.print(f"[study] {stage}: finished before ({marker}), skipped (study.force=true reruns it)")
-            log["stages"][stage] = {**{k: v for k, v in record.items() if k != "fingerprint"}, "status": "finished before"}
+            log["stages"][stage] = {**{k: v for k, v in previous.items() if k != "fingerprint"}, "status": "finished before"}
             done.append(stage)
             continue
         task_name = stage_task(cfg, stage)
