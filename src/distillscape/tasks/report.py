@@ -12,7 +12,7 @@ from ..artifacts import atomic_write
 from ..config import ConfigError, settings
 from ..report import all_rows, read_run, render
 from ..tracking import log_report
-from .common import CONF_DIR, build_logger, console, output_dir, task
+from .common import console_script, CONF_DIR, build_logger, console, start_job, task
 
 
 def report(cfg: DictConfig) -> Path:
@@ -22,7 +22,7 @@ def report(cfg: DictConfig) -> Path:
     s = settings(cfg)
     dirs = [s.runs] if isinstance(s.runs, str) else list(s.runs)
     runs = [read_run(d) for d in dirs]
-    out = output_dir(cfg)
+    out = start_job(cfg)
     page = render(runs, s.report.title, s.report.max_figures)
     path = atomic_write(out / s.report.file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     rows = all_rows(runs)
@@ -40,5 +40,7 @@ def main(cfg: DictConfig) -> Path:
     return report(cfg)
 
 
+cli = console_script(main, "report")
+
 if __name__ == "__main__":
-    main()
+    cli()
