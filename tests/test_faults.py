@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
@@ -366,3 +367,34 @@ def test_kill_keeps_history_resumes_bit_for_bit(tmp_path, uninterrupted, sig, co
     for k in ("images", "labels", "lrs"):
         assert torch.equal(a[k], b[k]), k
     _same_history(run, uninterrupted, at_checkpoint)
+
+
+@pytest.mark.slow
+def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, tmp_path):
+    """kill -9 while shard 1 of 3 computes: shard 0 is kept, the rerun of the killed job computes shard 1
+    whole, and the merged surface equals one computed in one piece."""
+    from distillscape.landscape import read_npz, shard_path
+    from distillscape.tasks.landscape import landscape
+
+    common = [f"distilled={digits_run}", "sweep=plane", "sweep.resolution=[30,30]", "sweep.costs=[train]",
+              "sweep.centres=minimum", "landscape.batching=loop", "landscape.points_per_batch=4", "logger=none"]
+    shared = tmp_path / "surfaces"
+    for shard in (0, 2):
+        landscape(compose_cfg("landscape", [*common, f"shard={shard}", "num_shards=3", f"landscape.out_dir={shared}"],
+                              tmp_path / f"job{shard}"))
+    proc = subprocess.Popen([sys.executable, "-m", "distillscape.tasks.landscape", *common, "shard=1", "num_shards=3",
+                             f"landscape.out_dir={shared}", f"hydra.run.dir={tmp_path / 'job1'}"], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = shard_path(shared / "minimum", 1, 3).with_name(".shard_0001_of_0003.lock")
+    deadline = time.time() + 300
+    while not lock.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(3)  # inside the shard's predict loop
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.kill()
+    proc.wait()
+    assert not shard_path(shared / "minimum", 1, 3).exists() and not (shared / "minimum" / "surface.npz").exists()
+    (merged,) = landscape(compose_cfg("landscape", [*common, "shard=1", "num_shards=3", f"landscape.out_dir={shared}"],
+                                      tmp_path / "job1"))
+    whole = landscape(compose_cfg("landscape", [*common, f"landscape.out_dir={tmp_path / 'whole'}"], tmp_path / "w"))
+    assert np.array_equal(read_npz(merged)["train/loss"], read_npz(whole[0])["train/loss"])

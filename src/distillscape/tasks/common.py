@@ -294,7 +294,8 @@ def write_hydra_record(cfg: DictConfig, out: Path) -> None:
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
-    if Path(hc.runtime.output_dir).resolve() != out.resolve():  # a study's stage: the study records it
+    app_out = OmegaConf.select(hc, "runtime.output_dir", default=None, throw_on_missing=False)
+    if app_out is None or Path(app_out).resolve() != out.resolve():  # a study's stage: the study records it
         return
     record = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
               "overrides.yaml": OmegaConf.to_yaml(list(hc.overrides.task))}
