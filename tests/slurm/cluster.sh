@@ -74,6 +74,9 @@ SlurmdTimeout=60
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
+AuthInfo=cred_expire=5
+SchedulerParameters=bf_interval=1,sched_interval=2
+SlurmctldDebug=debug2
 NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
