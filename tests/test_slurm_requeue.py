@@ -39,7 +39,9 @@ import yaml
 from conftest import compose_cfg
 from distillscape.artifacts import read_json, read_tensors
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# slow only (make test-all): three minutes of a real cluster is more than the default run can spend; it needs
+# the same cluster as the `slurm` tests
+pytestmark = [pytest.mark.slow]
 
 STEPS, PAUSE_AT, CKPT_EVERY, SNAP_EVERY = 80, 40, 10, 10
 RUN = ["dataset=digits", "arch=mlp", "distill.images_per_class=1", "seed=0", f"distill.steps={STEPS}",
