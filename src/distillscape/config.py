@@ -26,6 +26,8 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from .errors import ConfigError
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+ENVS = ("cartpole", "centipede")  # reinforcement-learning tasks (env/), the other kind of task beside datasets
+EVAL_ACTIONS = ("greedy", "sample")
 INNER_LOSSES = ("mse", "soft_ce")
 INIT_SCHEMES = ("default", "kaiming", "xavier")
 IMAGE_INITS = ("noise", "real")
@@ -158,8 +160,36 @@ class ConvNetConfig:
         _at_most("arch.depth", self.depth, 16, "deeper is not this network")
 
 
+@dataclass
+class PolicyMLPConfig:
+    """A policy network on flat observations (RL tasks): hidden layers with tanh (or relu), then action
+    logits. Built with the environment's sizes: `instantiate(arch)(obs_dim=, num_actions=)`."""
+    _target_: str = "distillscape.models.PolicyMLP"
+    _partial_: bool = True
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        if any(int(h) < 1 for h in self.hidden):
+            raise ConfigError(f"arch.hidden={list(self.hidden)} must be positive layer widths")
+        _choice("arch.activation", self.activation, ("tanh", "relu"))
+
+
+@dataclass
+class AtariActorConfig:
+    """The conv policy on stacked Atari frames (Nature-DQN torso; `width` scales its channels)."""
+    _target_: str = "distillscape.models.AtariActor"
+    _partial_: bool = True
+    width: float = 1.0
+
+    def __post_init__(self):
+        _at_least("arch.width", self.width, 0.0, strict=True)
+        _at_most("arch.width", self.width, 16.0, "wider would exhaust memory")
+
+
 ARCH_SCHEMAS = {"mlp": MLPConfig, "lenet": LeNetConfig, "simple_convnet": SimpleConvNetConfig,
-                "convnet": ConvNetConfig}
+                "convnet": ConvNetConfig, "policy_mlp": PolicyMLPConfig, "atari_actor": AtariActorConfig}
+POLICY_ARCHS = ("distillscape.models.PolicyMLP", "distillscape.models.AtariActor")
 ARCHS = tuple(s._target_ for s in ARCH_SCHEMAS.values())
 
 
@@ -325,6 +355,82 @@ class WandbLoggerConfig:
 
 
 LOGGER_SCHEMAS = {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "wandb": WandbLoggerConfig}
+
+
+# -- env/ and rl/ (reinforcement-learning tasks) -------------------------------------------------------------
+@dataclass
+class EnvConfig:
+    """A reinforcement-learning task (gymnasium): the other kind of task beside dataset/. With env set,
+    distillscape-distill distills the task into a batch of states and action targets."""
+    name: str = "cartpole"
+    game: Optional[str] = None         # Atari: the ale-py game (centipede)
+    max_episode_steps: int = 500       # CartPole-v1's limit (an episode's return is at most this)
+    frame_stack: int = 4               # Atari: frames per observation
+
+    def __post_init__(self):
+        _choice("env.name", self.name, ENVS)
+        _at_least("env.max_episode_steps", self.max_episode_steps, 1)
+        _at_most("env.max_episode_steps", self.max_episode_steps, 1_000_000, "longer is not an episode")
+        _at_least("env.frame_stack", self.frame_stack, 1)
+        if self.name != "cartpole" and not self.game:
+            raise ConfigError(f"env.game must name the ale-py game of env={self.name}")
+
+
+@dataclass
+class PPOConfig:
+    """Direct PPO training: the RL task's baseline and minimum (direct_minimum)."""
+    env_steps: int = 100_000           # environment steps in all
+    envs: int = 8
+    horizon: int = 256                 # steps per environment per rollout
+    epochs: int = 4
+    minibatches: int = 4
+    lr: float = 2.5e-3                 # Adam, decayed linearly to 0
+    ent_coef: float = 0.0
+    init_seed: int = 0
+
+    def __post_init__(self):
+        for k in ("env_steps", "envs", "horizon", "epochs", "minibatches"):
+            _count(f"rl.ppo.{k}", getattr(self, k))
+        _rate("rl.ppo.lr", self.lr)
+        _at_least("rl.ppo.ent_coef", self.ent_coef, 0.0)
+        _seed("rl.ppo.init_seed", self.init_seed)
+
+
+@dataclass
+class RLConfig:
+    """The RL outer objective of a distillation: the one-step policies act, a PPO clipped surrogate with
+    GAE advantages from a critic learned alongside is backpropagated into states, targets and rates."""
+    envs_per_init: int = 8             # environments each one-step policy acts in per outer step
+    horizon: int = 128                 # steps per environment per outer step
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 4                    # PPO epochs over each outer step's experience (clipping matters from the 2nd)
+    ent_coef: float = 0.0
+    critic_lr: float = 1e-3
+    critic_hidden: List[int] = field(default_factory=lambda: [64, 64])
+    state_init_std: float = 1.0        # the synthetic states start as N(0, std^2) noise
+    target_scale: float = 1.0          # the action targets start as one-hot x scale
+    eval_episodes: int = 10            # episodes per held-out init (fixed seeds, the same for every init)
+    eval_actions: str = "greedy"       # greedy (argmax) | sample (from softmax of the logits)
+    baseline_lrs: List[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])  # rates tried for the baselines
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self):
+        for k in ("envs_per_init", "horizon", "epochs", "eval_episodes"):
+            _count(f"rl.{k}", getattr(self, k))
+        for k in ("gamma", "gae_lambda"):
+            v = getattr(self, k)
+            if not 0 <= v <= 1:
+                raise ConfigError(f"rl.{k}={v} must be in [0, 1]")
+        _rate("rl.clip", self.clip)
+        _rate("rl.critic_lr", self.critic_lr)
+        _at_least("rl.ent_coef", self.ent_coef, 0.0)
+        _rate("rl.state_init_std", self.state_init_std)
+        _rate("rl.target_scale", self.target_scale)
+        _choice("rl.eval_actions", self.eval_actions, EVAL_ACTIONS)
+        if not self.baseline_lrs or any(not math.isfinite(v) or v <= 0 for v in self.baseline_lrs):
+            raise ConfigError(f"rl.baseline_lrs={list(self.baseline_lrs)} must be a non-empty list of positive rates")
 
 
 # -- paths/ ------------------------------------------------------------------------------------------------
@@ -534,6 +640,8 @@ class Job:
 @dataclass
 class DistillJob(Job):
     dataset: DatasetConfig = MISSING
+    env: Optional[EnvConfig] = None    # set (env=cartpole): distill an RL task instead of the dataset
+    rl: RLConfig = field(default_factory=RLConfig)
     arch: Any = MISSING
     distill: DistillConfig = MISSING
     direct: DirectConfig = MISSING
@@ -606,7 +714,7 @@ class StudyJob(Job):
 
 JOBS = {"distill": DistillJob, "train": TrainJob, "landscape": LandscapeJob, "landing": LandingJob,
         "instances": InstancesJob, "report": ReportJob, "study": StudyJob}
-GROUPS = {"dataset": DatasetConfig, "distill": DistillConfig, "direct": DirectConfig, "baseline": BaselineConfig,
+GROUPS = {"dataset": DatasetConfig, "env": EnvConfig, "distill": DistillConfig, "direct": DirectConfig, "baseline": BaselineConfig,
           "trainer": TrainerConfig, "paths": PathsConfig, "sweep": SweepConfig, "analysis": LandingConfig}
 
 

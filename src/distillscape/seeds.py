@@ -13,6 +13,10 @@ EVAL_STREAMS = {
     "test_inits": 1,           # the held-out test inits (eval_inits of them)
     "random_real_tune": 2,     # inits and batches that tune the random-real baseline's rate on val
     "random_real_test": 3,     # inits and batches of its test evaluation
+    "rl_val_episodes": 4,      # RL tasks: the episode seeds of validation
+    "rl_test_episodes": 5,     # ... of the held-out test (the same for every init and every baseline)
+    "rl_baseline_tune": 6,     # ... inits and episodes that tune the RL baselines' rates
+    "rl_baseline_batch": 7,    # ... the random states and action labels, and the PPO-visited states
 }
 
 # analysis.seed + offset: the landing analysis (distillscape-landing)

@@ -1,0 +1,192 @@
+"""Reinforcement-learning tasks: batched rollouts against one-env-at-a-time episodes, GAE and the PPO
+surrogate against hand-written loops, the hypergradient through the inner step against finite
+differences, a short cart-pole distillation, the distill job end to end, and one-line errors."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distillscape.config import DistillConfig, DistillOptimConfig, EnvConfig, RLConfig
+from distillscape.errors import ConfigError, DatasetNotFoundError
+from distillscape.inner import InitSampler, InnerLoop
+from distillscape.models import PolicyMLP
+from distillscape.params import unstack
+from distillscape.rl import (Collector, RLDistiller, VecEnv, episode_returns, episode_returns_one, gae, log_probs,
+                             ppo_surrogate, stack_forward)
+from distillscape.tasks.distill import distill
+from conftest import compose_cfg
+
+CARTPOLE = EnvConfig()
+
+
+def balancing_actor() -> PolicyMLP:
+    """A hand-set policy that pushes the cart towards where the pole falls: long episodes (up to the
+    500-step limit), so the batched path's truncation and autoreset are exercised too."""
+    net = PolicyMLP(4, 2, hidden=[4, 4])
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.net[1].weight[0] = torch.tensor([0.0, 0.1, 1.0, 0.5])   # hidden 0 ~ angle + angular velocity
+        net.net[3].weight[0, 0] = 1.0
+        net.net[5].weight[:, 0] = torch.tensor([-5.0, 5.0])          # right when it leans right
+    return net
+
+
+def test_batched_returns_of_a_policy_stack_equal_one_episode_at_a_time():
+    torch.manual_seed(0)
+    good = balancing_actor()
+    loop = InnerLoop(good)
+    stack = InitSampler(good).sample(3, seed=1)
+    stack = {k: torch.cat([dict(good.named_parameters())[k].detach().unsqueeze(0), v]) for k, v in stack.items()}
+    seeds = [0, 5, 17, 123, 99999]
+    batched = episode_returns(loop, stack, CARTPOLE, seeds)
+    assert batched.shape == (4, 5)
+    for m in range(4):
+        net = PolicyMLP(4, 2, hidden=[4, 4])
+        net.load_state_dict(unstack(stack, m))
+        assert batched[m].tolist() == episode_returns_one(net, CARTPOLE, seeds), m
+    assert batched[0].max() >= 200 and batched[1:].max() < 200   # the hand-set policy balances, random ones do not
+
+
+def test_cartpole_start_states_are_gymnasiums_own():
+    import gymnasium
+    venv = VecEnv(CARTPOLE, 3)
+    obs = venv.reset([3, 4, 5])
+    one = gymnasium.make("CartPole-v1")
+    for i, s in enumerate([3, 4, 5]):
+        assert np.array_equal(obs[i], one.reset(seed=s)[0])
+
+
+def test_forward_stack_equals_vmapped_forward():
+    net = PolicyMLP(4, 3, hidden=[7, 5], activation="relu")
+    loop = InnerLoop(net)
+    stack = InitSampler(net).sample(4, seed=0)
+    x = torch.randn(4, 9, 4)
+    from torch.func import vmap
+    torch.testing.assert_close(stack_forward(loop)(stack, x), vmap(loop.forward, in_dims=(0, 0))(stack, x))
+
+
+def test_gae_equals_a_hand_written_loop():
+    gen = torch.Generator().manual_seed(0)
+    m, t, e = 2, 9, 3
+    rewards, values, nxt = (torch.rand(m, t, e, generator=gen, dtype=torch.float64) for _ in range(3))
+    term = torch.rand(m, t, e, generator=gen) < 0.15
+    done = term | (torch.rand(m, t, e, generator=gen) < 0.1)
+    gamma, lam = 0.97, 0.9
+    got = gae(rewards, values, nxt, term, done, gamma, lam)
+    for i in range(m):
+        for j in range(e):
+            a = 0.0
+            for k in reversed(range(t)):
+                nv = 0.0 if term[i, k, j] else nxt[i, k, j].item()
+                delta = rewards[i, k, j].item() + gamma * nv - values[i, k, j].item()
+                a = delta + (0.0 if done[i, k, j] else gamma * lam * a)
+                assert math.isclose(got[i, k, j].item(), a, rel_tol=1e-12, abs_tol=1e-12)
+
+
+def test_ppo_surrogate_equals_a_hand_computed_clipped_loss():
+    gen = torch.Generator().manual_seed(1)
+    new, old = torch.randn(2, 50, generator=gen) * 0.3, torch.randn(2, 50, generator=gen) * 0.3
+    adv = torch.randn(2, 50, generator=gen)
+    mask = torch.rand(2, 50, generator=gen) > 0.2
+    got = ppo_surrogate(new, old, adv, 0.2, mask)
+    for i in range(2):
+        terms = []
+        for n in range(50):
+            if not mask[i, n]:
+                continue
+            r = math.exp(new[i, n].item() - old[i, n].item())
+            a = adv[i, n].item()
+            terms.append(min(r * a, min(max(r, 0.8), 1.2) * a))
+        assert math.isclose(got[i].item(), -sum(terms) / len(terms), rel_tol=1e-5)
+    # unclipped at ratio 1: the policy gradient's estimate, -mean(A)
+    assert torch.allclose(ppo_surrogate(old, old, adv, 0.2), -adv.mean(-1))
+
+
+def test_hypergradient_through_the_inner_step_agrees_with_finite_differences():
+    """d(PPO surrogate of the one-step policies)/d(states, targets, log rates), by autograd through the
+    vmapped inner step, against central differences (float64, a tiny policy, a fixed experience batch)."""
+    torch.manual_seed(0)
+    net = PolicyMLP(4, 2, hidden=[3]).double()
+    loop = InnerLoop(net, "mse")
+    inits = {k: v.double() for k, v in InitSampler(net).sample(2, seed=0).items()}
+    gen = torch.Generator().manual_seed(2)
+    obs = torch.randn(2, 12, 4, generator=gen, dtype=torch.float64)
+    actions = torch.randint(2, (2, 12), generator=gen)
+    old = torch.log(torch.full((2, 12), 0.5, dtype=torch.float64)) + 0.05 * torch.randn(2, 12, generator=gen, dtype=torch.float64)
+    adv = torch.randn(2, 12, generator=gen, dtype=torch.float64)
+    states = torch.randn(4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    targets = torch.randn(4, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    log_lrs = torch.full((1, 4), math.log(0.3), dtype=torch.float64, requires_grad=True)
+
+    def loss(s, y, ll):
+        landed = loop.run_stack(inits, s, y, ll.exp())
+        return ppo_surrogate(log_probs(loop, landed, obs, actions)[0], old, adv, 0.2).mean()
+
+    grads = torch.autograd.grad(loss(states, targets, log_lrs), [states, targets, log_lrs])
+    eps = 1e-6
+    for which, g in enumerate(grads):
+        for idx in [(0, 0), (1, 1), (3, 0)] if which < 2 else [(0, 0), (0, 3)]:
+            args = [states.detach().clone(), targets.detach().clone(), log_lrs.detach().clone()]
+            args[which][idx] += eps
+            up = loss(*args).item()
+            args[which][idx] -= 2 * eps
+            down = loss(*args).item()
+            fd = (up - down) / (2 * eps)
+            assert math.isclose(g[idx].item(), fd, rel_tol=1e-4, abs_tol=1e-8), (which, idx, g[idx].item(), fd)
+
+
+def test_short_cartpole_distillation_lifts_one_step_return_far_above_random():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    s = DistillConfig(images_per_class=8, lr_init=0.1, inits_per_step=8,
+                      optim=DistillOptimConfig(lr_images=0.01, lr_labels=0.01, lr_lrs=0.01))
+    rl = RLConfig(envs_per_init=8, horizon=128)
+    d = RLDistiller(PolicyMLP(4, 2), PolicyMLP(4, 1), (4,), 2, s, rl)
+    inits = d.sampler.sample(20, seed=77)
+
+    def held_out() -> float:
+        landed = {k: v.detach() for k, v in d.land(inits).items()}
+        return episode_returns(d.loop, landed, CARTPOLE, list(range(3))).mean().item()
+
+    before = held_out()
+    collector = Collector(CARTPOLE, 8, 8, 0)
+    opt = d.optimizer()
+    for _ in range(50):
+        d.outer_step(collector, opt)
+    after = held_out()
+    assert before < 30, before    # noise states, one small step: about a random policy (~20)
+    assert after > 3 * before and after > 75, (before, after)
+    assert not torch.allclose(d.lrs, torch.full_like(d.lrs, 0.1))
+
+
+def test_distill_job_on_cartpole_writes_the_artifact_and_the_metric_names(tmp_path):
+    cfg = compose_cfg("distill", ["experiment=cartpole", "logger=none", "distill.steps=6", "distill.val_every=3",
+                                  "distill.val_inits=3", "distill.eval_inits=5", "rl.ppo.env_steps=2048",
+                                  "rl.eval_episodes=2", "rl.baseline_lrs=[0.1,1.0]"], tmp_path)
+    m = distill(cfg)
+    for k in ("test/onestep_return_mean", "test/onestep_return_std", "direct/return_mean", "random_states/return_mean",
+              "ppo_states/return_mean", "test/onestep_return_min", "test/onestep_return_max"):
+        assert k in m and math.isfinite(m[k]), k
+    assert m["test/onestep_inits"] == 5 and 8 <= m["test/onestep_return_mean"] <= 500
+    assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(m)
+    meta = json.loads((tmp_path / "distilled.json").read_text())
+    assert meta["kind"] == "rl" and meta["env"] == "cartpole" and meta["image_shape"] == [4]
+    for f in ("distilled.safetensors", "direct_minimum.safetensors", "direct_critic.safetensors"):
+        assert (tmp_path / f).exists(), f
+
+
+def test_bad_rl_inputs_get_one_line_errors(tmp_path):
+    with pytest.raises(ConfigError, match="env"):
+        compose_cfg("distill", ["env=pong"], tmp_path)
+    with pytest.raises(ConfigError, match="env.name"):
+        EnvConfig(name="pong")
+    cfg = compose_cfg("distill", ["env=cartpole", "arch=simple_convnet", "logger=none"], tmp_path)
+    with pytest.raises(ConfigError, match="arch=policy_mlp"):
+        distill(cfg)
+    with pytest.raises(DatasetNotFoundError, match="ale-py|ROM"):
+        VecEnv(EnvConfig(name="centipede", game="no_such_game"), 1)
