@@ -190,3 +190,64 @@ def test_bad_rl_inputs_get_one_line_errors(tmp_path):
         distill(cfg)
     with pytest.raises(DatasetNotFoundError, match="ale-py|ROM"):
         VecEnv(EnvConfig(name="centipede", game="no_such_game"), 1)
+
+
+# -- RL cost surfaces ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory):
+    """A few-step cart-pole distillation run directory (distilled.*, direct_minimum.*, the critics)."""
+    out = tmp_path_factory.mktemp("cartpole_run")
+    distill(compose_cfg("distill", ["experiment=cartpole", "logger=none", "distill.steps=4", "distill.val_every=4",
+                                    "distill.val_inits=2", "distill.eval_inits=3", "rl.ppo.env_steps=8192",
+                                    "rl.eval_episodes=2", "rl.baseline_lrs=[0.3]"], out))
+    return out
+
+
+def run_landscape(run_dir, out, overrides):
+    from distillscape.tasks.landscape import landscape
+    return landscape(compose_cfg("landscape", [f"distilled={run_dir}", "logger=none", *overrides], out))
+
+
+def test_rl_surfaces_match_point_by_point_episodes_and_losses(cartpole_run, tmp_path):
+    from distillscape.config import LandscapeConfig, settings
+    from distillscape.landscape import read_npz
+    from distillscape.params import unflatten
+    from distillscape.rl import episode_seeds
+    from distillscape.run import Run
+    from distillscape.tasks.landscape import RunPoints, rl_experience_cost
+
+    overrides = ["experiment=rl_surfaces_2x2", "sweep.costs=[episode_return,ppo_loss,distilled]",
+                 "sweep.resolution=[3,3]", "landscape.episodes=3", "landscape.experience_steps=256"]
+    (path,) = [p for p in run_landscape(cartpole_run, tmp_path, overrides) if p.parent.name == "minimum"]
+    surface = read_npz(path)
+    assert {"episode/return", "ppo/loss", "distilled/loss"} <= set(surface)
+    # the slow path at every grid point: load the point into a net, one episode after another; the PPO loss by hand
+    s = settings(compose_cfg("landscape", [f"distilled={cartpole_run}", *overrides], tmp_path))
+    run = Run.open(cartpole_run)
+    pts = RunPoints(run, s.landscape)
+    cost = rl_experience_cost(s, run, pts, "minimum")
+    from distillscape.artifacts import read_tensors
+    t = read_tensors(path.parent / "directions.safetensors")
+    a0, a1 = surface["axis0"], surface["axis1"]
+    seeds = episode_seeds(s.landscape.episode_seed, s.landscape.episodes)
+    for i in range(3):
+        for j in range(3):
+            vec = t["centre"] + a0[i] * t["directions"][0] + a1[j] * t["directions"][1]
+            net = run.net()
+            net.load_state_dict(unflatten(vec.float(), pts.swept))
+            want = np.mean(episode_returns_one(net, CARTPOLE, seeds))
+            assert surface["episode/return"][i, j] == want, (i, j)
+            with torch.no_grad():
+                logp = torch.log_softmax(net(cost.obs), -1).gather(-1, cost.actions.unsqueeze(-1)).squeeze(-1)
+            r = torch.exp(logp - cost.logp_old)
+            hand = -torch.minimum(r * cost.adv, r.clamp(0.8, 1.2) * cost.adv).mean().item()
+            assert surface["ppo/loss"][i, j] == pytest.approx(hand, rel=1e-4, abs=1e-6)
+
+
+def test_dataset_and_rl_runs_refuse_each_others_costs(cartpole_run, tmp_path):
+    from conftest import REPO
+    dataset_run = REPO / "tests" / "data" / "run_v0_1"
+    with pytest.raises(ConfigError, match="are RL costs.*distillscape-distill experiment=cartpole"):
+        run_landscape(dataset_run, tmp_path / "a", ["experiment=rl_surfaces_2x2"])
+    with pytest.raises(ConfigError, match="measure a dataset.*RL task cartpole"):
+        run_landscape(cartpole_run, tmp_path / "b", ["experiment=surfaces_2x2"])

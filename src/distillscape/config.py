@@ -36,7 +36,9 @@ INIT_MODES = ("random", "fixed")
 BATCHINGS = ("auto", "vmap", "loop")
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
-SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets")
+SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
+RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
+DATASET_COSTS = ("train", "test", "train_subsets")
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
 STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report")
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
@@ -498,6 +500,11 @@ class LandscapeConfig:
     subset_sizes: List[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 55000])  # cost train_subsets: nested random subsets
     subset_seed: int = 0
     random_batch_seed: int = 0         # cost random_batch: the noise batch of the sanity check
+    episodes: int = 10                 # cost episode_return: episodes per point (the same seeds at every point)
+    episode_seed: int = 0              # ... their seeds' base
+    experience_steps: int = 2048       # cost ppo_loss: samples of the static experience set (the centre policy's)
+    experience_envs: int = 10          # ... environments it is gathered in
+    experience_seed: int = 0
 
     def __post_init__(self):
         _choice("landscape.batching", self.batching, LANDSCAPE_BATCHINGS)
@@ -508,6 +515,10 @@ class LandscapeConfig:
         _seed("landscape.init_seed", self.init_seed)
         _seed("landscape.subset_seed", self.subset_seed)
         _seed("landscape.random_batch_seed", self.random_batch_seed)
+        for k in ("episodes", "experience_steps", "experience_envs"):
+            _count(f"landscape.{k}", getattr(self, k))
+        _seed("landscape.episode_seed", self.episode_seed)
+        _seed("landscape.experience_seed", self.experience_seed)
         if any(n < 1 for n in self.subset_sizes):
             raise ConfigError(f"landscape.subset_sizes={list(self.subset_sizes)} must be positive sizes")
 

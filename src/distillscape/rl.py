@@ -117,26 +117,34 @@ def choose(logits: torch.Tensor, greedy: bool, gen: torch.Generator | None = Non
 
 
 @torch.no_grad()
-def episode_returns(loop: InnerLoop, stack: Params, env: EnvConfig, seeds: list[int], greedy: bool = True,
-                    sample_seed: int = 0, venv: VecEnv | None = None) -> torch.Tensor:
-    """Return [M, E] of the first episode of every policy of the stack from every seed (the same seeds
-    for every policy): all M x E episodes step together, until every one of them has ended."""
-    m, e = stack_len(stack), len(seeds)
+def rollout_returns(forward_each: Callable[[torch.Tensor], torch.Tensor], m: int, env: EnvConfig, seeds: list[int],
+                    greedy: bool = True, sample_seed: int = 0, device=None, max_steps: int | None = None,
+                    venv: VecEnv | None = None) -> torch.Tensor:
+    """Return [m, E] of the first episode of each of m policies from every seed (the same seeds for
+    every policy): all m x E episodes step together until every one has ended. `forward_each(obs)` maps
+    observations [m, E, ...] (policy i's on row i) to action logits [m, E, A]."""
+    e = len(seeds)
     venv = venv or VecEnv(env, m * e)
     obs = venv.reset(np.tile(np.asarray(seeds), m))
-    forward = stack_forward(loop)
     gen = torch.Generator().manual_seed(sample_seed)
     returns = np.zeros(m * e, dtype=np.float64)
     alive = np.ones(m * e, dtype=bool)
-    for _ in range(env.max_episode_steps):
-        x = to_input(obs, env).view(m, e, *venv.obs_shape)
-        actions = choose(forward(stack, x), greedy, gen).reshape(-1).numpy()
+    for _ in range(max_steps or env.max_episode_steps):
+        x = to_input(obs, env).view(m, e, *venv.obs_shape).to(device)
+        actions = choose(forward_each(x).cpu(), greedy, gen).reshape(-1).numpy()
         obs, reward, term, trunc = venv.step(actions)
         returns += reward * alive
         alive &= ~(term | trunc)
         if not alive.any():
             break
     return torch.from_numpy(returns).view(m, e)
+
+
+def episode_returns(loop: InnerLoop, stack: Params, env: EnvConfig, seeds: list[int], greedy: bool = True,
+                    sample_seed: int = 0) -> torch.Tensor:
+    """`rollout_returns` of every policy of a parameter stack: [M, E]."""
+    forward = stack_forward(loop)
+    return rollout_returns(lambda x: forward(stack, x), stack_len(stack), env, seeds, greedy, sample_seed)
 
 
 @torch.no_grad()
