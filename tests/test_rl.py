@@ -251,3 +251,29 @@ def test_dataset_and_rl_runs_refuse_each_others_costs(cartpole_run, tmp_path):
         run_landscape(dataset_run, tmp_path / "a", ["experiment=rl_surfaces_2x2"])
     with pytest.raises(ConfigError, match="measure a dataset.*RL task cartpole"):
         run_landscape(cartpole_run, tmp_path / "b", ["experiment=surfaces_2x2"])
+
+
+def test_landing_analysis_of_an_rl_run(cartpole_run, tmp_path):
+    from distillscape.params import unstack
+    from distillscape.rl import episode_seeds
+    from distillscape.run import Run
+    from distillscape.seeds import seed_for
+    from distillscape.tasks.landing import landing
+
+    cfg = compose_cfg("landing", [f"distilled={cartpole_run}", "logger=none", "analysis.inits=3", "analysis.polish_inits=1",
+                                  "analysis.polish_steps=16", "analysis.barrier_points=3"], tmp_path)
+    summary = landing(cfg)
+    st = summary["kinds"]["distilled"]
+    assert summary["kind"] == "rl" and st["landing_return"]["n"] == 3 and st["polish_return_gained"]["n"] == 1
+    assert st["barrier_return"]["min"] >= 0 and st["step_norm"]["min"] > 0
+    # the landings' returns, one landing and one episode at a time
+    run = Run.open(cartpole_run)
+    landed = run.land(run.sampler().sample(3, seed=cfg.analysis.init_seed))
+    seeds = episode_seeds(seed_for(cfg.analysis.seed, "analysis", "rl_episodes"), summary["episodes_per_policy"])
+    slow = []
+    for i in range(3):
+        net = run.net()
+        net.load_state_dict(unstack(landed, i))
+        slow.append(np.mean(episode_returns_one(net, CARTPOLE, seeds)))
+    assert st["landing_return"]["mean"] == pytest.approx(np.mean(slow), rel=1e-12)
+    assert (tmp_path / "landing_stats.json").exists()

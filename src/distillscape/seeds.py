@@ -28,6 +28,9 @@ ANALYSIS_STREAMS = {
     "random_real_tune": 10,    # tuning the random-real kind's rate
     "random_real_batches": 11, # the random-real kind's batches
     "random_synthetic": 12,    # the random-synthetic kind's noise batches and labels
+    "rl_episodes": 13,         # RL runs: the episode seeds every policy is measured on
+    "rl_experience": 14,       # ... the static experience set of the PPO loss (the PPO minimum acting)
+    "rl_polish": 15,           # ... the PPO polish from the landings
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}
