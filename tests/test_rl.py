@@ -277,3 +277,17 @@ def test_landing_analysis_of_an_rl_run(cartpole_run, tmp_path):
         slow.append(np.mean(episode_returns_one(net, CARTPOLE, seeds)))
     assert st["landing_return"]["mean"] == pytest.approx(np.mean(slow), rel=1e-12)
     assert (tmp_path / "landing_stats.json").exists()
+
+
+def test_centipede_runs_end_to_end_at_a_tiny_size(tmp_path):
+    pytest.importorskip("ale_py")
+    cfg = compose_cfg("distill", [
+        "experiment=centipede", "logger=none", "arch.width=0.25", "env.max_episode_steps=12", "distill.steps=2",
+        "distill.val_every=2", "distill.inits_per_step=2", "distill.val_inits=1", "distill.eval_inits=2",
+        "rl.envs_per_init=2", "rl.horizon=6", "rl.epochs=1", "rl.eval_episodes=1", "rl.baseline_lrs=[0.01]",
+        "rl.ppo.env_steps=64", "rl.ppo.envs=2", "rl.ppo.horizon=16", "rl.ppo.epochs=1", "rl.ppo.minibatches=2"], tmp_path)
+    m = distill(cfg)
+    for k in ("test/onestep_return_mean", "test/onestep_return_std", "direct/return_mean", "random_states/return_mean"):
+        assert k in m and math.isfinite(m[k]), k
+    meta = json.loads((tmp_path / "distilled.json").read_text())
+    assert meta["env"] == "centipede" and meta["image_shape"] == [4, 84, 84] and meta["num_classes"] == 18

@@ -391,7 +391,8 @@ class PPOConfig:
     init_seed: int = 0
 
     def __post_init__(self):
-        for k in ("env_steps", "envs", "horizon", "epochs", "minibatches"):
+        _at_least("rl.ppo.env_steps", self.env_steps, 1)   # streamed, not held: no memory bound
+        for k in ("envs", "horizon", "epochs", "minibatches"):
             _count(f"rl.ppo.{k}", getattr(self, k))
         _rate("rl.ppo.lr", self.lr)
         _at_least("rl.ppo.ent_coef", self.ent_coef, 0.0)

@@ -66,7 +66,7 @@ class VecEnv:
             u = self.env.unwrapped
             u.state = cartpole_starts(seeds)
             return u.state.T.astype(np.float32)
-        obs, _ = self.env.reset(seed=[int(s) for s in seeds])
+        obs, _ = self.env.reset(seed=np.asarray(seeds, dtype=np.int64))
         return np.asarray(obs)
 
     def step(self, actions: np.ndarray):
