@@ -291,3 +291,17 @@ def test_centipede_runs_end_to_end_at_a_tiny_size(tmp_path):
         assert k in m and math.isfinite(m[k]), k
     meta = json.loads((tmp_path / "distilled.json").read_text())
     assert meta["env"] == "centipede" and meta["image_shape"] == [4, 84, 84] and meta["num_classes"] == 18
+
+
+def test_orthogonal_init_scheme():
+    """The RL actors' init: orthogonal weights (gain sqrt 2), the output layer's gain 0.01, zero biases."""
+    from distillscape.models import init_parameters_
+    torch.manual_seed(0)
+    net = init_parameters_(PolicyMLP(4, 2, hidden=[16, 16]), "orthogonal")
+    w1, w2, w3 = net.net[1].weight, net.net[3].weight, net.net[5].weight
+    torch.testing.assert_close(w1.T @ w1, 2 * torch.eye(4), atol=1e-5, rtol=0)       # columns orthogonal (16 x 4)
+    torch.testing.assert_close(w2 @ w2.T, 2 * torch.eye(16), atol=1e-5, rtol=0)
+    torch.testing.assert_close(w3 @ w3.T, 1e-4 * torch.eye(2), atol=1e-8, rtol=0)
+    assert all(not b.any() for n, b in net.named_parameters() if n.endswith("bias"))
+    other = init_parameters_(PolicyMLP(4, 2, hidden=[16, 16]), "orthogonal")
+    assert not torch.equal(other.net[1].weight, w1)   # random draws, not a fixed init

@@ -29,7 +29,7 @@ DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 ENVS = ("cartpole", "centipede")  # reinforcement-learning tasks (env/), the other kind of task beside datasets
 EVAL_ACTIONS = ("greedy", "sample")
 INNER_LOSSES = ("mse", "soft_ce")
-INIT_SCHEMES = ("default", "kaiming", "xavier")
+INIT_SCHEMES = ("default", "kaiming", "xavier", "orthogonal")
 IMAGE_INITS = ("noise", "real")
 LABEL_MODES = ("soft", "onehot")
 INIT_MODES = ("random", "fixed")
@@ -40,7 +40,7 @@ SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train
 RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
 DATASET_COSTS = ("train", "test", "train_subsets")
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
-STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report")
+STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report", "none")  # none: the stage is left out
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything seeds numpy too) are 32-bit
 # More than this many held-out inits, grid points or landings is a typo, not a study: refused before

@@ -131,6 +131,18 @@ def init_parameters_(net: nn.Module, scheme: str = "default") -> nn.Module:
     """Re-draw every parameter of `net` in place from the given scheme, using torch's global RNG."""
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; allowed: {', '.join(INIT_SCHEMES)}")
+    if scheme == "orthogonal":  # the RL policies' init (the reference study's cart-pole actor): orthogonal
+        # weights, gain sqrt(2) (ReLU/tanh layers), the output layer's gain 0.01 so an init's own actions are
+        # near uniform; zero biases
+        layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        for m in layers:
+            nn.init.orthogonal_(m.weight, gain=0.01 if m is layers[-1] else math.sqrt(2))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for m in net.modules():
+            if not isinstance(m, (nn.Linear, nn.Conv2d)) and hasattr(m, "reset_parameters") and m is not net:
+                m.reset_parameters()
+        return net
     for m in net.modules():
         if scheme == "default" or not isinstance(m, (nn.Linear, nn.Conv2d)):
             if hasattr(m, "reset_parameters") and m is not net:

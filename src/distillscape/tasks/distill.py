@@ -200,7 +200,8 @@ def rl_direct_baseline(cfg: DictConfig, s: DistillJob, out: Path, seeds: list[in
         info = {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("ppo/")}
     else:
         torch.manual_seed(p.init_seed)
-        init_parameters_(actor)
+        init_parameters_(actor, s.distill.init_scheme)
+        init_parameters_(critic, s.distill.init_scheme)
         t0 = time.perf_counter()
         info = train_ppo(actor, critic, s.env, p.env_steps, envs=p.envs, horizon=p.horizon, epochs=p.epochs,
                          minibatches=p.minibatches, lr=p.lr, gamma=s.rl.gamma, lam=s.rl.gae_lambda, clip=s.rl.clip,
