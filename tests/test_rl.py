@@ -16,7 +16,7 @@ from distillscape.inner import InitSampler, InnerLoop
 from distillscape.models import PolicyMLP
 from distillscape.params import unstack
 from distillscape.rl import (Collector, RLDistiller, VecEnv, episode_returns, episode_returns_one, gae, log_probs,
-                             ppo_surrogate, stack_forward)
+                             one_thread, ppo_surrogate, stack_forward)
 from distillscape.tasks.distill import distill
 from conftest import compose_cfg
 
@@ -140,9 +140,9 @@ def test_hypergradient_through_the_inner_step_agrees_with_finite_differences():
             assert math.isclose(g[idx].item(), fd, rel_tol=1e-4, abs_tol=1e-8), (which, idx, g[idx].item(), fd)
 
 
+@one_thread()
 def test_short_cartpole_distillation_lifts_one_step_return_far_above_random():
     torch.manual_seed(0)
-    torch.set_num_threads(1)
     s = DistillConfig(images_per_class=8, lr_init=0.1, inits_per_step=8,
                       optim=DistillOptimConfig(lr_images=0.01, lr_labels=0.01, lr_lrs=0.01))
     rl = RLConfig(envs_per_init=8, horizon=128)

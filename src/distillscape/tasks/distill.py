@@ -22,7 +22,7 @@ from ..direct import load_direct_minimum, save_direct_minimum
 from ..distill import DistillModule
 from ..inner import InitSampler, InnerLoop
 from ..models import AtariActor, PolicyMLP, init_parameters_
-from ..rl import (Collector, RLDistiller, VecEnv, action_targets, episode_returns, episode_seeds, one_step_baseline,
+from ..rl import (Collector, RLDistiller, VecEnv, action_targets, one_thread, episode_returns, episode_seeds, one_step_baseline,
                   onestep_returns, train_ppo, visited_states)
 from ..seeds import seed_for
 from ..stats import flat_summary
@@ -268,13 +268,11 @@ def rl_summary_table(s: DistillJob, m: dict[str, float], n: int) -> Table:
     return t
 
 
+@one_thread()
 def distill_rl(cfg: DictConfig, s: DistillJob, out: Path) -> dict[str, float]:
     """distillscape-distill on an RL task: the PPO baseline, the distillation (RL outer objective), the
     held-out test and the baselines; writes the usual run directory (distilled.*, direct_minimum.*,
     metrics.json)."""
-    # The policies are tiny: their ops are far too small to share among threads, and a second thread only
-    # waits on a machine whose cores are busy (64 ms instead of 0.1 ms per step on a loaded 2-core box).
-    torch.set_num_threads(1)
     d, rl = s.distill, s.rl
     test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
     ppo_actor, direct = rl_direct_baseline(cfg, s, out, test_seeds)

@@ -25,7 +25,7 @@ from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
 from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
 from ..params import detached, stack_len
-from ..rl import Collector, episode_returns, episode_seeds, log_probs, ppo_batch, ppo_surrogate, train_ppo
+from ..rl import Collector, episode_returns, episode_seeds, log_probs, one_thread, ppo_batch, ppo_surrogate, train_ppo
 from ..plots import trajectory_figure
 from ..resume import finished, fingerprint, mark_finished
 from ..run import Run
@@ -204,11 +204,11 @@ def landing(cfg: DictConfig) -> dict:
 
 
 # -- an RL run -------------------------------------------------------------------------------------------------
+@one_thread()  # tiny policies (rl.one_thread)
 def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
     """The landing analysis of an RL run: episode return and PPO loss at the inits, their one-step
     landings and the PPO minimum; PPO polish from the first landings (distance moved relative to the
     step, return gained); the return barrier on the straight line landing -> PPO minimum."""
-    torch.set_num_threads(1)  # tiny policies: see tasks/distill.distill_rl
     a, env = s.analysis, run.env()
     rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
     greedy = rl.eval_actions == "greedy"

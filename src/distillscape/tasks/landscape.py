@@ -12,6 +12,7 @@ and whichever run finds all shards present merges them.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from ..config import (DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeConfig, Lan
                       as_settings, settings)
 from ..costs import Cost, CrossEntropyCost, EpisodeReturnCost, InnerLossCost, PPOLossCost
 from ..inner import InnerLoop
-from ..rl import Collector, episode_seeds, ppo_batch
+from ..rl import Collector, episode_seeds, one_thread, ppo_batch
 from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane, swept_state)
@@ -318,8 +319,12 @@ def landscape(cfg: DictConfig) -> list[Path]:
     L.seed_everything(s.seed, workers=True, verbose=False)
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
-    if run.is_rl:
-        torch.set_num_threads(1)  # tiny policies: see tasks/distill.distill_rl
+    with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)
+        return sweep_run(cfg, s, run)
+
+
+def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
+    """The surfaces of an opened run: its points, the shared directions, the costs, one surface per centre."""
     dm = None if run.is_rl else run.datamodule(s.dataset)
     pts = RunPoints(run, s.landscape, s.sweep.buffers)
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
