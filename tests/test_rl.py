@@ -209,7 +209,7 @@ def run_landscape(run_dir, out, overrides):
 
 
 def test_rl_surfaces_match_point_by_point_episodes_and_losses(cartpole_run, tmp_path):
-    from distillscape.config import LandscapeConfig, settings
+    from distillscape.config import settings
     from distillscape.landscape import read_npz
     from distillscape.params import unflatten
     from distillscape.rl import episode_seeds

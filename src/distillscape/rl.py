@@ -27,7 +27,7 @@ from torch.func import vmap
 
 from .config import EnvConfig
 from .errors import ConfigError, DatasetNotFoundError
-from .inner import InnerLoop
+from .inner import InitSampler, InnerLoop, param_names
 from .params import Params, stack_len
 
 @contextmanager
@@ -400,7 +400,6 @@ class RLDistiller(nn.Module):
     def __init__(self, actor: nn.Module, critic: nn.Module, obs_shape: tuple[int, ...], num_actions: int,
                  settings, rl):
         super().__init__()
-        from .inner import InitSampler
         self.s, self.rl = settings, rl
         self.loop = InnerLoop(actor, "mse")
         self.sampler = InitSampler(actor, settings.init_scheme)
@@ -413,7 +412,6 @@ class RLDistiller(nn.Module):
             self.targets = nn.Parameter(targets)
         else:
             self.register_buffer("targets", targets)
-        from .inner import param_names
         groups = len(param_names(actor)) if settings.lr_per_param else 1
         self.log_lrs = nn.Parameter(torch.full((settings.inner_steps, groups), math.log(settings.lr_init)))
 
