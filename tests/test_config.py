@@ -47,7 +47,7 @@ def test_every_dataset_and_arch_runs_fast_dev_run(tmp_path, tiny_data_root, data
     ("distill.images_per_class=-1", "distill.images_per_class=-1 must be >= 1"),
     ("distill.label_mode=fuzzy", "choose one of: soft, onehot"),
     ("distill.inner_loss=l1", "choose one of: mse, soft_ce"),
-    ("distill.init_scheme=orthogonal", "choose one of: default, kaiming, xavier"),
+    ("distill.init_scheme=uniform", "choose one of: default, kaiming, xavier, orthogonal"),
     ("dataset.name=svhn", "choose one of: digits, mnist, fashion_mnist, cifar10"),
     ("distill.lr_init=0", "distill.lr_init=0.0 must be > 0"),
     ("distill.steps=many", "distill.steps"),
