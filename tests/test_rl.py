@@ -305,3 +305,15 @@ def test_orthogonal_init_scheme():
     assert all(not b.any() for n, b in net.named_parameters() if n.endswith("bias"))
     other = init_parameters_(PolicyMLP(4, 2, hidden=[16, 16]), "orthogonal")
     assert not torch.equal(other.net[1].weight, w1)   # random draws, not a fixed init
+
+
+def test_a_saved_ppo_minimum_is_reused_not_retrained(cartpole_run, tmp_path):
+    from distillscape.artifacts import read_tensors
+    first = json.loads((cartpole_run / "metrics.json").read_text())
+    m = distill(compose_cfg("distill", ["experiment=cartpole", "logger=none", "distill.steps=2", "distill.val_every=2",
+                                        "distill.val_inits=2", "distill.eval_inits=3", f"direct.checkpoint={cartpole_run}",
+                                        "rl.eval_episodes=2", "rl.baseline_lrs=[0.3]"], tmp_path))
+    assert m["direct/return_mean"] == first["direct/return_mean"] and m["ppo/env_steps"] == first["ppo/env_steps"]
+    for f in ("direct_minimum.safetensors", "direct_critic.safetensors"):
+        a, b = read_tensors(cartpole_run / f), read_tensors(tmp_path / f)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
