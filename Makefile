@@ -28,6 +28,8 @@ test-all: setup
 bench: setup
 	$(BIN)/python bench/bench_distill.py
 	$(BIN)/python bench/bench_landscape.py
+	$(BIN)/python bench/bench_rl_distill.py
+	$(BIN)/python bench/bench_rl_landscape.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

@@ -47,7 +47,7 @@ def test_every_dataset_and_arch_runs_fast_dev_run(tmp_path, tiny_data_root, data
     ("distill.images_per_class=-1", "distill.images_per_class=-1 must be >= 1"),
     ("distill.label_mode=fuzzy", "choose one of: soft, onehot"),
     ("distill.inner_loss=l1", "choose one of: mse, soft_ce"),
-    ("distill.init_scheme=orthogonal", "choose one of: default, kaiming, xavier"),
+    ("distill.init_scheme=uniform", "choose one of: default, kaiming, xavier, orthogonal"),
     ("dataset.name=svhn", "choose one of: digits, mnist, fashion_mnist, cifar10"),
     ("distill.lr_init=0", "distill.lr_init=0.0 must be > 0"),
     ("distill.steps=many", "distill.steps"),
@@ -107,7 +107,9 @@ def test_logger_options_write_their_files(tmp_path, logger, expected):
 EXPERIMENT_TASKS = {"mnist_onestep": "distill", "sweep_distill": "distill", "surfaces_2x2": "landscape",
                     "plane_minima": "landscape", "surface_evolution": "landscape", "surface_subsets": "landscape",
                     "sweep_landscape_shards": "landscape", "landing_stats": "landing", "study_digits": "study",
-                    "study_mnist": "study"}
+                    "study_mnist": "study", "cartpole": "distill",
+                    "centipede": "distill", "rl_surfaces_2x2": "landscape", "rl_return_surfaces": "landscape",
+                    "rl_init_space": "landscape", "study_cartpole": "study"}
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENT_TASKS))

@@ -26,17 +26,21 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from .errors import ConfigError
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
+ENVS = ("cartpole", "centipede")  # reinforcement-learning tasks (env/), the other kind of task beside datasets
+EVAL_ACTIONS = ("greedy", "sample")
 INNER_LOSSES = ("mse", "soft_ce")
-INIT_SCHEMES = ("default", "kaiming", "xavier")
+INIT_SCHEMES = ("default", "kaiming", "xavier", "orthogonal")
 IMAGE_INITS = ("noise", "real")
 LABEL_MODES = ("soft", "onehot")
 INIT_MODES = ("random", "fixed")
 BATCHINGS = ("auto", "vmap", "loop")
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
-SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets")
+SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
+RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
+DATASET_COSTS = ("train", "test", "train_subsets")
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
-STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report")
+STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report", "none")  # none: the stage is left out
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything seeds numpy too) are 32-bit
 # More than this many held-out inits, grid points or landings is a typo, not a study: refused before
@@ -158,8 +162,36 @@ class ConvNetConfig:
         _at_most("arch.depth", self.depth, 16, "deeper is not this network")
 
 
+@dataclass
+class PolicyMLPConfig:
+    """A policy network on flat observations (RL tasks): hidden layers with tanh (or relu), then action
+    logits. Built with the environment's sizes: `instantiate(arch)(obs_dim=, num_actions=)`."""
+    _target_: str = "distillscape.models.PolicyMLP"
+    _partial_: bool = True
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+
+    def __post_init__(self):
+        if any(int(h) < 1 for h in self.hidden):
+            raise ConfigError(f"arch.hidden={list(self.hidden)} must be positive layer widths")
+        _choice("arch.activation", self.activation, ("tanh", "relu"))
+
+
+@dataclass
+class AtariActorConfig:
+    """The conv policy on stacked Atari frames (Nature-DQN torso; `width` scales its channels)."""
+    _target_: str = "distillscape.models.AtariActor"
+    _partial_: bool = True
+    width: float = 1.0
+
+    def __post_init__(self):
+        _at_least("arch.width", self.width, 0.0, strict=True)
+        _at_most("arch.width", self.width, 16.0, "wider would exhaust memory")
+
+
 ARCH_SCHEMAS = {"mlp": MLPConfig, "lenet": LeNetConfig, "simple_convnet": SimpleConvNetConfig,
-                "convnet": ConvNetConfig}
+                "convnet": ConvNetConfig, "policy_mlp": PolicyMLPConfig, "atari_actor": AtariActorConfig}
+POLICY_ARCHS = ("distillscape.models.PolicyMLP", "distillscape.models.AtariActor")
 ARCHS = tuple(s._target_ for s in ARCH_SCHEMAS.values())
 
 
@@ -327,6 +359,83 @@ class WandbLoggerConfig:
 LOGGER_SCHEMAS = {"csv": CSVLoggerConfig, "tensorboard": TensorBoardLoggerConfig, "wandb": WandbLoggerConfig}
 
 
+# -- env/ and rl/ (reinforcement-learning tasks) -------------------------------------------------------------
+@dataclass
+class EnvConfig:
+    """A reinforcement-learning task (gymnasium): the other kind of task beside dataset/. With env set,
+    distillscape-distill distills the task into a batch of states and action targets."""
+    name: str = "cartpole"
+    game: Optional[str] = None         # Atari: the ale-py game (centipede)
+    max_episode_steps: int = 500       # CartPole-v1's limit (an episode's return is at most this)
+    frame_stack: int = 4               # Atari: frames per observation
+
+    def __post_init__(self):
+        _choice("env.name", self.name, ENVS)
+        _at_least("env.max_episode_steps", self.max_episode_steps, 1)
+        _at_most("env.max_episode_steps", self.max_episode_steps, 1_000_000, "longer is not an episode")
+        _at_least("env.frame_stack", self.frame_stack, 1)
+        if self.name != "cartpole" and not self.game:
+            raise ConfigError(f"env.game must name the ale-py game of env={self.name}")
+
+
+@dataclass
+class PPOConfig:
+    """Direct PPO training: the RL task's baseline and minimum (direct_minimum)."""
+    env_steps: int = 100_000           # environment steps in all
+    envs: int = 8
+    horizon: int = 256                 # steps per environment per rollout
+    epochs: int = 4
+    minibatches: int = 4
+    lr: float = 2.5e-3                 # Adam, decayed linearly to 0
+    ent_coef: float = 0.0
+    init_seed: int = 0
+
+    def __post_init__(self):
+        _at_least("rl.ppo.env_steps", self.env_steps, 1)   # streamed, not held: no memory bound
+        for k in ("envs", "horizon", "epochs", "minibatches"):
+            _count(f"rl.ppo.{k}", getattr(self, k))
+        _rate("rl.ppo.lr", self.lr)
+        _at_least("rl.ppo.ent_coef", self.ent_coef, 0.0)
+        _seed("rl.ppo.init_seed", self.init_seed)
+
+
+@dataclass
+class RLConfig:
+    """The RL outer objective of a distillation: the one-step policies act, a PPO clipped surrogate with
+    GAE advantages from a critic learned alongside is backpropagated into states, targets and rates."""
+    envs_per_init: int = 8             # environments each one-step policy acts in per outer step
+    horizon: int = 128                 # steps per environment per outer step
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip: float = 0.2
+    epochs: int = 4                    # PPO epochs over each outer step's experience (clipping matters from the 2nd)
+    ent_coef: float = 0.0
+    critic_lr: float = 1e-3
+    critic_hidden: List[int] = field(default_factory=lambda: [64, 64])
+    state_init_std: float = 1.0        # the synthetic states start as N(0, std^2) noise
+    target_scale: float = 1.0          # the action targets start as one-hot x scale
+    eval_episodes: int = 10            # episodes per held-out init (fixed seeds, the same for every init)
+    eval_actions: str = "greedy"       # greedy (argmax) | sample (from softmax of the logits)
+    baseline_lrs: List[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])  # rates tried for the baselines
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self):
+        for k in ("envs_per_init", "horizon", "epochs", "eval_episodes"):
+            _count(f"rl.{k}", getattr(self, k))
+        for k in ("gamma", "gae_lambda"):
+            v = getattr(self, k)
+            if not 0 <= v <= 1:
+                raise ConfigError(f"rl.{k}={v} must be in [0, 1]")
+        _rate("rl.clip", self.clip)
+        _rate("rl.critic_lr", self.critic_lr)
+        _at_least("rl.ent_coef", self.ent_coef, 0.0)
+        _rate("rl.state_init_std", self.state_init_std)
+        _rate("rl.target_scale", self.target_scale)
+        _choice("rl.eval_actions", self.eval_actions, EVAL_ACTIONS)
+        if not self.baseline_lrs or any(not math.isfinite(v) or v <= 0 for v in self.baseline_lrs):
+            raise ConfigError(f"rl.baseline_lrs={list(self.baseline_lrs)} must be a non-empty list of positive rates")
+
+
 # -- paths/ ------------------------------------------------------------------------------------------------
 @dataclass
 class PathsConfig:
@@ -392,6 +501,11 @@ class LandscapeConfig:
     subset_sizes: List[int] = field(default_factory=lambda: [10, 100, 1000, 10000, 55000])  # cost train_subsets: nested random subsets
     subset_seed: int = 0
     random_batch_seed: int = 0         # cost random_batch: the noise batch of the sanity check
+    episodes: int = 10                 # cost episode_return: episodes per point (the same seeds at every point)
+    episode_seed: int = 0              # ... their seeds' base
+    experience_steps: int = 2048       # cost ppo_loss: samples of the static experience set (the centre policy's)
+    experience_envs: int = 10          # ... environments it is gathered in
+    experience_seed: int = 0
 
     def __post_init__(self):
         _choice("landscape.batching", self.batching, LANDSCAPE_BATCHINGS)
@@ -402,6 +516,10 @@ class LandscapeConfig:
         _seed("landscape.init_seed", self.init_seed)
         _seed("landscape.subset_seed", self.subset_seed)
         _seed("landscape.random_batch_seed", self.random_batch_seed)
+        for k in ("episodes", "experience_steps", "experience_envs"):
+            _count(f"landscape.{k}", getattr(self, k))
+        _seed("landscape.episode_seed", self.episode_seed)
+        _seed("landscape.experience_seed", self.experience_seed)
         if any(n < 1 for n in self.subset_sizes):
             raise ConfigError(f"landscape.subset_sizes={list(self.subset_sizes)} must be positive sizes")
 
@@ -534,6 +652,8 @@ class Job:
 @dataclass
 class DistillJob(Job):
     dataset: DatasetConfig = MISSING
+    env: Optional[EnvConfig] = None    # set (env=cartpole): distill an RL task instead of the dataset
+    rl: RLConfig = field(default_factory=RLConfig)
     arch: Any = MISSING
     distill: DistillConfig = MISSING
     direct: DirectConfig = MISSING
@@ -606,7 +726,7 @@ class StudyJob(Job):
 
 JOBS = {"distill": DistillJob, "train": TrainJob, "landscape": LandscapeJob, "landing": LandingJob,
         "instances": InstancesJob, "report": ReportJob, "study": StudyJob}
-GROUPS = {"dataset": DatasetConfig, "distill": DistillConfig, "direct": DirectConfig, "baseline": BaselineConfig,
+GROUPS = {"dataset": DatasetConfig, "env": EnvConfig, "distill": DistillConfig, "direct": DirectConfig, "baseline": BaselineConfig,
           "trainer": TrainerConfig, "paths": PathsConfig, "sweep": SweepConfig, "analysis": LandingConfig}
 
 

@@ -21,6 +21,7 @@ from torch.func import vmap
 
 from .inner import accuracy_and_loss, inner_loss
 from .params import Params, stack_len
+from .rl import ppo_surrogate, rollout_returns
 
 # one model's logits: forward_one(params, x [B, ...]) -> [B, C]
 Forward = Callable[[Params, torch.Tensor], torch.Tensor]
@@ -145,3 +146,59 @@ class InnerLossCost(Cost):
         x, y = data["x"][:max_examples], data["y"][:max_examples]
         logits = models.forward(x)
         return {f"{self.name}/loss": torch.stack([inner_loss(l, y, self.loss) for l in logits]).double()}
+
+
+# -- reinforcement-learning costs --------------------------------------------------------------------------------
+class EpisodeReturnCost(Cost):
+    """The mean episode return of every point's policy over fixed episode seeds, the same seeds at every
+    point (metric name/return): the chunk's M policies step M x E copies of the environment together, each
+    time step one vectorised env call and one forward of all M (`models.forward_each`)."""
+
+    def __init__(self, name: str, env, seeds: list[int], greedy: bool = True):
+        super().__init__(name)
+        self.env, self.seeds, self.greedy = env, list(seeds), greedy
+
+    @property
+    def metrics(self) -> list[str]:
+        return [f"{self.name}/return"]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"anchor": torch.zeros(1)}  # only to learn the device the models run on
+
+    def evaluate(self, models, data, max_examples=None):
+        device = data["anchor"].device
+        steps = None if max_examples is None else max(1, max_examples // max(1, len(self.seeds)))
+        r = rollout_returns(models.forward_each, models.count, self.env, self.seeds, self.greedy,
+                            device=device, max_steps=steps)
+        return {f"{self.name}/return": r.mean(1).to(device, torch.float64)}
+
+
+class PPOLossCost(Cost):
+    """PPO's clipped-surrogate actor loss of every point's policy on one static experience set (gathered
+    with the centre's policy, advantages from the centre's critic held fixed: the reference study's
+    choice), metric name/loss. The points share the inputs: `models.forward` on data batches."""
+
+    def __init__(self, name: str, obs: torch.Tensor, actions: torch.Tensor, logp_old: torch.Tensor,
+                 advantages: torch.Tensor, clip: float = 0.2):
+        super().__init__(name)
+        self.obs, self.actions, self.logp_old, self.adv, self.clip = obs, actions, logp_old, advantages, clip
+
+    @property
+    def metrics(self) -> list[str]:
+        return [f"{self.name}/loss"]
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"obs": self.obs, "actions": self.actions, "logp_old": self.logp_old, "adv": self.adv}
+
+    def evaluate(self, models, data, max_examples=None):
+        obs, act = data["obs"][:max_examples], data["actions"][:max_examples]
+        old, adv = data["logp_old"][:max_examples], data["adv"][:max_examples]
+        batch = models.examples_per_forward
+        total = torch.zeros(models.count, dtype=torch.float64, device=obs.device)
+        for s in range(0, len(act), batch):
+            logp = torch.log_softmax(models.forward(obs[s:s + batch]), -1)
+            logp = logp.gather(-1, act[s:s + batch].expand(models.count, -1).unsqueeze(-1)).squeeze(-1)
+            n = logp.shape[1]
+            loss = ppo_surrogate(logp, old[s:s + batch].expand_as(logp), adv[s:s + batch].expand_as(logp), self.clip)
+            total += loss.double() * n
+        return {f"{self.name}/loss": total / len(act)}

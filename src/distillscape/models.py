@@ -131,6 +131,18 @@ def init_parameters_(net: nn.Module, scheme: str = "default") -> nn.Module:
     """Re-draw every parameter of `net` in place from the given scheme, using torch's global RNG."""
     if scheme not in INIT_SCHEMES:
         raise ValueError(f"unknown init scheme {scheme!r}; allowed: {', '.join(INIT_SCHEMES)}")
+    if scheme == "orthogonal":  # the RL policies' init (the reference study's cart-pole actor): orthogonal
+        # weights, gain sqrt(2) (ReLU/tanh layers), the output layer's gain 0.01 so an init's own actions are
+        # near uniform; zero biases
+        layers = [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        for m in layers:
+            nn.init.orthogonal_(m.weight, gain=0.01 if m is layers[-1] else math.sqrt(2))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        for m in net.modules():
+            if not isinstance(m, (nn.Linear, nn.Conv2d)) and hasattr(m, "reset_parameters") and m is not net:
+                m.reset_parameters()
+        return net
     for m in net.modules():
         if scheme == "default" or not isinstance(m, (nn.Linear, nn.Conv2d)):
             if hasattr(m, "reset_parameters") and m is not net:
@@ -185,3 +197,61 @@ def activations_per_example(net: nn.Module, example: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+# -- policies (reinforcement-learning tasks) ------------------------------------------------------------------
+_ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class PolicyMLP(nn.Module):
+    """A policy (or value) network on flat observations: Linear -> activation per hidden layer -> Linear
+    to `num_actions` outputs (action logits; 1 output: a state value). Tanh and 64 x 64 by default, the
+    cart-pole actor and critic of the reference study."""
+
+    def __init__(self, obs_dim: int, num_actions: int, hidden: tuple[int, ...] | list[int] = (64, 64),
+                 activation: str = "tanh"):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; allowed: {', '.join(_ACTIVATIONS)}")
+        sizes = [obs_dim, *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), _ACTIVATIONS[activation]()]
+        layers.append(nn.Linear(sizes[-1], num_actions))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def forward_stack(self, stack: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Outputs [M, B, A] of a stack of M of these networks (parameters with a leading model dim),
+        network m on x[m] ([M, B, obs_dim]): one batched matmul per layer, the same function as vmapping
+        `forward` (tests/test_rl.py) at a fraction of its per-call overhead, which dominates a rollout."""
+        h = x.flatten(2)
+        for i, layer in enumerate(self.net):
+            if isinstance(layer, nn.Linear):
+                w, b = stack[f"net.{i}.weight"], stack[f"net.{i}.bias"]
+                h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            elif not isinstance(layer, nn.Flatten):
+                h = layer(h)
+        return h
+
+
+class AtariActor(nn.Module):
+    """A conv policy on stacked Atari frames [C, H, W] (scaled to [0, 1]): the Nature-DQN torso (conv 8x8/4
+    32, conv 4x4/2 64, conv 3x3/1 64, linear 512) with `width` scaling its channels, then action logits."""
+
+    def __init__(self, obs_dim: int, num_actions: int, in_channels: int = 4, height: int = 84, width_px: int = 84,
+                 width: float = 1.0):
+        super().__init__()
+        c1, c2, c3, hid = (max(1, int(round(v * width))) for v in (32, 64, 64, 512))
+        self.convs = nn.Sequential(nn.Conv2d(in_channels, c1, 8, stride=4), nn.ReLU(),
+                                   nn.Conv2d(c1, c2, 4, stride=2), nn.ReLU(),
+                                   nn.Conv2d(c2, c3, 3, stride=1), nn.ReLU())
+        with torch.no_grad():
+            n = self.convs(torch.zeros(1, in_channels, height, width_px)).numel()
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(n, hid), nn.ReLU(), nn.Linear(hid, num_actions))
+        self.shape = (in_channels, height, width_px)
+
+    def forward(self, x):
+        return self.head(self.convs(x.view(-1, *self.shape)))

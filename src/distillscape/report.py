@@ -202,7 +202,8 @@ def versions() -> dict[str, str]:
 
 # -- the headline numbers ------------------------------------------------------------------------------
 def headline(runs: list[Run]) -> list[list[str]]:
-    """One-step vs random real vs direct vs ensemble test accuracy, from whichever runs have them."""
+    """One-step vs random real vs direct vs ensemble test accuracy (an RL run: episode returns), from
+    whichever runs have them."""
     rows = []
     for run in runs:
         m = run.results.get("metrics.json") or run.results.get("distilled.json", {}).get("metrics", {})
@@ -220,6 +221,14 @@ def headline(runs: list[Run]) -> list[list[str]]:
                          f"{int(m.get('random_real/inits', 0))}"])
         if "direct/acc" in m:
             rows.append(["direct training", f"{m['direct/acc']:.4f}", "1"])
+        # an RL run (env=...): episode returns instead of accuracies
+        for key, label in (("test/onestep_return", f"one step on the distilled states: return ({run.path.name})"),
+                           ("random_states/return", "one step on random states, random actions: return"),
+                           ("ppo_states/return", "one step on PPO-visited states, PPO's actions: return"),
+                           ("direct/return", "PPO (direct): return")):
+            if f"{key}_mean" in m:
+                n = m.get("test/onestep_inits" if key.startswith("test/") else key.split("/")[0] + "/inits", 1)
+                rows.append([label, f"{m[key + '_mean']:.1f} ± {m.get(key + '_std', float('nan')):.1f}", f"{int(n)}"])
         inst = run.results.get("instances.json", {}).get("comparisons", {}).get("random_inits")
         if inst:
             k = inst["ensemble_members"]

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from .artifacts import Distilled, load_distilled
-from .config import DATA_IDENTITY, DatasetConfig, as_settings
+from .config import DATA_IDENTITY, DatasetConfig, EnvConfig, as_settings
 from .data import TensorDataModule, default_data_dir
 from .direct import load_direct_minimum
 from .errors import ArtifactError, ConfigError
@@ -39,6 +39,12 @@ OTHER_TASKS = {"landing_stats.json": "distillscape-landing", "instances.json": "
 
 def net_from_meta(meta: dict) -> nn.Module:
     """The network a distilled artifact (or direct minimum) was made for, rebuilt from its JSON."""
+    if meta.get("kind") == "rl":  # a policy: observation shape and action count
+        shape, actions = meta["image_shape"], meta["num_classes"]
+        if len(shape) == 1:
+            return instantiate(meta["arch"])(obs_dim=shape[0], num_actions=actions)
+        c, h, w = shape
+        return instantiate(meta["arch"])(obs_dim=c * h * w, num_actions=actions, in_channels=c, height=h, width_px=w)
     c, h, w = meta["image_shape"]
     return instantiate(meta["arch"])(in_channels=c, height=h, width=w, num_classes=meta["num_classes"])
 
@@ -91,6 +97,34 @@ class Run:
         return cls(run_dir, load_distilled(source), source)
 
     # -- what the batch was made for ---------------------------------------------------------------
+    @property
+    def is_rl(self) -> bool:
+        """A batch of an RL task (env=...): states and action targets for a policy, not images."""
+        return self.meta.get("kind") == "rl"
+
+    def env(self) -> EnvConfig:
+        """The environment an RL run was distilled on (its recorded env settings)."""
+        if not self.is_rl:
+            raise ConfigError(f"{self.path} was distilled from the dataset {self.dataset_name}, not an RL task: RL "
+                              f"costs and analyses need a run of distillscape-distill experiment=cartpole (env=...)")
+        return as_settings(EnvConfig, self.meta.get("config", {}).get("env") or {"name": self.meta["env"]})
+
+    def critic(self, which: str) -> nn.Module:
+        """An RL run's critic: "direct" (trained with the PPO minimum) or "distilled" (learned alongside
+        the batch), with the run's critic architecture."""
+        from .artifacts import read_tensors
+        from .models import AtariActor, PolicyMLP
+        shape = self.meta["image_shape"]
+        hidden = self.meta.get("config", {}).get("rl", {}).get("critic_hidden", [64, 64])
+        net = PolicyMLP(shape[0], 1, hidden) if len(shape) == 1 else AtariActor(
+            0, 1, *shape, width=self.meta["arch"].get("width", 1.0))
+        path = self.path / f"{which}_critic.safetensors"
+        try:
+            net.load_state_dict(read_tensors(path))
+        except RuntimeError as e:
+            raise ArtifactError(f"{path} does not fit the run's critic ({str(e).splitlines()[0]})") from None
+        return net
+
     @property
     def dataset_name(self) -> str:
         return self.meta["dataset"]
@@ -182,6 +216,10 @@ class Run:
     def datamodule(self, dataset=None, data_dir: str | None = None) -> TensorDataModule:
         """The run's data, set up. `dataset`: the caller's dataset settings (checked against the run's);
         None: the run's own settings, read from `data_dir` if given (else where the run found them)."""
+        if self.is_rl:
+            raise ConfigError(f"{self.path} is a run of the RL task {self.meta.get('env')}, it has no dataset: give "
+                              f"it RL costs (sweep.costs=[episode_return,ppo_loss,distilled], experiment=rl_surfaces_2x2) "
+                              f"or a dataset run's directory")
         if dataset is None:
             fields = {"root": default_data_dir(), **self.recorded_dataset(),
                       **({"root": str(data_dir)} if data_dir else {})}

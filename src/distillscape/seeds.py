@@ -13,6 +13,10 @@ EVAL_STREAMS = {
     "test_inits": 1,           # the held-out test inits (eval_inits of them)
     "random_real_tune": 2,     # inits and batches that tune the random-real baseline's rate on val
     "random_real_test": 3,     # inits and batches of its test evaluation
+    "rl_val_episodes": 4,      # RL tasks: the episode seeds of validation
+    "rl_test_episodes": 5,     # ... of the held-out test (the same for every init and every baseline)
+    "rl_baseline_tune": 6,     # ... inits and episodes that tune the RL baselines' rates
+    "rl_baseline_batch": 7,    # ... the random states and action labels, and the PPO-visited states
 }
 
 # analysis.seed + offset: the landing analysis (distillscape-landing)
@@ -24,6 +28,9 @@ ANALYSIS_STREAMS = {
     "random_real_tune": 10,    # tuning the random-real kind's rate
     "random_real_batches": 11, # the random-real kind's batches
     "random_synthetic": 12,    # the random-synthetic kind's noise batches and labels
+    "rl_episodes": 13,         # RL runs: the episode seeds every policy is measured on
+    "rl_experience": 14,       # ... the static experience set of the PPO loss (the PPO minimum acting)
+    "rl_polish": 15,           # ... the PPO polish from the landings
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}

@@ -365,3 +365,16 @@ def peak_memory(device: torch.device) -> dict[str, float]:
     if device.type == "cuda":
         out["train/peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     return out
+
+
+def build_policy(cfg: DictConfig, obs_shape: tuple[int, ...], num_actions: int):
+    """The config's policy network (arch=policy_mlp | atari_actor) for an environment's observation shape
+    and action count."""
+    from ..config import POLICY_ARCHS
+    if cfg.arch.get("_target_") not in POLICY_ARCHS:
+        raise ConfigError(f"arch {cfg.arch.get('_target_')} is an image classifier; an RL task (env={cfg.env.name}) "
+                          f"needs a policy network: arch=policy_mlp (flat observations) or arch=atari_actor (frames)")
+    if len(obs_shape) == 1:
+        return instantiate(cfg.arch)(obs_dim=obs_shape[0], num_actions=num_actions)
+    c, h, w = obs_shape
+    return instantiate(cfg.arch)(obs_dim=c * h * w, num_actions=num_actions, in_channels=c, height=h, width_px=w)

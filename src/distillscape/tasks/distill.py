@@ -14,19 +14,26 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.table import Table
 
-from ..artifacts import read_checkpoint, save_distilled, write_json
+from torch import nn
+
+from ..artifacts import Distilled, read_checkpoint, read_tensors, save_distilled, write_json, write_tensors
 from ..baseline import random_real_baseline
 from ..config import ConfigError, DistillJob, settings
 from ..direct import load_direct_minimum, save_direct_minimum
 from ..data import SHAPES
 from ..distill import DistillModule, memory_estimate
 from ..inner import InitSampler, InnerLoop
+from ..models import AtariActor, PolicyMLP, init_parameters_
+from ..rl import (Collector, RLDistiller, VecEnv, action_targets, one_thread, episode_returns, episode_seeds, one_step_baseline,
+                  onestep_returns, train_ppo, visited_states)
+from ..seeds import seed_for
+from ..stats import flat_summary
 from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import finish_run, log_distilled
-from .common import (console_script, available_memory, memory_line, CONF_DIR, build_datamodule, build_net, build_trainer, console, start_job, peak_memory, resolved,
-                     task)
+from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
+                     build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
 
@@ -186,6 +193,8 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     if (done := finished_metrics(cfg, out)) is not None:
         console.print(f"already complete: {out} (skip_complete=false recomputes it)")
         return done
+    if s.env is not None:
+        return distill_rl(cfg, s, start_job(cfg, out))
     check_memory(cfg, s)
     out = start_job(cfg, out)
     dm = build_datamodule(cfg)
@@ -217,6 +226,156 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     warning = at_chance_warning(metrics["test/onestep_acc_mean"], dm.num_classes, module.first_outer_loss)
     if warning:
         console.print(f"[bold]distillscape: warning:[/bold] {warning}")
+    return metrics
+
+
+# -- an RL task (env=cartpole | centipede) ---------------------------------------------------------------------------
+def rl_nets(cfg: DictConfig, s: DistillJob) -> tuple[nn.Module, nn.Module, tuple[int, ...], int]:
+    """A fresh actor (the config's arch) and critic for the config's environment, its observation shape
+    and action count."""
+    probe = VecEnv(s.env, 1)
+    shape, actions = probe.obs_shape, probe.num_actions
+    probe.close()
+    actor = build_policy(cfg, shape, actions)
+    if len(shape) == 1:
+        critic = PolicyMLP(shape[0], 1, s.rl.critic_hidden)
+    else:
+        critic = AtariActor(0, 1, *shape, width=cfg.arch.get("width", 1.0))
+    return actor, critic, shape, actions
+
+
+def rl_direct_baseline(cfg: DictConfig, s: DistillJob, out: Path, seeds: list[int]) -> tuple[nn.Module, dict[str, float]]:
+    """The PPO-trained actor (and critic), loaded from `direct.checkpoint` or trained now, saved as the
+    run's direct_minimum (+ direct_critic.safetensors), and its greedy return on the test episodes."""
+    actor, critic, _, _ = rl_nets(cfg, s)
+    p = s.rl.ppo
+    if s.direct.checkpoint:
+        actor, meta = load_direct_minimum(s.direct.checkpoint, actor)
+        src = Path(s.direct.checkpoint)
+        src = src if src.is_dir() else src.parent
+        critic.load_state_dict(read_tensors(src / "direct_critic.safetensors"))
+        info = {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("ppo/")}
+    else:
+        torch.manual_seed(p.init_seed)
+        init_parameters_(actor, s.distill.init_scheme)
+        init_parameters_(critic, s.distill.init_scheme)
+        t0 = time.perf_counter()
+        info = train_ppo(actor, critic, s.env, p.env_steps, envs=p.envs, horizon=p.horizon, epochs=p.epochs,
+                         minibatches=p.minibatches, lr=p.lr, gamma=s.rl.gamma, lam=s.rl.gae_lambda, clip=s.rl.clip,
+                         ent_coef=p.ent_coef, seed=p.init_seed)
+        info["ppo/seconds"] = time.perf_counter() - t0
+    loop = InnerLoop(actor)
+    params = {k: v.detach().unsqueeze(0) for k, v in actor.named_parameters()}
+    returns = episode_returns(loop, params, s.env, seeds, s.rl.eval_actions == "greedy")[0]
+    metrics = {**info, **flat_summary(returns, "direct/return"), "direct/episodes": float(len(seeds))}
+    meta = {"env": s.env.name, "kind": "rl", "arch": resolved(cfg.arch), "metrics": metrics,
+            "trained_with": "ppo", "ppo": resolved(cfg.rl.ppo)}
+    save_direct_minimum(out, actor, meta)
+    write_tensors(out / "direct_critic.safetensors", dict(critic.state_dict()))
+    return actor, metrics
+
+
+def rl_test(distiller: RLDistiller, s: DistillJob, stage: str, seed_stream: str, n_inits: int) -> dict[str, float]:
+    """One-step returns of held-out inits: mean / std / min / max over inits of each init's mean return."""
+    d = s.distill
+    inits = distiller.sampler.sample(n_inits, seed=seed_for(d.eval_seed, "eval", "val_inits" if stage == "val" else "test_inits"))
+    seeds = episode_seeds(seed_for(d.eval_seed, "eval", seed_stream), s.rl.eval_episodes)
+    r = onestep_returns(distiller.loop, inits, distiller.states, distiller.targets, distiller.lrs, s.env, seeds,
+                        s.rl.eval_actions == "greedy", d.init_chunk)
+    return {**flat_summary(r, f"{stage}/onestep_return"), f"{stage}/onestep_inits": float(n_inits),
+            f"{stage}/episodes_per_init": float(len(seeds))}
+
+
+def rl_baselines(distiller: RLDistiller, s: DistillJob, ppo_actor: nn.Module, n: int, num_actions: int) -> dict[str, float]:
+    """One step (rate tuned on other inits and episodes) on n random states with random action labels, and
+    on n states the PPO policy visits labelled with its actions, from the test inits on the test episodes."""
+    d, rl = s.distill, s.rl
+    loop, greedy = distiller.loop, rl.eval_actions == "greedy"
+    tune_inits = distiller.sampler.sample(d.val_inits, seed=seed_for(d.eval_seed, "eval", "rl_baseline_tune"))
+    tune_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_baseline_tune"), rl.eval_episodes)
+    test_inits = distiller.sampler.sample(d.eval_inits, seed=seed_for(d.eval_seed, "eval", "test_inits"))
+    test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
+    gen = torch.Generator().manual_seed(seed_for(d.eval_seed, "eval", "rl_baseline_batch"))
+    random_states = torch.randn(n, *distiller.states.shape[1:], generator=gen) * rl.state_init_std
+    random_targets = action_targets(torch.randint(num_actions, (n,), generator=gen), num_actions, rl.target_scale)
+    visited, actions = visited_states(ppo_actor, s.env, n, seed_for(d.eval_seed, "eval", "rl_baseline_batch"))
+    out: dict[str, float] = {}
+    for name, (x, y) in {"random_states": (random_states, random_targets),
+                         "ppo_states": (visited, action_targets(actions, num_actions, rl.target_scale))}.items():
+        r, lr = one_step_baseline(loop, tune_inits, test_inits, x, y, list(rl.baseline_lrs), s.env, tune_seeds,
+                                  test_seeds, greedy)
+        out.update({**flat_summary(r, f"{name}/return"), f"{name}/lr": lr, f"{name}/inits": float(len(r))})
+    return out
+
+
+def rl_summary_table(s: DistillJob, m: dict[str, float], n: int) -> Table:
+    t = Table(title=f"{s.env.name}: episode return ({s.rl.eval_actions} actions, {s.rl.eval_episodes} episodes per init)")
+    for col in ("policy", "return mean ± std", "min", "max", "inits"):
+        t.add_column(col)
+
+    def row(label, p, inits):
+        t.add_row(label, f"{m[p + '_mean']:.1f} ± {m[p + '_std']:.1f}", f"{m[p + '_min']:.1f}", f"{m[p + '_max']:.1f}", inits)
+
+    row(f"one step on {n} distilled states", "test/onestep_return", f"{int(m['test/onestep_inits'])}")
+    row(f"one step on {n} random states, random actions (lr {m['random_states/lr']:g})", "random_states/return",
+        f"{int(m['random_states/inits'])}")
+    row(f"one step on {n} PPO-visited states, PPO's actions (lr {m['ppo_states/lr']:g})", "ppo_states/return",
+        f"{int(m['ppo_states/inits'])}")
+    row("PPO (direct)", "direct/return", "1")
+    return t
+
+
+@one_thread()
+def distill_rl(cfg: DictConfig, s: DistillJob, out: Path) -> dict[str, float]:
+    """distillscape-distill on an RL task: the PPO baseline, the distillation (RL outer objective), the
+    held-out test and the baselines; writes the usual run directory (distilled.*, direct_minimum.*,
+    metrics.json)."""
+    d, rl = s.distill, s.rl
+    test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
+    ppo_actor, direct = rl_direct_baseline(cfg, s, out, test_seeds)
+    torch.manual_seed(s.seed)
+    actor, critic, shape, num_actions = rl_nets(cfg, s)
+    distiller = RLDistiller(actor, critic, shape, num_actions, d, rl)
+    collector = Collector(s.env, d.inits_per_step, rl.envs_per_init, s.seed)
+    opt = distiller.optimizer()
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=d.steps) if d.optim.schedule == "cosine" else None)
+    logger = build_logger(cfg)
+    t0 = time.perf_counter()
+    for step in range(1, d.steps + 1):
+        m = distiller.outer_step(collector, opt)
+        if not math.isfinite(m["train/policy_loss"]):
+            raise FloatingPointError(f"the PPO surrogate became {m['train/policy_loss']} at outer step {step}: lower "
+                                     f"distill.lr_init or distill.optim.*")
+        if sched:
+            sched.step()
+        if step % d.val_every == 0 or step == d.steps:
+            m.update(rl_test(distiller, s, "val", "rl_val_episodes", d.val_inits))
+            console.print(f"step {step}: val one-step return {m['val/onestep_return_mean']:.1f} ± "
+                          f"{m['val/onestep_return_std']:.1f} ({time.perf_counter() - t0:.0f} s)")
+        if logger and (step % cfg.trainer.log_every_n_steps == 0 or "val/onestep_return_mean" in m):
+            logger.log_metrics(m, step=step)
+    seconds = time.perf_counter() - t0
+    collector.close()
+    metrics = {**rl_test(distiller, s, "test", "rl_test_episodes", d.eval_inits), **direct,
+               **rl_baselines(distiller, s, ppo_actor, distiller.states.shape[0], num_actions),
+               "train/seconds": seconds, "train/steps_per_second": d.steps / seconds, **peak_memory(torch.device("cpu"))}
+    meta = {"kind": "rl", "env": s.env.name, "dataset": None, "num_classes": num_actions, "classes": None,
+            "image_shape": list(shape), "normalization": None, "arch": resolved(cfg.arch),
+            "inner": {"steps": d.inner_steps, "loss": "mse", "lr_per_param": d.lr_per_param, "init_mode": "random",
+                      "init_scheme": d.init_scheme, "param_names": distiller.loop.names},
+            "step": d.steps, "metrics": metrics, "config": resolved(cfg)}
+    distilled = Distilled(images=distiller.states.detach().clone(), labels=distiller.targets.detach().clone(),
+                          lrs=distiller.lrs.detach().clone(), meta=meta)
+    save_distilled(out, distilled)
+    write_tensors(out / "distilled_critic.safetensors", dict(critic.state_dict()))
+    write_json(out / "metrics.json", metrics)
+    if logger:
+        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))}, step=d.steps)
+        logger.save()
+    finish_run(logger)
+    mark_complete(cfg, out)
+    console.print(rl_summary_table(s, metrics, distilled.images.shape[0]))
+    console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json)")
     return metrics
 
 

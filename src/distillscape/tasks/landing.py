@@ -21,14 +21,16 @@ from rich.table import Table
 
 from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
 from ..baseline import tune_random_real_lr
-from ..config import LandingJob, settings
+from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
 from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
-from ..params import detached
+from ..params import detached, stack_len
+from ..rl import Collector, episode_returns, episode_seeds, log_probs, one_thread, ppo_batch, ppo_surrogate, train_ppo
 from ..plots import trajectory_figure
 from ..resume import finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
+from ..stats import describe
 from ..tracking import log_csv_table
 from .common import console_script, CONF_DIR, build_logger, compose_task, console, start_job, resolved, task
 
@@ -129,6 +131,8 @@ def landing(cfg: DictConfig) -> dict:
         raise ConfigError("distilled= is not set: pass the output directory of distillscape-distill "
                           "(distilled=outputs/distill/<date>/<time>), or distill_first=true to distill here first")
     run = Run.open(run_dir)
+    if run.is_rl:
+        return rl_landing(cfg, s, run, out)
     run.check_dataset(s.dataset)  # before the data is loaded
     a = s.analysis
     if a.device == "cuda" and not torch.cuda.is_available():
@@ -196,6 +200,81 @@ def landing(cfg: DictConfig) -> dict:
         logger.save()
     console.print(summary_table(summary))
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")
+    return summary
+
+
+# -- an RL run -------------------------------------------------------------------------------------------------
+@one_thread()  # tiny policies (rl.one_thread)
+def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
+    """The landing analysis of an RL run: episode return and PPO loss at the inits, their one-step
+    landings and the PPO minimum; PPO polish from the first landings (distance moved relative to the
+    step, return gained); the return barrier on the straight line landing -> PPO minimum."""
+    a, env = s.analysis, run.env()
+    rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
+    greedy = rl.eval_actions == "greedy"
+    loop, sampler = run.loop(), run.sampler()
+    seeds = episode_seeds(seed_for(a.seed, "analysis", "rl_episodes"), rl.eval_episodes)
+    minimum = run.direct_minimum(s.direct_minimum)
+    best = {k: v.detach().unsqueeze(0) for k, v in minimum.named_parameters()}
+    collector = Collector(env, 1, 10, seed_for(a.seed, "analysis", "rl_experience"))
+    batch = ppo_batch(collector.collect(loop, best, 205), run.critic("direct"), rl.gamma, rl.gae_lambda)
+    collector.close()
+    keep = batch.mask[0]
+    obs, act, old, adv = (t[0][keep] for t in (batch.obs, batch.actions, batch.logp, batch.adv))
+
+    def returns(stack):
+        return episode_returns(loop, stack, env, seeds, greedy).mean(1)
+
+    def ppo_loss(stack):
+        m = stack_len(stack)
+        with torch.no_grad():
+            logp, _ = log_probs(loop, stack, obs.expand(m, *obs.shape), act.expand(m, -1))
+            return ppo_surrogate(logp, old.expand(m, -1), adv.expand(m, -1), rl.clip)
+
+    t0 = time.perf_counter()
+    inits = sampler.sample(a.inits, seed=a.init_seed)
+    landed = run.land(inits, loop)
+    names = loop.names
+    step = torch.cat([(landed[k] - inits[k]).flatten(1) for k in names], 1).norm(dim=1)
+    to_min = torch.cat([(best[k] - landed[k]).flatten(1) for k in names], 1).norm(dim=1)
+    stats = {"init_return": returns(inits), "landing_return": returns(landed), "init_ppo_loss": ppo_loss(inits),
+             "landing_ppo_loss": ppo_loss(landed), "step_norm": step, "distance_to_minimum": to_min}
+    # the barrier on the line landing -> minimum: the largest drop of return below the straight line between the ends
+    ts = torch.linspace(0, 1, a.barrier_points)
+    line = {k: torch.lerp(landed[k].unsqueeze(1), best[k].unsqueeze(1).expand_as(landed[k].unsqueeze(1)),
+                          ts.view(1, -1, *[1] * (landed[k].dim() - 1))).flatten(0, 1) for k in names}
+    on_line = returns(line).view(a.inits, a.barrier_points)
+    chord = torch.lerp(on_line[:, :1], on_line[:, -1:], ts.view(1, -1).double())
+    stats["barrier_return"] = (chord - on_line).max(1).values.clamp_min(0)
+    # polish: PPO updates from the first landings, the PPO minimum's critic to start from
+    p = rl.ppo
+    moved, gained = [], []
+    for i in range(min(a.polish_inits, a.inits)):
+        actor = run.net()
+        actor.load_state_dict({k: landed[k][i] for k in names})
+        train_ppo(actor, run.critic("direct"), env, a.polish_steps * p.envs * p.horizon // (p.epochs * p.minibatches),
+                  envs=p.envs, horizon=p.horizon, epochs=p.epochs, minibatches=p.minibatches, lr=p.lr, gamma=rl.gamma,
+                  lam=rl.gae_lambda, clip=rl.clip, seed=seed_for(a.seed, "analysis", "rl_polish") + i)
+        polished = {k: v.detach().unsqueeze(0) for k, v in actor.named_parameters()}
+        moved.append((torch.cat([(polished[k][0] - landed[k][i]).flatten() for k in names]).norm() / step[i]).item())
+        gained.append((returns(polished)[0] - stats["landing_return"][i]).item())
+    if moved:
+        stats["polish_moved_over_step"], stats["polish_return_gained"] = torch.tensor(moved), torch.tensor(gained)
+    summary = {"kind": "rl", "env": env.name, "arch": run.arch_name, "distilled": str(run.source),
+               "episodes_per_policy": len(seeds), "settings": resolved(cfg.analysis),
+               "direct_minimum": {"return": returns(best)[0].item(), "ppo_loss": ppo_loss(best)[0].item()},
+               "kinds": {"distilled": {k: describe(v) for k, v in stats.items()}},
+               "seconds": time.perf_counter() - t0}
+    write_json(out / "landing_stats.json", summary)
+    t = Table(title=f"{env.name}: {a.inits} one-step landings ({len(seeds)} episodes per policy)")
+    for col in ("statistic", "mean ± std", "min", "max", "n"):
+        t.add_column(col)
+    for k, d in summary["kinds"]["distilled"].items():
+        t.add_row(k, f"{d['mean']:.4g} ± {d['std']:.2g}", f"{d['min']:.4g}", f"{d['max']:.4g}", str(d["n"]))
+    dm = summary["direct_minimum"]
+    t.add_row("PPO minimum", f"return {dm['return']:.1f}, PPO loss {dm['ppo_loss']:.4g}", "", "", "1")
+    console.print(t)
+    console.print(f"landing statistics: {out / 'landing_stats.json'}")
     return summary
 
 

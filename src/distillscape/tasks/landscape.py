@@ -12,6 +12,7 @@ and whichever run finds all shards present merges them.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,11 @@ from omegaconf import DictConfig
 from torch import nn
 
 from ..artifacts import load_distilled, read_checkpoint, read_tensors, write_json, write_tensors
-from ..config import SWEEP_COSTS, LandscapeConfig, LandscapeJob, SweepConfig, settings
-from ..costs import Cost, CrossEntropyCost, InnerLossCost
+from ..config import (DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeConfig, LandscapeJob, RLConfig, SweepConfig,
+                      as_settings, settings)
+from ..costs import Cost, CrossEntropyCost, EpisodeReturnCost, InnerLossCost, PPOLossCost
+from ..inner import InnerLoop
+from ..rl import Collector, episode_seeds, one_thread, ppo_batch
 from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane, swept_state)
@@ -39,7 +43,7 @@ from ..run import Run
 from ..tracking import log_surface
 from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
 
-NAMED_POINTS = ("minimum", "landing", "init")
+NAMED_POINTS = ("minimum", "landing", "init", "origin")
 
 
 class RunPoints:
@@ -73,6 +77,8 @@ class RunPoints:
     def _params(self, name: str) -> Params:
         if name == "init":
             return self.run.init(self.landscape.init_seed)
+        if name == "origin":  # the origin of parameter space, the centre of the init distribution
+            return {k: torch.zeros_like(v) for k, v in self.run.init(self.landscape.init_seed).items()}
         if name == "landing":
             return self.run.landing(self.landscape.init_seed)
         if name == "minimum":
@@ -146,12 +152,50 @@ def sweep_ranges(sweep: SweepConfig, pts: RunPoints, centre: torch.Tensor, direc
     return ranges
 
 
-def build_costs(s: LandscapeJob, run: Run, dm) -> list[Cost]:
-    """The costs sweep.costs names, in its order, on the run's data (checked by `Run.datamodule`)."""
+def check_costs_fit_run(s: LandscapeJob, run: Run) -> None:
+    """RL costs need an RL run, dataset costs a dataset run: one line saying which to give otherwise."""
+    if run.is_rl:
+        wrong = [c for c in s.sweep.costs if c in DATASET_COSTS]
+        if wrong:
+            raise ConfigError(f"sweep.costs {wrong} measure a dataset, but {run.path} is a run of the RL task "
+                              f"{run.meta.get('env')}: use sweep.costs=[episode_return,ppo_loss,distilled] "
+                              f"(experiment=rl_surfaces_2x2)")
+    else:
+        wrong = [c for c in s.sweep.costs if c in RL_COSTS]
+        if wrong:
+            raise ConfigError(f"sweep.costs {wrong} are RL costs, but {run.path} was distilled from the dataset "
+                              f"{run.dataset_name}: give an RL run (distillscape-distill experiment=cartpole) or "
+                              f"dataset costs (train, test, distilled)")
+
+
+def rl_experience_cost(s: LandscapeJob, run: Run, pts: "RunPoints", centre: str) -> PPOLossCost:
+    """The static experience set of cost ppo_loss: the centre's policy acting (sampled actions) in
+    landscape.experience_envs environments, advantages by GAE from the run's PPO critic, held fixed."""
+    ls, env = s.landscape, run.env()
+    rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
+    loop = InnerLoop(run.net())
+    params = {k: v.unsqueeze(0) for k, v in unflatten(pts[centre], pts.swept).items()}
+    collector = Collector(env, 1, ls.experience_envs, ls.experience_seed)
+    exp = collector.collect(loop, params, -(-ls.experience_steps // ls.experience_envs))
+    collector.close()
+    batch = ppo_batch(exp, run.critic("direct"), rl.gamma, rl.gae_lambda)
+    keep = batch.mask[0]
+    obs, act, logp, adv = (t[0][keep][:ls.experience_steps] for t in (batch.obs, batch.actions, batch.logp, batch.adv))
+    return PPOLossCost("ppo", obs, act, logp, adv, rl.clip)
+
+
+def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, centre: str | None = None) -> list[Cost]:
+    """The costs sweep.costs names, in its order, on the run's data (checked by `Run.datamodule`); an RL
+    run's costs on its environment (ppo_loss: on experience of the policy at `centre`)."""
     ls, d, kind = s.landscape, run.distilled, run.inner_loss
+    check_costs_fit_run(s, run)
     costs: list[Cost] = []
     for cost in s.sweep.costs:
-        if cost == "train":
+        if cost == "episode_return":
+            costs.append(EpisodeReturnCost("episode", run.env(), episode_seeds(ls.episode_seed, ls.episodes)))
+        elif cost == "ppo_loss":
+            costs.append(rl_experience_cost(s, run, pts, centre))
+        elif cost == "train":
             x, y = dm.train_x, dm.train_y
             if ls.train_subsample is not None and ls.train_subsample < len(y):
                 idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(ls.subset_seed))[:ls.train_subsample]
@@ -210,8 +254,11 @@ class Sweep:
         axes = grid_axes(sweep_ranges(job.sweep, self.points, centre, self.directions), job.sweep.resolution)
         module = LandscapeModule(self.points.net, centre, self.directions, self.points.swept, self.costs,
                                  self.points.frozen, ls.batching, ls.data_batch)
-        fp = fingerprint(centre, self.directions, *axes,
-                         data=[module.metric_names, {"train_subsample": ls.train_subsample}])
+        data = {"train_subsample": ls.train_subsample}
+        if any(c in RL_COSTS for c in job.sweep.costs):  # what an RL cost's values depend on besides the points
+            data.update({k: getattr(ls, k) for k in ("episodes", "episode_seed", "experience_steps", "experience_envs",
+                                                     "experience_seed")})
+        fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
         self._write_directions(sweep_dir, label, centre, marks)
         _, computed = compute_shard(module, self.trainer, grid_coordinates(axes), job.shard, job.num_shards,
@@ -271,15 +318,28 @@ def landscape(cfg: DictConfig) -> list[Path]:
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     run = Run.open(s.distilled)
+    check_costs_fit_run(s, run)
     start_job(cfg, exclusive=False)  # shard jobs may share a directory; each claims its shard
-    dm = run.datamodule(s.dataset)
+    with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)
+        return sweep_run(cfg, s, run)
+
+
+def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
+    """The surfaces of an opened run: its points, the shared directions, the costs, one surface per centre."""
+    dm = None if run.is_rl else run.datamodule(s.dataset)
     pts = RunPoints(run, s.landscape, s.sweep.buffers)
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
     directions, direction_names = build_directions(s.sweep, pts, centres[0])
-    costs = build_costs(s, run, dm)
+    per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
+    costs = None if per_centre else build_costs(s, run, dm)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir), build_logger(cfg))
-    surfaces = [path for centre in centres if (path := sweep.surface(centre)) is not None]
+    surfaces = []
+    for centre in centres:
+        if per_centre:
+            sweep.costs = build_costs(s, run, dm, pts, centre)
+        if (path := sweep.surface(centre)) is not None:
+            surfaces.append(path)
     if surfaces and trainer.is_global_zero:
         console.print(f"surfaces: {', '.join(str(p) for p in surfaces)}")
     return surfaces

@@ -42,8 +42,8 @@ def stage_task(cfg: DictConfig, stage: str) -> str:
 
 def stage_order(cfg: DictConfig) -> list[str]:
     """The stages in the order they run: as listed, but the report (which reads every other stage)
-    last, wherever an experiment's merge put it."""
-    stages = list(cfg.study.stages)
+    last, wherever an experiment's merge put it; a stage whose task is `none` is left out."""
+    stages = [s for s in cfg.study.stages if stage_task(cfg, s) != "none"]  # study.tasks.<stage>=none: left out
     return [s for s in stages if stage_task(cfg, s) != "report"] + [s for s in stages if stage_task(cfg, s) == "report"]
 
 
