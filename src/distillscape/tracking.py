@@ -158,15 +158,39 @@ REPORT_COLUMNS = ["run", "file", "metric", "mean", "std", "n"]
 DISTILLED_FILES = ("distilled.safetensors", "distilled.json", "distilled.png")
 
 
-def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]]) -> None:
-    """A study report for a logger. W&B: every figure of the runs (`figures/<run dir>/<stem>`), one
-    table of `rows` (run, file, metric, mean, std, n), the page itself, and each distilled batch as an
-    artifact `distilled-<run dir>`; any other logger: the numbers (`<run dir>/<file>/<metric>` means).
-    `runs` are the report's read runs (anything with .path, .figures, .results)."""
+def figure_keys(runs: list, made=None) -> dict[str, Path]:
+    """A W&B key for every figure of the runs and of the report itself, none shared:
+    `figures/<run>/<path in the run dir without suffix>` (two centres' `train_loss.png` stay apart) and
+    `figures/report/<stem>` for what the report drew; a clash left (two runs of the same name) gets
+    `#2`, `#3`."""
+    keys: dict[str, Path] = {}
+
+    def add(key: str, path: Path) -> None:
+        k, i = key, 1
+        while k in keys:
+            i += 1
+            k = f"{key}#{i}"
+        keys[k] = Path(path)
+
+    for r in runs:
+        for p in r.figures:
+            add(f"figures/{r.label}/{Path(p).relative_to(r.path).with_suffix('').as_posix()}", p)
+    if made is not None:
+        for p in [*made.surface_grids.values(), *made.sweep_figures.values()]:
+            add(f"figures/report/{Path(p).stem}", p)
+    return keys
+
+
+def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]], made=None) -> None:
+    """A study report for a logger. W&B: every figure of the runs and of the report under its own key
+    (`figure_keys`), one table of `rows` (run, file, metric, mean, std, n), the page itself, and each
+    distilled batch as an artifact `distilled-<run dir>`; any other logger: the numbers
+    (`<run>/<file>/<metric>` means). `runs` are the report's read runs (anything with .path, .label,
+    .figures, .results); `made` what the report drew (report.Made) or None."""
     if (run := _run(logger)) is not None:
         import wandb
 
-        log_images(logger, {f"figures/{r.path.name}/{p.stem}": p for r in runs for p in r.figures})
+        log_images(logger, figure_keys(runs, made))
         run.log({"report": wandb.Html(Path(html_path).read_text())}, commit=False)  # same step as the table
         log_table(logger, "metrics", REPORT_COLUMNS, rows)
         for r in runs:
