@@ -459,10 +459,19 @@ def likeness_summary(instances: dict) -> list[str]:
     return out
 
 
+def landing_kinds(stats: dict) -> dict[str, dict]:
+    """kind -> stat -> {"mean", "std", "n"} of a landing_stats.json (its `kinds`; an older file kept
+    the kinds at the top level)."""
+    if isinstance(stats.get("kinds"), dict):
+        return stats["kinds"]
+    return {k: v for k, v in stats.items() if isinstance(v, dict) and v
+            and all(isinstance(x, dict) and "mean" in x for x in v.values())}
+
+
 def landing_pivot(stats: dict) -> tuple[list[str], list[list[str]]]:
     """Statistic x kind (distilled, random real, random synthetic) of a landing_stats.json: mean ± std
     with n, rates of 0/1 events as k/n; the direct minimum's value where it has the statistic."""
-    kinds = stats.get("kinds", {})
+    kinds = landing_kinds(stats)
     if not kinds:
         return [], []
     names = list(kinds)
@@ -481,11 +490,10 @@ def landing_pivot(stats: dict) -> tuple[list[str], list[list[str]]]:
 
 
 def landing_summary(stats: dict) -> list[str]:
-    d = stats.get("kinds", {}).get("distilled", {})
     out = []
 
     def mean(kind, stat):
-        v = stats.get("kinds", {}).get(kind, {}).get(stat, {})
+        v = landing_kinds(stats).get(kind, {}).get(stat, {})
         return v.get("mean") if _is_number(v.get("mean")) and math.isfinite(v["mean"]) else None
 
     loss, direct_loss = mean("distilled", "landing_train_loss"), (stats.get("direct_minimum") or {}).get("train_loss")
@@ -509,7 +517,7 @@ def landing_summary(stats: dict) -> list[str]:
 
 
 def trajectory_summary(stats: dict) -> list[str]:
-    kinds = stats.get("kinds", {})
+    kinds = landing_kinds(stats)
     out = []
     for kind in kinds:
         peak, at = kinds[kind].get("agreement_peak", {}), kinds[kind].get("agreement_peak_step", {})
