@@ -75,6 +75,16 @@ def scrub(obj: Any, secrets: Iterable[str]) -> Any:
     return obj
 
 
+class JobWandbLogger(WandbLogger):
+    """A WandbLogger whose run config is the resolved job config, handed over once at the start.
+    Lightning would also merge every LightningModule's and DataModule's `hparams` into it at the top
+    level, at each fit / test (the datamodule's data settings twice over, beside the config that
+    already holds them): that is left out."""
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:  # noqa: D102
+        return None
+
+
 def wandb_logger(cfg: DictConfig) -> WandbLogger:
     kw = OmegaConf.to_container(cfg.logger, resolve=True)
     kw.pop("_target_")
@@ -84,7 +94,7 @@ def wandb_logger(cfg: DictConfig) -> WandbLogger:
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     config = scrub(config, [os.environ.get("WANDB_API_KEY", "")])
     Path(kw["save_dir"]).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)
+    return JobWandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)
 
 
 # -- logging beyond metrics --------------------------------------------------------------------------
