@@ -6,6 +6,7 @@ thin Hydra `main` that wraps it with `task`: check the config first, then one li
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import resource
 import sys
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
+from . import progress
 
 
 def _conf_dir() -> str:
@@ -43,6 +45,12 @@ class _Console(Console):
     def __reduce__(self):
         return (_the_console, ())
 
+    def print(self, *objects, **kwargs) -> None:
+        """Print with rich, and log the same as plain text (Hydra's job log, tasks/progress.py)."""
+        super().print(*objects, **kwargs)
+        if progress.log.isEnabledFor(logging.INFO):
+            progress.log.info(progress.plain_text(*objects))
+
 
 def _the_console() -> Console:
     return console
@@ -60,10 +68,12 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     line and exit 143."""
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
+        progress.quiet_libraries()
         try:
             return fn(cfg)
         except KNOWN_ERRORS as e:
             print(f"distillscape: {type(e).__name__}: {e}", file=sys.stderr)
+            progress.log.error(f"{type(e).__name__}: {e}")
             sys.exit(2)
         except SIGTERMException:
             # Lightning turns SIGTERM into this SystemExit between steps; bare, it would exit with 0
@@ -122,7 +132,12 @@ def build_logger(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig, logger=None, **overrides) -> L.Trainer:
-    return instantiate(cfg.trainer, logger=build_logger(cfg) if logger is None else logger, **overrides)
+    """The config's Trainer; its progress shown as tasks/progress.py says (one bar over all steps in a
+    terminal, a line every N steps elsewhere)."""
+    shown, bar = progress.progress_callbacks(bool(overrides.pop("enable_progress_bar", cfg.trainer.get("enable_progress_bar", True))))
+    callbacks = [*overrides.pop("callbacks", []), *shown]
+    return instantiate(cfg.trainer, logger=build_logger(cfg) if logger is None else logger, callbacks=callbacks,
+                       enable_progress_bar=bar, **overrides)
 
 
 def resolved(cfg: DictConfig) -> dict:
