@@ -216,3 +216,50 @@ def test_multirun_jobs_are_named_and_grouped_by_their_overrides(tmp_path):
     assert stat_text(g["stats"]["test/onestep_acc_mean"]) in page
     assert (tmp_path / "rep" / "figures" / "sweep_12-00-00.png").exists()
     assert page.count('src="data:image/png;base64,') == 1  # the sweep plot
+
+
+def synthetic_surface() -> dict:
+    """A surface.npz's arrays as landscape writes them: a bowl for the loss, its own accuracy."""
+    a, b = np.linspace(-1, 1, 5), np.linspace(-2, 2, 7)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    loss = 0.1 + (A - 0.5) ** 2 + B ** 2
+    return {"axis0": a, "axis1": b, "train/loss": loss, "train/acc": 1 / (1 + loss),
+            "metrics": np.array(["train/loss", "train/acc"]), "centre_name": np.array("minimum"),
+            "direction_names": np.array(["random 0", "random 1"]),
+            "marked_names": np.array(["minimum", "landing"]), "marked_coords": np.array([[0.0, 0.0], [0.5, 2.0]]),
+            "marked_offplane": np.array([0.0, 3.5])}
+
+
+def test_vtk_export_reads_back_in_meshio_with_every_metric(tmp_path):
+    import meshio
+
+    from distillscape.plots import surface_vtk
+
+    s = synthetic_surface()
+    path = surface_vtk(s, tmp_path / "s.vtu")
+    mesh = meshio.read(path)
+    assert mesh.points.shape == (35, 3) and mesh.cells_dict["quad"].shape == (4 * 6, 4)
+    for k, (i, j) in enumerate([(0, 0), (2, 3), (4, 6)]):  # point index i * len(axis1) + j is grid point (i, j)
+        p = i * 7 + j
+        assert tuple(mesh.points[p, :2]) == (s["axis0"][i], s["axis1"][j])
+        assert mesh.point_data["train_loss"][p] == pytest.approx(s["train/loss"][i, j])
+        assert mesh.point_data["log10_train_loss"][p] == pytest.approx(np.log10(s["train/loss"][i, j]))
+    marks = meshio.read(tmp_path / "s_marks.vtu")
+    assert marks.point_data["offplane"].tolist() == [0.0, 3.5]
+
+
+def test_interactive_surface_switches_costs_and_marks_points_on_it():
+    from distillscape.plots import surface_3d
+
+    s = synthetic_surface()
+    fig = surface_3d(s, "digits / MLP / run: around minimum")
+    kinds = [t.type for t in fig.data]
+    assert kinds == ["surface", "scatter3d", "surface", "scatter3d"]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["train/loss", "train/acc"]
+    assert buttons[1].args[0]["visible"] == [False, False, True, True]
+    marks = fig.data[1]
+    # a mark on a grid point sits at that point's value (log10 for a loss)
+    assert marks.z[0] == pytest.approx(np.log10(s["train/loss"][2, 3])) and marks.z[1] == pytest.approx(np.log10(s["train/loss"][3, 6]))
+    assert marks.text[0] == "minimum" and "3.5 off the plane" in marks.text[1]
+    assert "digits / MLP" in fig.layout.title.text

@@ -100,13 +100,16 @@ class Run:
     sweep: Path | None = None                                # the multirun directory this job belongs to
     dataset: str | None = None
     arch: str | None = None
+    varying: set[str] | None = None                          # a multirun's keys that differ between its jobs
 
     @property
     def label(self) -> str:
-        """The run's name in tables and figure titles: a multirun job is named by its overrides (not by
-        its number), any other run by its directory."""
+        """The run's name in tables and figure titles: a multirun job is named by its overrides that
+        differ between the sweep's jobs (not by its number), any other run by its directory."""
         if self.sweep is not None:
-            return " ".join(o for o in self.overrides if not _is_path_override(o)) or self.path.name
+            keys = self.varying
+            return " ".join(o for o in self.overrides if not _is_path_override(o)
+                            and (keys is None or _override_kv(o)[0] in keys)) or self.path.name
         return self.path.name
 
     @property
@@ -276,10 +279,13 @@ def read_runs(paths) -> list[Run]:
                           key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
             if not jobs:
                 raise ArtifactError(f"{path} is a multirun directory without finished jobs (no */.hydra/)")
-            for job in jobs:
-                run = read_run(job)
-                run.sweep = path
-                runs.append(run)
+            jobs = [read_run(job) for job in jobs]
+            settings = [dict(map(_override_kv, run.overrides)) for run in jobs]
+            keys = {k for st in settings for k in st}
+            varying = {k for k in keys if len({st.get(k) for st in settings}) > 1}  # absent counts as a value
+            for run in jobs:
+                run.sweep, run.varying = path, varying
+            runs += jobs
         else:
             runs.append(read_run(path))
     return runs
@@ -610,7 +616,7 @@ def sweep_groups(runs: list[Run]) -> dict[Path, list[dict]]:
         groups: dict[tuple, dict] = {}
         for run in jobs:
             settings = {k: v for k, v in map(_override_kv, run.overrides)
-                        if k not in SEED_KEYS and not _is_path_override(k)}
+                        if k not in SEED_KEYS and not _is_path_override(k) and (run.varying is None or k in run.varying)}
             g = groups.setdefault(tuple(sorted(settings.items())), {"settings": settings, "jobs": [], "values": {}})
             g["jobs"].append(run)
             m = _metrics(run)
@@ -780,6 +786,10 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
                               "header": ["overrides", "jobs"] + [SWEEP_METRICS[k] for k in keys],
                               "rows": [[g["label"], str(len(g["jobs"]))] + [stat_text(g["stats"].get(k)) for k in keys]
                                        for g in glist]})
+        jobs = [r for r in runs if r.sweep == sweep]
+        common = [o for o in jobs[0].overrides if not _is_path_override(o) and _override_kv(o)[0] not in (jobs[0].varying or set())]
+        if common:
+            sec["notes"].append("every job: " + " ".join(common))
         best = max((g for g in glist if "test/onestep_acc_mean" in g["stats"]),
                    key=lambda g: g["stats"]["test/onestep_acc_mean"]["mean"], default=None)
         if best:

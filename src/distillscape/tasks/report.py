@@ -45,7 +45,9 @@ def draw(runs, out: Path) -> Made:
     for sweep, groups in sweep_groups(runs).items():
         keys = swept_keys(groups)
         if keys and any("test/onestep_acc_mean" in g["stats"] for g in groups):
-            ident = next((r.identity.rsplit(" / ", 1)[0] for r in runs if r.sweep == sweep), "")
+            jobs = [r for r in runs if r.sweep == sweep]
+            ident = " / ".join(sorted({r.dataset for r in jobs if r.dataset})) + (
+                " / " + " / ".join(sorted({r.arch for r in jobs if r.arch})) if len({r.arch for r in jobs}) == 1 else "")
             path = out / "figures" / f"sweep_{sweep.name}.png"
             fig = sweep_figure(groups, keys[0], "test/onestep_acc_mean",
                                f"one-step test accuracy vs {keys[0]} ({ident}, multirun {sweep.name})", path)
