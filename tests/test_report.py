@@ -144,8 +144,10 @@ def test_binary_count_recognises_rates_of_zero_one_events_from_mean_std_n():
     for n in (1, 2, 10, 25, 333):
         for p in (0.0, 0.1, 0.5, 0.9, 1.0):
             values = (torch.rand(n, generator=g) < p).double()
-            d = describe(values)
-            assert binary_count(d["mean"], d["std"], d["n"]) == int(values.sum()), (n, p)
+            d, k = describe(values), int(values.sum())
+            assert binary_count(d["mean"], d["std"], d["n"], known_rate=True) == k, (n, p)
+            # all zeros / all ones have std 0 like any constant: a rate only when known to be one
+            assert binary_count(d["mean"], d["std"], d["n"]) == (k if 0 < k < n else None), (n, p)
         continuous = torch.rand(n, generator=g) if n > 1 else torch.tensor([0.37])
         d = describe(continuous)
         assert binary_count(d["mean"], d["std"], d["n"]) is None
@@ -153,6 +155,7 @@ def test_binary_count_recognises_rates_of_zero_one_events_from_mean_std_n():
     assert stat_text({"mean": 0.61, "std": 0.07, "n": 25}) == "0.61 ± 0.07 (n=25)"
     assert Row("r", 0.9, 0.31622776601683794, 10).cells()[1] == "9/10"
     assert Row("r", 0.5, 0.1, 4).cells()[1] == "0.5 ± 0.1"
+    assert stat_text({"mean": 0.0, "std": 0.0, "n": 5}) == "0 ± 0 (n=5)"  # a barrier that is 0 every time
 
 
 def test_landing_pivot_is_statistic_by_kind_without_settings():
@@ -162,8 +165,9 @@ def test_landing_pivot_is_statistic_by_kind_without_settings():
                               "polish_improves": {"mean": 0.9, "std": 0.31622776601683794, "n": 10}}
                        for kind, m in (("distilled", 0.5), ("random_real", 2.0), ("random_synthetic", 2.3))}}
     header, rows = landing_pivot(stats)
-    assert header == ["statistic", "distilled", "random real", "random synthetic", "direct minimum"]
-    assert rows[0] == ["landing_train_loss", "0.5 ± 0.1 (n=10)", "2 ± 0.1 (n=10)", "2.3 ± 0.1 (n=10)", "0.05"]
+    assert header == ["statistic", "distilled", "random real", "random synthetic", "direct minimum", "what it is"]
+    assert rows[0] == ["landing_train_loss", "0.5 ± 0.1 (n=10)", "2 ± 0.1 (n=10)", "2.3 ± 0.1 (n=10)", "0.05",
+                       "train loss after the step"]
     assert rows[1][1:4] == ["9/10"] * 3
     assert not any("init_seed" in r[0] for r in rows)
     assert not any(r.metric.startswith("settings") for r in nested_rows(stats))  # settings go to the appendix
@@ -227,7 +231,7 @@ def synthetic_surface() -> dict:
             "metrics": np.array(["train/loss", "train/acc"]), "centre_name": np.array("minimum"),
             "direction_names": np.array(["random 0", "random 1"]),
             "marked_names": np.array(["minimum", "landing"]), "marked_coords": np.array([[0.0, 0.0], [0.5, 2.0]]),
-            "marked_offplane": np.array([0.0, 3.5])}
+            "marked_offplane": np.array([0.0, 0.35])}
 
 
 def test_vtk_export_reads_back_in_meshio_with_every_metric(tmp_path):
@@ -245,7 +249,7 @@ def test_vtk_export_reads_back_in_meshio_with_every_metric(tmp_path):
         assert mesh.point_data["train_loss"][p] == pytest.approx(s["train/loss"][i, j])
         assert mesh.point_data["log10_train_loss"][p] == pytest.approx(np.log10(s["train/loss"][i, j]))
     marks = meshio.read(tmp_path / "s_marks.vtu")
-    assert marks.point_data["offplane"].tolist() == [0.0, 3.5]
+    assert marks.point_data["offplane"].tolist() == [0.0, 0.35]
 
 
 def test_interactive_surface_switches_costs_and_marks_points_on_it():
@@ -261,5 +265,5 @@ def test_interactive_surface_switches_costs_and_marks_points_on_it():
     marks = fig.data[1]
     # a mark on a grid point sits at that point's value (log10 for a loss)
     assert marks.z[0] == pytest.approx(np.log10(s["train/loss"][2, 3])) and marks.z[1] == pytest.approx(np.log10(s["train/loss"][3, 6]))
-    assert marks.text[0] == "minimum" and "3.5 off the plane" in marks.text[1]
+    assert marks.text[0] == "minimum" and marks.text[1] == "landing (projected; 35% off-plane)"
     assert "digits / MLP" in fig.layout.title.text

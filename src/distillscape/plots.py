@@ -266,15 +266,17 @@ def _marks(surface: dict) -> list[tuple[str, np.ndarray, float]]:
                     [float(o) for o in surface.get("marked_offplane", [])]))
 
 
-def mark_label(name: str, offplane: float, scale: float) -> str:
-    """A marked point's legend entry: in the plane, or at its projection with the distance off it."""
-    return name if offplane <= 1e-3 * max(scale, 1.0) else f"{name} (projected; {offplane:.3g} off the plane)"
+def mark_label(name: str, offplane: float) -> str:
+    """A marked point's legend entry: in the plane, or at its projection with the share of its offset
+    from the centre that lies off the plane (landscape's `marked_offplane`)."""
+    return name if offplane <= 1e-3 else f"{name} (projected; {offplane:.0%} off-plane)"
 
 
 def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: str, path=None):
     """Cost surfaces as one grid: a row per centre, a column per cost metric, every panel of a column on
     ONE colour scale (log10 for losses), so that the centres can be compared by colour. Marked points
-    sit at their projections onto the plane; a hollow marker is a point off the plane (legend: how far)."""
+    sit at their projections onto the plane; a hollow marker is a point off the plane (legend: the share
+    of its offset from the centre that lies off the plane)."""
     rows = list(surfaces)
     fig, axes = plt.subplots(len(rows), len(metrics), figsize=(4.6 * len(metrics) + 0.6, 3.7 * len(rows) + 0.9),
                              squeeze=False, layout="constrained")
@@ -294,12 +296,10 @@ def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: st
             if values.ndim != 2:
                 ax.plot(s["axis0"], values)
                 continue
-            cs = ax.contourf(s["axis0"], s["axis1"], values.T, levels=levels, cmap="viridis", extend="both")
-            scale = float(np.abs(np.concatenate([s["axis0"], s["axis1"]])).max())
+            cs = ax.contourf(s["axis0"], s["axis1"], values.T, levels=levels, cmap="viridis")
             for k, (name, xy, off) in enumerate(_marks(s)):
-                hollow = off > 1e-3 * max(scale, 1.0)
-                ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if hollow else f"C{k + 1}", mec=f"C{k + 1}",
-                        mew=2, ls="none", label=mark_label(name, off, scale))
+                ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if off > 1e-3 else f"C{k + 1}", mec=f"C{k + 1}",
+                        mew=2, ls="none", label=mark_label(name, off))
             ax.set_title(f"{metric} around {s.get('centre_name', centre)}", fontsize=9)
             dirs = [str(d) for d in s.get("direction_names", [])]
             ax.set_xlabel(dirs[0] if dirs else "axis 0", fontsize=8)
@@ -332,7 +332,6 @@ def surface_3d(surface: dict, title: str):
     metrics = [str(m) for m in surface.get("metrics", [])] or [k for k in surface if "/" in k]
     metrics = [m for m in metrics if np.asarray(surface[m]).ndim == 2]
     a, b = np.asarray(surface["axis0"], float), np.asarray(surface["axis1"], float)
-    scale = float(np.abs(np.concatenate([a, b])).max())
     dirs = [str(d) for d in surface.get("direction_names", [])] or ["axis 0", "axis 1"]
     fig, visible = go.Figure(), []
     for i, metric in enumerate(metrics):
@@ -348,7 +347,7 @@ def surface_3d(surface: dict, title: str):
             xy = np.array([m[1][:2] for m in marks], dtype=float)
             fig.add_trace(go.Scatter3d(
                 x=xy[:, 0], y=xy[:, 1], z=at(xy), mode="markers+text", visible=i == 0,
-                text=[mark_label(n, off, scale) for n, _, off in marks], textposition="top center",
+                text=[mark_label(n, off) for n, _, off in marks], textposition="top center",
                 marker={"size": 6, "color": [MARK_COLORS[k % len(MARK_COLORS)] for k in range(len(marks))],
                         "line": {"width": 2, "color": "black"}},
                 name=f"marked points ({metric})", showlegend=False))

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from .artifacts import ArtifactError
+from .landing import STATS as LANDING_STATS
 
 # json files that are not results, and keys inside results that are inputs or bulk, not metrics
 NOT_RESULTS = {"distilled.json"}  # its metrics are metrics.json's
@@ -40,28 +41,29 @@ LIBRARIES = ("distillscape", "torch", "torchvision", "lightning", "torchmetrics"
              "numpy", "matplotlib", "safetensors", "scikit-learn", "wandb")
 
 
-def binary_count(mean, std, n) -> int | None:
+def binary_count(mean, std, n, known_rate: bool = False) -> int | None:
     """k when (mean, std, n) summarise n values that are all 0 or 1 with k ones (a rate: 9 of 10
     images), else None. For 0/1 values the std follows from the mean (Bessel-corrected, as
-    stats.describe computes it), which tells a rate from a continuous statistic."""
+    stats.describe computes it), which tells a rate from a continuous statistic when 0 < k < n; all
+    zeros or all ones (std 0) look like any constant, so they count only for a `known_rate`."""
     if not (_is_number(mean) and _is_number(std) and _is_number(n)) or n < 1 or n != int(n):
         return None
     n = int(n)
     k = round(mean * n)
-    if abs(mean * n - k) > 1e-6 * n or not 0 <= k <= n:
+    if abs(mean * n - k) > 1e-6 * n or not 0 <= k <= n or (not known_rate and k in (0, n)):
         return None
     p = k / n
     expected = math.sqrt(p * (1 - p) * n / (n - 1)) if n > 1 else 0.0
     return k if abs(std - expected) <= 1e-4 + 1e-3 * expected else None
 
 
-def stat_text(d: dict | None, with_n: bool = True) -> str:
+def stat_text(d: dict | None, with_n: bool = True, known_rate: bool = False) -> str:
     """One summary ({"mean", "std", "n"}) as table text: "9/10" for a rate of 0/1 events, otherwise
     "0.873 ± 0.021" (and " (n=50)")."""
     if not isinstance(d, dict) or not _is_number(d.get("mean")):
         return "–"
     mean, std, n = d["mean"], d.get("std"), d.get("n")
-    if (k := binary_count(mean, std, n)) is not None:
+    if (k := binary_count(mean, std, n, known_rate)) is not None:
         return f"{k}/{int(n)}"
     text = f"{mean:.4g}" + (f" ± {std:.3g}" if _is_number(std) else "")
     return text + (f" (n={int(n)})" if with_n and _is_number(n) else "")
@@ -419,6 +421,7 @@ def accuracy_summary(runs: list[Run]) -> list[str]:
     return out
 
 
+LIKENESS_RATES = ("pixel_nn_same_class", "feature_nn_same_class", "class_mean_nearest_is_own", "direct_agrees")
 LIKENESS_STATS = {  # likeness statistic -> what it is, for the table and the sentences
     "pixel_nn_same_class": "nearest real image (pixels) has its class",
     "feature_nn_same_class": "nearest real image (direct-model features) has its class",
@@ -440,7 +443,8 @@ def likeness_pivot(instances: dict) -> tuple[list[str], list[list[str]]]:
         return [], []
     header = ["statistic"] + [f"{k} (n={next(iter(lk[k].values()))['n']})" for k in kinds]
     rows = [[f"{stat}: {LIKENESS_STATS[stat]}" if stat in LIKENESS_STATS else stat]
-            + [stat_text(lk[k].get(stat), with_n=False) for k in kinds] for stat in lk[kinds[0]]]
+            + [stat_text(lk[k].get(stat), with_n=False, known_rate=stat in LIKENESS_RATES) for k in kinds]
+            for stat in lk[kinds[0]]]
     return header, rows
 
 
@@ -454,9 +458,10 @@ def likeness_summary(instances: dict) -> list[str]:
         d = lk["distilled"].get(stat)
         if not d:
             continue
-        cmp = ", ".join(f"{k.replace('_', ' ')} {stat_text(lk[k].get(stat), with_n=False)}" for k in others if stat in lk[k])
+        cmp = ", ".join(f"{k.replace('_', ' ')} {stat_text(lk[k].get(stat), with_n=False, known_rate=True)}"
+                        for k in others if stat in lk[k])
         out.append(f"{LIKENESS_STATS[stat][0].upper() + LIKENESS_STATS[stat][1:]}: "
-                   f"{stat_text(d, with_n=False)} distilled images" + (f" ({cmp})." if cmp else "."))
+                   f"{stat_text(d, with_n=False, known_rate=True)} distilled images" + (f" ({cmp})." if cmp else "."))
     if all("pixel_nn_rms" in lk.get(k, {}) for k in ("distilled", "random_real", "noise")):
         d, r, z = (lk[k]["pixel_nn_rms"]["mean"] for k in ("distilled", "random_real", "noise"))
         where = "closer to real images than noise is" if abs(d - r) < abs(d - z) else "as far from real images as noise"
@@ -482,7 +487,7 @@ def landing_pivot(stats: dict) -> tuple[list[str], list[list[str]]]:
         return [], []
     names = list(kinds)
     direct = stats.get("direct_minimum", {}) or {}
-    header = ["statistic"] + [k.replace("_", " ") for k in names] + (["direct minimum"] if direct else [])
+    header = ["statistic"] + [k.replace("_", " ") for k in names] + (["direct minimum"] if direct else []) + ["what it is"]
     rows, seen = [], []
     for kind in names:
         seen += [s for s in kinds[kind] if s not in seen]
@@ -491,7 +496,7 @@ def landing_pivot(stats: dict) -> tuple[list[str], list[list[str]]]:
         if direct:
             key = stat.removeprefix("landing_")
             row.append(f"{direct[key]:.4g}" if stat.startswith("landing_") and _is_number(direct.get(key)) else "")
-        rows.append(row)
+        rows.append(row + [LANDING_STATS.get(stat, "")])
     return header, rows
 
 
@@ -551,12 +556,15 @@ def surface_summary(name: str, surface: dict) -> list[str]:
         axes = [surface[f"axis{i}"] for i in range(v.ndim)]
         origin = tuple(int(abs(a).argmin()) for a in axes)
         best = tuple(int(i) for i in np.unravel_index(np.nanargmin(v), v.shape))
-        where = ", ".join(f"{axes[i][best[i]]:.3g}" for i in range(v.ndim))
+        step = max(float(np.abs(np.diff(a)).min()) for a in axes) if all(len(a) > 1 for a in axes) else 1.0
+        where = ", ".join(f"{(x if abs(x) > 1e-6 * step else 0.0):.3g}" for x in (axes[i][best[i]] for i in range(v.ndim)))
+        at, low = float(v[origin]), float(v[best])
         if best == origin:
-            out.append(f"Around {name}, {metric} is lowest at the centre ({float(v[origin]):.3g}).")
+            out.append(f"Around {name}, {metric} is lowest at the centre ({at:.3g}).")
         else:
-            out.append(f"Around {name}, {metric} is {float(v[origin]):.3g} at the centre but lowest at ({where}), "
-                       f"{float(v[best]):.3g}: the centre is not this plane's minimum of {metric}.")
+            out.append(f"Around {name}, {metric} is {at:.3g} at the centre and lowest at ({where}): {low:.3g}, "
+                       f"{(at - low) / abs(at) if at else 0:.0%} lower, so the centre is not this plane's minimum "
+                       f"of {metric} on this grid.")
     return out
 
 
@@ -753,7 +761,7 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
                     f"Cost surfaces of {g.run.identity}{' / ' + g.name if g.name else ''}: a row per centre "
                     f"({', '.join(loaded)}), a column per cost, one colour scale per column (log10 for losses), so "
                     "rows compare by colour. Filled markers lie in the plane; hollow ones are projections of "
-                    "points off it, with their distance in the legend.", f"{g.key} (drawn by the report)")])
+                    "points off it (legend: the share of the point's offset from the centre that lies off the plane).", f"{g.key} (drawn by the report)")])
             for c, p in g.surfaces.items():
                 if str(p) in made.interactive:
                     vtk = made.vtk.get(str(p))

@@ -31,7 +31,8 @@ def draw(runs, out: Path) -> Made:
     made = Made()
     for i, group in enumerate(surface_groups(runs), 1):
         loaded = {centre: read_surface(p) for centre, p in group.surfaces.items()}
-        metrics = list(dict.fromkeys(m for s in loaded.values() for m in loss_and_acc_metrics(s)))
+        # the costs (losses) only: the 2x2 of centres x costs; accuracies are in the 3-D figures' menus
+        metrics = list(dict.fromkeys(m for s in loaded.values() for m in loss_and_acc_metrics(s) if m.endswith("/loss")))
         stem = f"surfaces_{i:02d}_{group.run.path.name}" + (f"_{group.name.replace('/', '_')}" if group.name else "")
         title = f"cost surfaces: {group.run.identity}" + (f" / {group.name}" if group.name else "")
         fig = surface_grid_figure(loaded, metrics, title, out / "figures" / f"{stem}.png")
