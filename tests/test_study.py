@@ -98,4 +98,7 @@ def test_study_report_follows_the_questions(study):
     assert len(grids) == 1
     assert page.count("<script>") == 2 and page.count("Plotly.newPlot") == 1  # plotly.js once, one loop
     assert "is lowest at" in page  # a computed sentence about each surface
+    # the distilled batch once: the instances stage shows it page by page, distill/distilled.png is listed
+    body, appendix = page.split("<section id=appendix>")
+    assert "distill/distilled.png" not in body and "distilled.png" in appendix
     assert len(list((study / "report" / "vtk").glob("*.vtu"))) >= 3

@@ -464,9 +464,14 @@ def likeness_summary(instances: dict) -> list[str]:
                    f"{stat_text(d, with_n=False, known_rate=True)} distilled images" + (f" ({cmp})." if cmp else "."))
     if all("pixel_nn_rms" in lk.get(k, {}) for k in ("distilled", "random_real", "noise")):
         d, r, z = (lk[k]["pixel_nn_rms"]["mean"] for k in ("distilled", "random_real", "noise"))
-        where = "closer to real images than noise is" if abs(d - r) < abs(d - z) else "as far from real images as noise"
-        out.append(f"In pixel space the distilled images are {where}: RMS distance to the nearest real image "
-                   f"{d:.3g} (random real {r:.3g}, noise {z:.3g}).")
+        if d <= r:
+            where = "as close to real images as held-out real images are, or closer"
+        elif d >= z:
+            where = "as far from real images as noise is, or farther"
+        else:
+            where = f"between held-out real images and noise, nearer {'the real images' if d - r < z - d else 'noise'}"
+        out.append(f"In pixel space the distilled images lie {where}: RMS distance to the nearest real training "
+                   f"image {d:.3g} (random real {r:.3g}, noise {z:.3g}).")
     return out
 
 
@@ -713,8 +718,12 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
     sec = _section("instances", "Do the distilled instances look like real data?",
                    "The distilled images one by one, their nearest real images, and likeness statistics against "
                    "random real images and noise.")
+    # a batch that an instances run shows page by page is not shown again as its distill run's figure
+    paged = {Path(r.results["instances.json"]["source"]).resolve() for r in runs
+             if isinstance(r.results.get("instances.json", {}).get("source"), str)}
     for run in runs:
-        figs = [_figure(run, p, f"{CAPTIONS['distilled']} ({run.identity})") for p in _by_stem(run, "distilled")]
+        figs = [] if run.path.resolve() in paged and "instances.json" not in run.results else \
+            [_figure(run, p, f"{CAPTIONS['distilled']} ({run.identity})") for p in _by_stem(run, "distilled")]
         if "instances.json" in run.results:
             inst = run.results["instances.json"]
             header, rows = likeness_pivot(inst)
