@@ -79,3 +79,20 @@ def test_job_log_holds_our_messages_and_no_lightning_tips(tmp_path):
     log = (out / "report.log").read_text()
     assert "report: " in proc.stdout and re.search(r"\[distillscape\]\[INFO\] - report: .*report\.html", log), log
     assert "Tip:" not in proc.stdout + proc.stderr
+
+
+def test_progress_lines_count_predict_batches():
+    """A landscape sweep's grid chunks are predict batches: lines count them against their total."""
+    lines: list[str] = []
+
+    class Chunks(BoringModel):
+        progress_unit = "grid chunks"
+
+    trainer = L.Trainer(callbacks=[ProgressLines(every=2, emit=lines.append)], enable_progress_bar=False,
+                        logger=False, accelerator="cpu")
+    from torch.utils.data import DataLoader
+    from lightning.pytorch.demos.boring_classes import RandomDataset
+
+    trainer.predict(Chunks(), DataLoader(RandomDataset(32, 5), batch_size=1))
+    assert [line.split(":")[0] for line in lines] == ["grid chunks 2/5 (40%)", "grid chunks 4/5 (80%)",
+                                                      "grid chunks 5/5 (100%)"]

@@ -2,8 +2,8 @@
 
 - Progress: in a terminal, one bar over all training steps ("outer steps 120/400", not Lightning's
   per-epoch "Epoch 374/-2": a distillation's epoch is one outer step); anywhere else (a SLURM .out file,
-  a redirect) a plain line every N steps with the rate and the time left, instead of a bar's carriage
-  returns.
+  a redirect) a plain line every N steps (or predict batches: a landscape's grid chunks) with the rate
+  and the time left, instead of a bar's carriage returns.
 - Messages: our console lines also go to the `distillscape` logger, so Hydra's job log
   (<output dir>/<task>.log) holds them (conf/hydra/default.yaml sends that logger to the file only,
   the console already showed them).
@@ -77,24 +77,37 @@ class ProgressLines(Callback):
     def __init__(self, every: int | None = None, emit=None):
         self.every, self.emit = every, emit or (lambda line: print(line, flush=True))
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.total = total_steps(trainer)
+    def _start(self, total: int | None, done: int) -> None:
+        self.total = total
         self.n_every = self.every or max(1, (self.total or 200) // LINES)
-        self.start_step, self.t0 = trainer.global_step, time.perf_counter()
+        self.start_step, self.t0 = done, time.perf_counter()
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        n = trainer.global_step
+    def _line(self, what: str, n: int, metrics: str = "") -> None:
         if n % self.n_every and n != self.total:
             return
-        done = n - self.start_step
-        rate = done / max(time.perf_counter() - self.t0, 1e-9)
+        rate = (n - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
         total = f"/{self.total} ({n / self.total:.0%})" if self.total else ""
         eta = f", {eta_text((self.total - n) / rate)} left" if self.total and rate > 0 else ""
-        metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in trainer.callback_metrics.items()
-                            if k.startswith("train/") and getattr(v, "numel", lambda: 1)() == 1)
-        line = f"{unit(pl_module)} {n}{total}: {rate:.3g}/s{eta}" + (f"; {metrics}" if metrics else "")
+        line = f"{what} {n}{total}: {rate:.3g}/s{eta}" + (f"; {metrics}" if metrics else "")
         self.emit(line)
         log.info(line)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start(total_steps(trainer), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in trainer.callback_metrics.items()
+                            if k.startswith("train/") and getattr(v, "numel", lambda: 1)() == 1)
+        self._line(unit(pl_module), trainer.global_step, metrics)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        total = sum(int(n) for n in trainer.num_predict_batches if n != float("inf"))
+        self._start(total or None, 0)
+        self.predicted = 0
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.predicted += 1
+        self._line(getattr(pl_module, "progress_unit", "batches"), self.predicted)
 
 
 def progress_callbacks(enabled: bool) -> tuple[list[Callback], bool]:
