@@ -23,8 +23,13 @@ def _lr_text(lrs) -> str:
     return f"{lr.item():.4g}" if lr.numel() == 1 else f"{lr.numel()} rates, {lr.min():.3g}..{lr.max():.3g}"
 
 
+def _titled(context: str, title: str) -> str:
+    """A figure title led by what it is of (dataset / architecture / run) when known."""
+    return f"{context}: {title}" if context else title
+
+
 def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=None, path=None,
-                     max_cols: int = 5, first_index: int = 0, total: int | None = None):
+                     max_cols: int = 5, first_index: int = 0, total: int | None = None, context: str = ""):
     """Each distilled image in pixel space with its soft label as a bar chart beside it (the argmax
     bar in red); the learned learning rate(s) in the title. `first_index` / `total` number the images
     when this figure is one page of a larger batch (see `distilled_pages`)."""
@@ -59,7 +64,7 @@ def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=No
             bx.spines[side].set_visible(False)
     shown = f"images {first_index}..{first_index + n - 1} of {total}" if total and total > n else f"{n} distilled images"
     height = fig.get_figheight()
-    fig.suptitle(f"{shown}, inner lr {_lr_text(lrs)}", fontsize=10, y=1 - 0.12 / height)
+    fig.suptitle(_titled(context, f"{shown}, inner lr {_lr_text(lrs)}"), fontsize=10, y=1 - 0.12 / height)
     # fixed margins instead of tight_layout, which costs seconds per page of 40 axes
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.25 / height, top=1 - 0.5 / height, wspace=0.45, hspace=0.5)
     if path is not None:
@@ -68,14 +73,14 @@ def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=No
 
 
 def distilled_pages(images, labels, lrs, mean, std, inner_loss: str, out_dir, classes=None,
-                    per_page: int = 20, stem: str = "distilled") -> list[Path]:
+                    per_page: int = 20, stem: str = "distilled", context: str = "") -> list[Path]:
     """The distilled batch as pages of `per_page` images (<stem>_p01.png, ...): 100 images stay readable."""
     n = images.shape[0]
     paths = []
     for p, start in enumerate(range(0, n, per_page), 1):
         path = Path(out_dir) / f"{stem}_p{p:02d}.png"
         fig = distilled_figure(images[start:start + per_page], labels[start:start + per_page], lrs, mean, std,
-                               inner_loss, classes=classes, path=path, first_index=start, total=n)
+                               inner_loss, classes=classes, path=path, first_index=start, total=n, context=context)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -95,7 +100,7 @@ def _show(ax, img: torch.Tensor) -> None:
 
 def neighbours_figure(distilled_pix: torch.Tensor, real_pix: torch.Tensor, real_y: torch.Tensor,
                       pixel_nn: torch.Tensor, feature_nn: torch.Tensor, classes: torch.Tensor, names: list[str],
-                      first_index: int = 0):
+                      first_index: int = 0, context: str = ""):
     """One row per distilled image: the image, its nearest real training images in pixel space, then
     in the direct model's feature space; a neighbour's title is its class (red when not the image's)."""
     n, k = pixel_nn.shape
@@ -119,8 +124,8 @@ def neighbours_figure(distilled_pix: torch.Tensor, real_pix: torch.Tensor, real_
                     s.set_edgecolor("C0" if j == 0 else "C2")
     axes[0, 0].set_title("distilled", fontsize=7)
     height = fig.get_figheight()
-    fig.suptitle(f"nearest real training images: pixel space (blue frames {k}), "
-                 f"direct-model features (green frames {k})", fontsize=9, y=1 - 0.1 / height)
+    fig.suptitle(_titled(context, f"nearest real training images: pixel space (blue frames {k}), "
+                          f"direct-model features (green frames {k})"), fontsize=9, y=1 - 0.1 / height)
     # fixed margins: tight_layout over this many axes costs seconds
     fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.99, bottom=0.05 / height, top=1 - 0.55 / height,
                         wspace=0.12, hspace=0.3)
@@ -137,7 +142,7 @@ STAT_GROUPS = {
 
 
 def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, classes: torch.Tensor,
-                    names: list[str]):
+                    names: list[str], context: str = ""):
     """Bar charts of every likeness statistic for distilled / random real / noise batches (mean +- std
     over images), and the distilled images' cosine to every class mean."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1.6, 1, 1, 1.3]})
@@ -161,11 +166,13 @@ def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, c
     axes[3].set_title("distilled: cosine to class means", fontsize=9)
     axes[3].tick_params(axis="y", labelsize=6)
     fig.colorbar(im, ax=axes[3], fraction=0.05)
+    if context:
+        fig.suptitle(_titled(context, "likeness to real data"), fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str]):
+def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str], context: str = ""):
     """Row-normalized confusion matrices side by side (true class down, predicted across)."""
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.9 * len(matrices), 3.8), squeeze=False)
     c = len(names)
@@ -184,6 +191,8 @@ def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str]):
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
         ax.set_title(title, fontsize=8)
+    if context:
+        fig.suptitle(_titled(context, "test confusion matrices"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -216,7 +225,7 @@ def trajectory_figure(summary: dict, path: Path) -> Path:
     return path
 
 
-def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None):
+def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None, context: str = ""):
     """Contour plot (plane) or line plot (line) of one metric of a cost surface (the arrays of its
     surface.npz), with the marked points at their coordinates (hollow markers: the point lies off the
     plane, at its projection)."""
@@ -246,7 +255,7 @@ def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool 
     ax.set_xlabel(dirs[0] if dirs else "axis 0")
     if marks:
         ax.legend(fontsize=7)
-    ax.set_title(f"{metric} around {surface.get('centre_name', 'centre')}", fontsize=9)
+    ax.set_title(_titled(context, f"{metric} around {surface.get('centre_name', 'centre')}"), fontsize=9)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)

@@ -146,7 +146,8 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     write_json(out / "metrics.json", metrics)
     norm = dm.normalization()
     distilled_figure(distilled.images, distilled.labels, distilled.lrs, norm["mean"], norm["std"],
-                     d.inner_loss, classes=dm.classes, path=out / "distilled.png")
+                     d.inner_loss, classes=dm.classes, path=out / "distilled.png",
+                     context=f"{cfg.dataset.name} / {str(cfg.arch._target_).rsplit('.', 1)[-1]}")
     logger = module.logger
     if logger:
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},
