@@ -13,7 +13,7 @@ from distillscape.tracking import offline_mode, read_run_records, scrub
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real W&B key
 TINY = ["dataset=digits", "arch=mlp", "distill.steps=20", "distill.val_every=10", "distill.val_inits=2",
         "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
-        "checkpoint_every=10", "snapshot_every=0", "logger=wandb"]
+        "checkpoint_every=10", "snapshot_every=10", "logger=wandb"]
 
 
 @pytest.fixture
@@ -86,9 +86,14 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     assert json.loads(summary["test/onestep_acc_mean"]) == pytest.approx(metrics["test/onestep_acc_mean"])
     assert json.loads(summary["direct/acc"]) == pytest.approx(metrics["direct/acc"])
     # the distilled image grid, as an image file of the run
-    images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
+    images = list((run_dir / "files" / "media" / "images" / "distilled").glob("images_*.png"))
     assert images and images[0].stat().st_size > 1000
     assert json.loads(summary["distilled/images/_type"]) == "image-file"
+    # the batch over the outer steps: a snapshot image at steps 0, 10, 20, each with the step it shows
+    snaps = [(h["trainer/global_step"], h["distilled/snapshot/captions"]) for h in history
+             if "distilled/snapshot/captions" in h]
+    assert snaps == [(0, ["outer step 0"]), (10, ["outer step 10"]), (20, ["outer step 20"])], snaps
+    assert len(list((run_dir / "files" / "media" / "images" / "distilled").glob("snapshot_*.png"))) == 3
     # the distilled artifact: safetensors + JSON files, with their digests in the manifest
     art = next(a for a in rec["artifact"] if a.type == "distilled")
     files = {c.path: c for c in art.manifest.contents}

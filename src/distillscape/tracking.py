@@ -151,6 +151,18 @@ def log_artifact(logger, name: str, kind: str, files: Iterable[str | os.PathLike
     run.log_artifact(art)
 
 
+def log_snapshot(logger, pixels, step: int) -> None:
+    """The distilled images at an outer step ([N, C, H, W] in [0, 1]) as one grid image under
+    `distilled/snapshot`: W&B's media panel steps through them with its slider."""
+    if _run(logger) is None:
+        return
+    from torchvision.utils import make_grid
+
+    grid = make_grid(pixels.float().clamp(0, 1), nrow=min(10, len(pixels)), padding=1, pad_value=1.0)
+    logger.log_image(key="distilled/snapshot", images=[grid.permute(1, 2, 0).numpy()], step=step,
+                     caption=[f"outer step {step}"])
+
+
 def log_distilled(logger, out: Path) -> None:
     """The distilled image grid and the distilled artifact of a finished distillation in `out`."""
     if _run(logger) is None:

@@ -21,7 +21,8 @@ from ..distill import DistillModule
 from ..inner import InitSampler, InnerLoop
 from ..plots import distilled_figure
 from ..resume import RngState, finished_metrics, mark_complete, write_job_config
-from ..tracking import finish_run, log_distilled
+from ..data import to_pixels
+from ..tracking import finish_run, log_distilled, log_snapshot
 from .common import (CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, peak_memory, resolved,
                      task)
 from .train import train_direct
@@ -51,14 +52,18 @@ def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str,
 
 class Snapshots(L.Callback):
     """Every `every` outer steps, the synthetic batch as it then was: snapshots/distilled_stepNNNNNN.*
-    (the evolution of the distilled cost surface is swept over these)."""
+    (the evolution of the distilled cost surface is swept over these), and to W&B as image history."""
 
     def __init__(self, cfg: DictConfig, dm, out: Path, every: int):
         self.cfg, self.dm, self.dir, self.every = cfg, dm, out / "snapshots", every
 
     def save(self, module: DistillModule) -> None:
         meta = artifact_meta(self.cfg, self.dm, module, {})
-        save_distilled(self.dir, module.to_distilled(meta), stem=f"distilled_step{module.global_step:06d}")
+        distilled = module.to_distilled(meta)
+        save_distilled(self.dir, distilled, stem=f"distilled_step{module.global_step:06d}")
+        norm = meta["normalization"]
+        log_snapshot(module.logger, to_pixels(distilled.images.detach().cpu(), norm["mean"], norm["std"]),
+                     module.global_step)
 
     def on_train_start(self, trainer, module):
         if module.global_step == 0:
