@@ -203,9 +203,33 @@ def figure_keys(runs: list, made=None) -> dict[str, Path]:
     return keys
 
 
+def surface_tables(runs: list) -> dict[str, tuple[list[str], list[list[float]]]]:
+    """Every 2-D cost surface of the runs as a table, a row per grid point (its two coordinates and
+    every metric there), keyed `surfaces/<run>/<path of its directory>`."""
+    import numpy as np
+
+    out = {}
+    for r in runs:
+        for path in getattr(r, "surfaces", []):
+            if Path(path).name != "surface.npz":
+                continue
+            with np.load(path) as z:
+                metrics = [str(m) for m in z["metrics"]] if "metrics" in z.files else []
+                if not metrics or z[metrics[0]].ndim != 2:
+                    continue
+                a, b = z["axis0"], z["axis1"]
+                values = {m: z[m] for m in metrics}
+            grid = [[float(a[i]), float(b[j]), *(float(values[m][i, j]) for m in metrics)]
+                    for i in range(len(a)) for j in range(len(b))]
+            key = f"surfaces/{r.label}/{Path(path).parent.relative_to(r.path).as_posix()}"
+            out[key] = (["axis0", "axis1", *metrics], grid)
+    return out
+
+
 def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]], made=None) -> None:
     """A study report for a logger. W&B: every figure of the runs and of the report under its own key
-    (`figure_keys`), one table of `rows` (run, file, metric, mean, std, n), the page itself, and each
+    (`figure_keys`), every cost surface as a table (`surface_tables`), one table of `rows` (run, file,
+    metric, mean, std, n), the page itself, and each
     distilled batch as an artifact `distilled-<run dir>`; any other logger: the numbers
     (`<run>/<file>/<metric>` means). `runs` are the report's read runs (anything with .path, .label,
     .figures, .results); `made` what the report drew (report.Made) or None."""
@@ -214,6 +238,8 @@ def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]], made=
 
         log_images(logger, figure_keys(runs, made))
         run.log({"report": wandb.Html(Path(html_path).read_text())}, commit=False)  # same step as the table
+        for key, (columns, grid) in surface_tables(runs).items():
+            run.log({key: wandb.Table(columns=columns, data=grid)}, commit=False)
         log_table(logger, "metrics", REPORT_COLUMNS, rows)
         for r in runs:
             if (r.path / "distilled.safetensors").exists():
