@@ -5,7 +5,7 @@ canvas inside its div), and every contents link points at an element of the page
 kept under the test's tmp dir.
 
 Marked `browser`; skipped with the reason when Chromium or Playwright is absent
-(`apt-get install -y chromium`, `pip install playwright`)."""
+(`apt-get install -y chromium`, `pip install -e '.[browser]'`)."""
 from __future__ import annotations
 
 import shutil
@@ -25,7 +25,7 @@ def _skip_reason() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "the playwright package is not installed (pip install playwright; no `playwright install` needed)"
+        return "the playwright package is not installed (pip install -e '.[browser]'; no `playwright install` needed)"
     return None
 
 

@@ -400,7 +400,7 @@ def accuracy_summary(runs: list[Run]) -> list[str]:
     out = []
     for run in runs:
         m = _metrics(run)
-        if "test/onestep_acc_mean" not in m:
+        if "test/onestep_acc_mean" not in m or run.sweep is not None:  # a multirun's jobs: its own section
             continue
         a = m["test/onestep_acc_mean"]
         text = f"{run.identity}: one step on the distilled batch reaches {a:.3f} test accuracy " \
