@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +60,52 @@ def write_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, st
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_tensors(path) -> dict[str, torch.Tensor]:
+def check_finite(path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Refuse weights or a synthetic batch holding NaN or inf, naming the file and the tensor: such a
+    model computes only NaN, and a sweep over it would run to the end before failing somewhere else."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ArtifactError(f"{path}: tensor {name!r} holds {bad} non-finite value(s) (NaN or inf) of "
+                                f"{t.numel()}; the run that wrote it diverged: rerun it (e.g. with a smaller "
+                                f"learning rate) instead of analysing it")
+    return tensors
+
+
+def read_tensors(path, finite: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; with `finite` (weights, distilled batches) NaN/inf are refused.
+    Results that may hold them by design (a landing's diverged loss) pass finite=False."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path} does not exist")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise ArtifactError(f"{path} is not a readable safetensors file ({e}); it is corrupt or truncated: "
                             f"re-create it by rerunning the job that wrote it") from None
+    return check_finite(path, tensors) if finite else tensors
+
+
+def read_checkpoint(path) -> dict[str, Any]:
+    """A Lightning checkpoint, loaded with `weights_only=True` (tensors and plain data only: unpickling
+    arbitrary objects would run their code) and its `state_dict` checked for NaN/inf."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, which would run whatever the file holds: never
+        raise ArtifactError(f"checkpoint {path} was refused: it holds Python objects beyond tensors and plain "
+                            f"data, and distillscape loads checkpoints only with weights_only=True. Use a "
+                            f"checkpoint distillscape wrote (checkpoints/last.ckpt of a distill run)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ArtifactError(f"checkpoint {path} is corrupt or truncated ({str(e).splitlines()[0][:120]}); resume "
+                            f"from an earlier one (checkpoint=<path>) or restart the run") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise ArtifactError(f"checkpoint {path} is not a Lightning checkpoint (no state_dict)")
+    check_finite(path, {k: v for k, v in ckpt["state_dict"].items() if isinstance(v, torch.Tensor)})
+    return ckpt
 
 
 def read_json(path) -> dict:

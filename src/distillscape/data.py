@@ -8,6 +8,7 @@ landscapes) sees the same train/val/test partition.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import pickle
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from .config import DATASETS
-from .errors import DatasetNotFoundError
+from .errors import DatasetCorruptError, DatasetNotFoundError
 
 
 # Where each torchvision dataset expects its files under the data directory, for error messages.
@@ -31,6 +32,12 @@ _LAYOUT = {
                                            "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]),
 }
+
+
+# (images in train + test, channels, height, width, classes) of each dataset, known without reading it: a run's
+# memory is estimated from these before anything is loaded
+SHAPES = {"digits": (1797, 1, 8, 8, 10), "mnist": (70000, 1, 28, 28, 10), "fashion_mnist": (70000, 1, 28, 28, 10),
+          "cifar10": (60000, 3, 32, 32, 10)}
 
 
 def default_data_dir() -> str:
@@ -72,8 +79,32 @@ def _load_digits(seed: int = 0, test_fraction: float = 0.2) -> Splits:
     return Splits(x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)])
 
 
+def check_idx(path: Path) -> None:
+    """An IDX file (MNIST's format) whose size is what its header says: magic 0x0000 08 ndim, then ndim
+    big-endian sizes, then that many unsigned bytes. Truncated or foreign files are named with both sizes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(4)
+        ndim = head[3] if len(head) == 4 and head[:3] == b"\x00\x00\x08" else None
+        dims = f.read(4 * ndim) if ndim else b""
+    if ndim is None or len(dims) != 4 * ndim:
+        raise DatasetCorruptError(f"{path} is corrupt: not an IDX file of unsigned bytes (header {head.hex() or 'empty'}, "
+                                  f"{size} bytes); replace it with the official file")
+    shape = [int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + math.prod(shape)
+    if size != expected:
+        raise DatasetCorruptError(f"{path} is corrupt: {size} bytes, but its header ({'x'.join(map(str, shape))}) "
+                                  f"needs {expected}; it is {'truncated' if size < expected else 'too long'}: replace it "
+                                  f"with the official file")
+
+
 def _load_mnist_like(name: str, root: Path, download: bool) -> Splits:
     import torchvision
+
+    sub, files = _LAYOUT[name]
+    present = [root / sub / f for f in files if (root / sub / f).is_file()]
+    for path in present:  # torchvision reports a truncated file as missing, or fails on a reshape
+        check_idx(path)
 
     cls = {"mnist": torchvision.datasets.MNIST, "fashion_mnist": torchvision.datasets.FashionMNIST}[name]
     try:
@@ -84,8 +115,8 @@ def _load_mnist_like(name: str, root: Path, download: bool) -> Splits:
         raise _missing(name, root, download, e) from e
     except (AssertionError, ValueError) as e:  # torchvision's IDX reader asserts on bad headers
         sub = _LAYOUT[name][0]
-        raise DatasetNotFoundError(f"{name} files in {root / sub} are corrupt or not in IDX format "
-                                   f"({type(e).__name__}); replace them with the official files") from e
+        raise DatasetCorruptError(f"{name} files in {root / sub} are corrupt or not in IDX format "
+                                  f"({type(e).__name__}); replace them with the official files") from e
     return Splits(tr.data.unsqueeze(1).float() / 255, tr.targets.long(),
                   te.data.unsqueeze(1).float() / 255, te.targets.long(), list(tr.classes))
 

@@ -18,6 +18,7 @@ from torch import nn
 from .artifacts import Distilled
 from .config import DistillConfig, as_settings
 from .inner import InitSampler, InnerLoop, evaluate_stack, param_names, timed
+from .models import activations_per_example
 from .params import Params, stack_len
 from .seeds import seed_for
 from .stats import flat_summary
@@ -227,3 +228,27 @@ class DistillModule(L.LightningModule):
         return Distilled(images=self.images.detach().cpu().clone(), labels=self.labels.detach().cpu().clone(),
                          lrs=self.lrs.detach().cpu().clone(), meta=meta,
                          fixed_init={k: v.cpu() for k, v in (self.fixed_init() or {}).items()} or None)
+
+
+# Bytes a process holds before any of the run's tensors: the interpreter, torch and Lightning themselves
+RUNTIME_BYTES = 1 << 30
+
+
+def memory_estimate(net: nn.Module, image_shape: tuple[int, ...], num_classes: int, n_data: int, real_batch: int,
+                    settings: DistillConfig) -> dict[str, int]:
+    """Bytes a distillation will hold at its peak, from its settings alone (before anything is allocated),
+    as parts. float32 throughout: the dataset (raw and normalized copies), the synthetic batch with its
+    gradient and Adam's two moments, and per init of an outer step its parameters (init, gradient,
+    landing, outer gradient) and the activations of the inner step on the synthetic batch and of the outer
+    loss on a real batch, each kept for a backward and (the inner one) a second backward."""
+    c = settings
+    f32 = 4
+    pixels = math.prod(image_shape)
+    n_syn = c.images_per_class * num_classes
+    params = sum(p.numel() for p in net.parameters())
+    acts = activations_per_example(net, torch.zeros(1, *image_shape))
+    per_init = 4 * params + c.inner_steps * 3 * acts * n_syn + 2 * acts * real_batch
+    inits = c.inits_per_step if c.batching != "loop" else 1
+    return {"runtime": RUNTIME_BYTES, "dataset": 2 * n_data * pixels * f32,
+            "synthetic_batch": 4 * n_syn * (pixels + num_classes) * f32,
+            "outer_step": inits * per_init * f32}

@@ -15,5 +15,9 @@ class DatasetNotFoundError(FileNotFoundError):
     """A dataset whose files are not where the config points; the message says where to put them."""
 
 
+class DatasetCorruptError(ValueError):
+    """Dataset files that are there but truncated or not in their format; the message names the file."""
+
+
 # Failures the console scripts print as one line (exit 2); anything else is a bug and keeps its traceback.
-KNOWN_ERRORS = (ConfigError, DatasetNotFoundError, ArtifactError, FloatingPointError)
+KNOWN_ERRORS = (ConfigError, DatasetNotFoundError, DatasetCorruptError, ArtifactError, FloatingPointError)

@@ -40,7 +40,7 @@ from .geometry import points
 from .inner import timed
 from .models import channels_last_params, features_channels_last
 from .params import Params, unflatten, unflatten_stack
-from .resume import matches
+from .resume import claim, matches
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
@@ -259,6 +259,8 @@ def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Ten
     Lightning's distributed sampler deals the shard's points out among the processes, each writes
     the points it computed to a part file (`ShardWriter`), and rank 0 assembles the shard from the parts."""
     path = shard_path(sweep_dir, shard, num_shards)
+    if trainer.global_rank == 0:  # a second process on this shard is refused (the other ranks are this run's)
+        claim(path, lock_file=path.with_name(f".{path.stem}.lock"), what=f"shard {shard} of {num_shards} in {sweep_dir}")
     if finished_shard(path, fp):
         return path, False
     start, stop = shard_range(len(coords), shard, num_shards)

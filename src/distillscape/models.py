@@ -165,3 +165,23 @@ def flops_per_example(net: nn.Module, example: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return total
+
+
+def activations_per_example(net: nn.Module, example: torch.Tensor) -> int:
+    """Floats one example leaves behind in a forward pass: the input and every leaf module's output (what
+    autograd keeps for the backward pass, give or take), for memory estimates."""
+    total = example[:1].numel()
+
+    def hook(m, inp, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out[0].numel()
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            net(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return total

@@ -21,13 +21,19 @@ A job killed before it finished resumes from `checkpoints/last.ckpt` with `ckpt_
 """
 from __future__ import annotations
 
+import csv
+import fcntl
 import hashlib
 import json
+import math
+import os
 import random
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -78,6 +84,65 @@ def finished(marker: Path, fp: str, on_mismatch: str = "refuse", refusal: str | 
 
 def mark_finished(marker: Path, fp: str, **record) -> Path:
     return write_json(marker, {"fingerprint": fp, **record})
+
+
+# -- one writer per run directory and per shard ---------------------------------------------------------
+_CLAIMS: dict[str, int] = {}  # path -> the open descriptor holding its lock, for this process's lifetime
+
+
+def claim(path: Path, lock_file: Path | None = None, what: str | None = None) -> None:
+    """Lock `path` (a directory, or a work item through its `lock_file`) for this process, or refuse with
+    one line: two processes writing one run directory or one landscape shard would interleave their files.
+    An flock, so the kernel drops it when the holder dies (kill -9 included): no stale lock to clean up.
+    Re-entrant within a process (the study and the tests call several tasks in one)."""
+    key = str(Path(path).resolve())
+    if key in _CLAIMS:
+        return
+    target = Path(lock_file) if lock_file is not None else Path(path)
+    if lock_file is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(target, os.O_RDONLY | (os.O_CREAT if lock_file is not None else 0), 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"another distillscape process is writing {what or path} right now; wait for it to "
+                          f"finish (its rerun then skips what it finished), or give this run its own directory "
+                          f"(hydra.run.dir=...)") from None
+    _CLAIMS[key] = fd
+
+
+def release_claims() -> None:
+    while _CLAIMS:
+        os.close(_CLAIMS.popitem()[1])
+
+
+# -- checkpoints written whole, metric history kept across a resume ----------------------------------------
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch checkpoint IO, written to a temporary name and renamed into place: a kill or a full
+    disk while `last.ckpt` is written leaves the previous checkpoint, never half of the new one."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        atomic_write(path, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options))
+
+
+def keep_csv_history(logger, up_to_step: int) -> int:
+    """On a resume, carry the CSV logger's rows of the steps before the checkpoint into the new run's file
+    (Lightning's CSV writer deletes an existing metrics.csv when it opens): rows logged after the checkpoint
+    are dropped, since those steps are done again. Returns the number of rows kept."""
+    if not isinstance(logger, CSVLogger):
+        return 0
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.exists():
+        return 0
+    with open(path, newline="") as f:
+        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    rows = [r for r in rows if r.get("step", math.inf) < up_to_step]
+    for r in rows:
+        r["step"] = int(r["step"])
+    logger.experiment.metrics[:0] = rows  # opening the writer deletes the old file; these rows go first
+    logger.experiment.save()
+    return len(rows)
 
 
 # -- RNG state in the checkpoint ---------------------------------------------------------------------

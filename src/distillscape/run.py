@@ -18,6 +18,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
+import yaml
 from hydra.utils import instantiate
 from torch import nn
 
@@ -46,11 +47,26 @@ def _not_a_run(path: Path) -> ArtifactError:
     found = [f"{name} ({task})" for name, task in OTHER_TASKS.items() if (path / name).exists()]
     if (path / "landing_parts").is_dir() or any(path.glob("*/surface.npz")):
         found.append("analysis outputs")
-    what = (f"it holds {', '.join(found)}, the output of another task" if found
-            else "it holds no distilled.safetensors")
+    task = _recorded_task(path)
+    if task == "distill" and (path / "checkpoints" / "last.ckpt").exists():
+        what = ("it is a distill run that has not finished (it holds checkpoints/last.ckpt but no distilled batch "
+                "yet): finish it first by rerunning its command with ckpt_path=last")
+    elif found or (task and task != "distill"):
+        what = (f"it is the output of distillscape-{task}" if task and task != "distill" else "it is the output of "
+                "another task") + (f" (it holds {', '.join(found)})" if found else "")
+    else:
+        what = "it holds no distilled.safetensors"
     return ArtifactError(f"distilled={path} expects the output directory of distillscape-distill (or a "
                          f"distilled.safetensors file, e.g. one of its snapshots/); {what}. Give the distill "
                          f"run's directory, e.g. distilled=outputs/distill/<date>/<time>")
+
+
+def _recorded_task(path: Path) -> str | None:
+    """The task that wrote a directory, from the job record every task leaves (config_resolved.yaml)."""
+    try:
+        return str(yaml.safe_load((path / "config_resolved.yaml").read_text())["config"]["task_name"])
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
+        return None
 
 
 class Run:

@@ -5,11 +5,17 @@ Each task module has a plain function `<task>(cfg) -> result` (what the study an
 thin Hydra `main` that wraps it with `task`: check the config first, then one line per known failure."""
 from __future__ import annotations
 
+import difflib
+import errno
 import functools
 import logging
 import os
+import re
 import resource
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import Callable
 
@@ -20,8 +26,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from ..artifacts import atomic_write
 from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
+from ..resume import claim, release_claims, write_job_config
 from . import progress
 
 
@@ -37,6 +45,13 @@ def _conf_dir() -> str:
 
 
 CONF_DIR = _conf_dir()
+
+
+def verbose() -> bool:
+    """--verbose on a console script's command line, or HYDRA_FULL_ERROR=1 set by the user: tracebacks beside
+    the one-line errors. (`console_script` sets HYDRA_FULL_ERROR=1 itself, so the user's wish travels in
+    DISTILLSCAPE_VERBOSE, to the processes a run starts too.)"""
+    return os.environ.get("DISTILLSCAPE_VERBOSE", os.environ.get("HYDRA_FULL_ERROR", "0")) == "1"
 
 
 class _Console(Console):
@@ -58,30 +73,170 @@ def _the_console() -> Console:
 
 console = _Console(stderr=False, highlight=False)
 
-# exit status of a job stopped by SIGTERM, as a shell reports a process killed by it (128 + 15)
+# exit statuses of a job stopped by a signal, as a shell reports a process killed by it (128 + signal)
 SIGTERM_EXIT = 143
+SIGINT_EXIT = 130
+KEPT = ("What was finished is kept (checkpoints/last.ckpt of a distillation, finished landscape shards, "
+        "landing parts and study stages): rerun the same command to go on (a distillation with ckpt_path=last)")
+# errno values that mean "this place cannot be written", whatever the file
+WRITE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def fail(line: str, code: int = 2) -> None:
+    """End the process with one line on stderr; the traceback too with --verbose or HYDRA_FULL_ERROR=1."""
+    if verbose() and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    print(f"distillscape: {line}", file=sys.stderr)
+    progress.log.error(line)  # the job log too
+    sys.exit(code)
+
+
+def write_error(e: OSError) -> str | None:
+    """One line for a failed write (read-only or full disk, no permission), None for any other OSError."""
+    if e.errno not in WRITE_ERRNOS:
+        return None
+    where = e.filename or "the output directory"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        advice = "free space there, or write elsewhere with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)"
+    else:
+        advice = "make it writable, or write elsewhere with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)"
+    return (f"cannot write {where}: {e.strerror}. Nothing half-written is left (every file is written to a temporary "
+            f"name and renamed); {advice}, then rerun the same command to go on")
+
+
+class _Interrupted:
+    """Ctrl-C seen during the task: Lightning catches the KeyboardInterrupt inside fit and exits 1 after its
+    own shutdown, so the interrupt is remembered here to report it as one line and exit 130."""
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame):
+        cls.seen = True
+        raise KeyboardInterrupt
 
 
 def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     """Wrap a task's plain function (which checks its config first: `config.settings`): print known
-    errors as one line and exit 2, and report a stop by SIGTERM (SLURM's scancel, a time limit) as one
-    line and exit 143."""
+    errors as one line and exit 2, report a stop by SIGTERM (SLURM's scancel, a time limit) or Ctrl-C as
+    one line saying what is kept and exit 143 / 130, and let go of the run directories it claimed."""
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         progress.quiet_libraries()
+        previous = signal.getsignal(signal.SIGINT)
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        if in_main_thread:
+            signal.signal(signal.SIGINT, _Interrupted.handler)
         try:
             return fn(cfg)
         except KNOWN_ERRORS as e:
-            print(f"distillscape: {type(e).__name__}: {e}", file=sys.stderr)
-            progress.log.error(f"{type(e).__name__}: {e}")
-            sys.exit(2)
+            fail(f"{type(e).__name__}: {e}")
         except SIGTERMException:
             # Lightning turns SIGTERM into this SystemExit between steps; bare, it would exit with 0
-            print("distillscape: stopped by SIGTERM. What was finished is kept (checkpoints/last.ckpt of a "
-                  "distillation, finished landscape shards, finished study stages): rerun the same command "
-                  "to go on (a distillation with ckpt_path=last)", file=sys.stderr)
-            sys.exit(SIGTERM_EXIT)
+            fail(f"stopped by SIGTERM. {KEPT}", SIGTERM_EXIT)
+        except KeyboardInterrupt:
+            fail(f"stopped by Ctrl-C. {KEPT}", SIGINT_EXIT)
+        except SystemExit:
+            if _Interrupted.seen:  # Lightning's exit after it caught the KeyboardInterrupt
+                fail(f"stopped by Ctrl-C. {KEPT}", SIGINT_EXIT)
+            raise
+        except OSError as e:
+            if (line := write_error(e)) is None:
+                raise
+            fail(line)
+        finally:
+            release_claims()
+            if in_main_thread:
+                signal.signal(signal.SIGINT, previous)
     return wrapper
+
+
+def console_script(hydra_main: Callable[[], object], config_name: str) -> Callable[[], None]:
+    """The `distillscape-<task>` entry point: the task's Hydra main, with what fails before the task starts
+    (composing the config: a mistyped key, a YAML syntax error, an unknown group option; creating the output
+    directory; the launcher) also told in one line, exit 2. Hydra is told to raise (HYDRA_FULL_ERROR=1)
+    rather than print its own report, whose advice to prepend `+` to a mistyped key is wrong here."""
+    def entry() -> None:
+        args = sys.argv[1:]
+        os.environ["DISTILLSCAPE_VERBOSE"] = "1" if "--verbose" in args or verbose() else "0"
+        sys.argv = [sys.argv[0], *(a for a in args if a != "--verbose")]
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            hydra_main()
+        except KeyboardInterrupt:
+            fail(f"stopped by Ctrl-C. {KEPT}", SIGINT_EXIT)
+        except Exception as e:  # noqa: BLE001 (a bug keeps its traceback: explain returns None for it)
+            line = explain(e, config_name, sys.argv[1:])
+            if line is None:
+                raise
+            fail(line)
+    return entry
+
+
+def _chain(e: BaseException):
+    while e is not None:
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | None:
+    """One line for a failure outside the task function, or None for a bug (which keeps its traceback)."""
+    import yaml
+    from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+
+    for c in _chain(e):
+        if isinstance(c, KNOWN_ERRORS):
+            return f"{type(c).__name__}: {c}"
+        if isinstance(c, yaml.YAMLError):
+            mark = getattr(c, "problem_mark", None)
+            where = f"{mark.name} line {mark.line + 1} column {mark.column + 1}" if mark else "a config file"
+            return (f"YAML syntax error in {where}: {getattr(c, 'problem', None) or str(c).splitlines()[0]}; "
+                    f"fix that file (--config-dir files are read as YAML)")
+        if isinstance(c, OSError) and (line := write_error(c)):
+            return line
+        if isinstance(c, FileNotFoundError) and c.filename in ("sbatch", "srun", "scancel", "sacct", "squeue"):
+            return (f"the launcher runs SLURM's {c.filename}, which is not installed here: run on a SLURM login node, "
+                    f"or choose another launcher (hydra/launcher=submitit_local or hydra/launcher=joblib)")
+    text = str(e)
+    first = text.splitlines()[0] if text else type(e).__name__
+    if isinstance(e, HydraException) and (m := re.match(r"Could not override '([^']+)'", text)):
+        return unknown_key_line(m.group(1), config_name, overrides)
+    if isinstance(e, MissingConfigException):
+        listing = text.split("Config search path")[0].splitlines()[1:]
+        options = [o.strip() for o in listing if o.startswith("\t") and not o.strip().endswith("_schema")]
+        return f"{first}" + (f"; available: {', '.join(options)}" if options else "")
+    if isinstance(e, OverrideParseException):
+        return f"cannot parse an override: {first} (key=value; quote values with spaces or brackets)"
+    if isinstance(e, HydraException):
+        cause = e.__cause__
+        return f"{first}" + (f": {str(cause).splitlines()[0]}" if cause and str(cause) else "")
+    return None
+
+
+def unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
+    """A mistyped key: the nearest key the config does have (composed without that override)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    key = key.lstrip("+~")
+    rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key and not o.startswith("hydra")]
+    known: list[str] = []
+    try:
+        GlobalHydra.instance().clear()
+        cfg = compose_task(config_name, rest)
+        known = sorted(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    except Exception:  # noqa: BLE001 (the suggestion is a courtesy; the line below stands without it)
+        pass
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}?" if close else f"`distillscape-{config_name} --cfg job` lists the keys"
+    return f"unknown key {key}: {hint} (keys are checked against the config's schemas; none is added by a typo)"
+
+
+def _dotted_keys(node, prefix: str = ""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "hydra":
+                continue
+            yield from _dotted_keys(v, f"{prefix}{k}.")
+            yield f"{prefix}{k}"
 
 
 def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
@@ -104,10 +259,42 @@ def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
         raise ConfigError(f"{key + ': ' if key else ''}{str(e).splitlines()[0]}: {detail}") from None
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    out = Path(cfg.paths.output_dir)
+def start_job(cfg: DictConfig, out: Path | None = None, exclusive: bool = True) -> Path:
+    """The job's output directory, claimed for this process and with the job's record written (Hydra's
+    `.hydra/` files and config_resolved.yaml). Called only once the config is checked and nothing refuses
+    the run: a refused or invalid run leaves an existing directory exactly as it was (Hydra's own early
+    write of `.hydra/` is switched off in conf/hydra/default.yaml for this reason). The processes a
+    multi-device run starts beside rank 0 neither claim nor record. `exclusive=False`: jobs that share the
+    directory by design (landscape shards: each claims its own shard instead)."""
+    out = Path(out if out is not None else cfg.paths.output_dir)
+    if _rank() > 0:
+        return out
     out.mkdir(parents=True, exist_ok=True)
+    if exclusive:
+        claim(out)
+    write_hydra_record(cfg, out)
+    write_job_config(cfg, out)
     return out
+
+
+def _rank() -> int:
+    return max(int(os.environ.get(k, 0) or 0) for k in ("RANK", "LOCAL_RANK"))
+
+
+def write_hydra_record(cfg: DictConfig, out: Path) -> None:
+    """What Hydra's run_job writes to `<output_subdir>/` before the task starts (config, hydra config,
+    overrides), written here after the checks instead; nothing when not run from a Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if Path(hc.runtime.output_dir).resolve() != out.resolve():  # a study's stage: the study records it
+        return
+    record = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
+              "overrides.yaml": OmegaConf.to_yaml(list(hc.overrides.task))}
+    for name, text in record.items():
+        atomic_write(out / ".hydra" / name, lambda tmp, text=text: Path(tmp).write_text(text))
 
 
 def build_datamodule(cfg: DictConfig) -> TensorDataModule:
@@ -143,6 +330,30 @@ def build_trainer(cfg: DictConfig, logger=None, **overrides) -> L.Trainer:
 def resolved(cfg: DictConfig) -> dict:
     """The config as plain data, for artifacts (hydra's own node left out)."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+
+
+def available_memory() -> int:
+    """Bytes this process may still allocate: the kernel's MemAvailable, or less where a cgroup (a SLURM
+    job, a container) limits the process."""
+    avail = None
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) * 1024
+    for limit, used in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                        ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            room = int(Path(limit).read_text().split()[0]) - int(Path(used).read_text().split()[0])
+        except (OSError, ValueError):  # no such cgroup file, or "max"
+            continue
+        avail = room if avail is None else min(avail, room)
+    return avail if avail is not None else 1 << 62
+
+
+def memory_line(parts: dict[str, int], available: int, where: str) -> str:
+    total = sum(parts.values())
+    detail = ", ".join(f"{k.replace('_', ' ')} {v / 2**30:.2f}" for k, v in parts.items())
+    return f"needs about {total / 2**30:.1f} GiB ({detail}) and {where} has {available / 2**30:.1f} GiB available"
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

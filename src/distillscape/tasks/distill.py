@@ -10,33 +10,70 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.table import Table
 
-from ..artifacts import save_distilled, write_json
+from ..artifacts import read_checkpoint, save_distilled, write_json
 from ..baseline import random_real_baseline
-from ..config import DistillJob, settings
+from ..config import ConfigError, DistillJob, settings
 from ..direct import load_direct_minimum, save_direct_minimum
-from ..distill import DistillModule
+from ..data import SHAPES, to_pixels
+from ..distill import DistillModule, memory_estimate
 from ..inner import InitSampler, InnerLoop
 from ..plots import distilled_figure
-from ..resume import RngState, finished_metrics, mark_complete, write_job_config
-from ..data import to_pixels
+from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
+                      keep_csv_history, mark_complete)
 from ..tracking import finish_run, log_distilled, log_snapshot
-from .common import (CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, peak_memory, resolved,
+from .common import (console_script, available_memory, memory_line, CONF_DIR, build_datamodule, build_net, build_trainer, console, start_job, peak_memory, resolved,
                      task)
 from .train import train_direct
 
 
+def check_memory(cfg: DictConfig, s: DistillJob) -> None:
+    """Refuse a distillation whose estimated peak (distill.memory_estimate) exceeds the memory available,
+    before anything is allocated; warn when it takes over half of it. The rates below are the knobs."""
+    n, c, h, w, k = SHAPES[s.dataset.name]
+    net = instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=k)
+    parts = memory_estimate(net, (c, h, w), k, n, s.dataset.batch_size, s.distill)
+    on_gpu = s.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+    if on_gpu:  # the dataset and the runtime stay in host memory; the rest goes to the GPU
+        parts = {key: v for key, v in parts.items() if key in ("synthetic_batch", "outer_step")}
+        available, where = torch.cuda.mem_get_info()[0], "the GPU"
+    else:
+        available, where = available_memory(), "this machine"
+    total = sum(parts.values())
+    knobs = ("lower distill.images_per_class, distill.inits_per_step or dataset.batch_size, or set "
+             "distill.batching=loop (one init at a time)")
+    if total > available:
+        raise ConfigError(f"this distillation {memory_line(parts, available, where)}: {knobs}")
+    if total > available / 2:
+        console.print(f"[bold]distillscape: warning:[/bold] this distillation {memory_line(parts, available, where)}; "
+                      f"it may not fit beside other work ({knobs})")
+
+
+def direct_fingerprint(cfg: DictConfig) -> str:
+    """What the direct baseline of a distill job depends on (not the distillation's own settings)."""
+    job = identity(cfg)
+    return fingerprint(data={k: job.get(k) for k in ("dataset", "arch", "direct", "seed")}
+                       | {"init_scheme": job["distill"]["init_scheme"]})
+
+
 def direct_baseline(cfg: DictConfig, s: DistillJob, dm, out: Path) -> dict[str, float]:
-    """Load the direct minimum given by `direct.checkpoint`, or train one now."""
+    """Load the direct minimum given by `direct.checkpoint`, reuse the one this job trained before it was
+    stopped (a resumed run), or train one now."""
     net = build_net(cfg, dm)
+    fp = direct_fingerprint(cfg)
+    if not s.direct.checkpoint and (done := finished(out / "direct_minimum.json", fp, on_mismatch="redo")):
+        load_direct_minimum(out, net)
+        console.print(f"direct baseline: reusing {out / 'direct_minimum.safetensors'} (trained before the resume)")
+        return {k: v for k, v in done.get("metrics", {}).items() if k.startswith("direct/")}
     if s.direct.checkpoint:
         net, meta = load_direct_minimum(s.direct.checkpoint, net)
         # a copy in the run dir: the analyses of this run (landscape, landing, instances) find it there
         save_direct_minimum(out, net, {**meta, "copied_from": str(Path(s.direct.checkpoint).absolute())})
         return {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
-    return train_direct(cfg, s, dm, net, out, logger=False)
+    return train_direct(cfg, s, dm, net, out, logger=False, fingerprint=fp)
 
 
 def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str, float]) -> dict:
@@ -85,12 +122,28 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path) -> tuple[Dis
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                            every_n_train_steps=s.checkpoint_every)
     callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
-    trainer = build_trainer(cfg, callbacks=callbacks)
+    trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    resume = resume_checkpoint(s, out)
+    if resume is not None:
+        kept = keep_csv_history(trainer.logger, read_checkpoint(resume)["global_step"])
+        console.print(f"resuming from {resume}" + (f" ({kept} logged rows kept)" if kept else ""))
     t0 = time.perf_counter()
-    trainer.fit(module, dm, ckpt_path=s.ckpt_path, weights_only=True)
+    trainer.fit(module, dm, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
     return module, metrics, seconds, trainer.strategy.root_device
+
+
+def resume_checkpoint(s: DistillJob, out: Path) -> Path | None:
+    """The checkpoint to resume from, checked before anything starts (a pickle, a truncated file or NaN
+    weights are refused in one line); None to start afresh (ckpt_path=last with no checkpoint yet)."""
+    if not s.ckpt_path:
+        return None
+    path = out / "checkpoints" / "last.ckpt" if s.ckpt_path == "last" else Path(s.ckpt_path)
+    if s.ckpt_path == "last" and not path.exists():
+        return None
+    read_checkpoint(path)
+    return path
 
 
 def summary_table(cfg: DictConfig, m: dict[str, float], n: int) -> Table:
@@ -131,11 +184,13 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     """The main job: distill, test over held-out inits, compare; write the run directory. Returns the metrics."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
-    out = output_dir(cfg)
-    write_job_config(cfg, out)
-    if (done := finished_metrics(cfg, out)) is not None:  # a rerun of a finished job
+    out = Path(cfg.paths.output_dir)
+    # before anything is written: a finished job of this config is returned, one of another refused
+    if (done := finished_metrics(cfg, out)) is not None:
         console.print(f"already complete: {out} (skip_complete=false recomputes it)")
         return done
+    check_memory(cfg, s)
+    out = start_job(cfg, out)
     dm = build_datamodule(cfg)
     direct = direct_baseline(cfg, s, dm, out)
     module, metrics, seconds, device = run_distillation(cfg, s, dm, out)
@@ -175,6 +230,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
     return distill(cfg)
 
 
+cli = console_script(main, "distill")
+
 if __name__ == "__main__":
-    main()
+    cli()
 

@@ -18,7 +18,7 @@ from ..instances import (RealReference, compare_models, confusion_matrix, held_o
                          logits_of, stack_logits, summarize_stats)
 from ..plots import confusion_figure, distilled_pages, likeness_figure, neighbours_figure, save_figure
 from ..run import Run
-from .common import CONF_DIR, build_logger, console, output_dir, resolved, task
+from .common import console_script, CONF_DIR, build_logger, console, start_job, resolved, task
 
 
 def per_image_table(d, classes, stats, names, inner_loss) -> list[dict]:
@@ -51,7 +51,7 @@ def instances(cfg: DictConfig) -> dict:
         raise ConfigError("distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
                           "output dir or distilled.safetensors>")
     s = settings(cfg)
-    out = output_dir(cfg)
+    out = start_job(cfg)
     run = Run.open(s.distilled)
     d, meta, ic = run.distilled, run.meta, s.instances
     src = run.source
@@ -164,5 +164,7 @@ def scalar_metrics(result: dict) -> dict[str, float]:
     return out
 
 
+cli = console_script(main, "instances")
+
 if __name__ == "__main__":
-    main()
+    cli()

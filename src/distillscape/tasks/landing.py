@@ -30,7 +30,7 @@ from ..resume import finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
 from ..tracking import log_csv_table
-from .common import CONF_DIR, build_logger, compose_task, console, output_dir, resolved, task
+from .common import console_script, CONF_DIR, build_logger, compose_task, console, start_job, resolved, task
 
 
 def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
@@ -120,7 +120,7 @@ def landing(cfg: DictConfig) -> dict:
     """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
-    out = output_dir(cfg)
+    out = start_job(cfg)
     if s.distilled:
         run_dir = Path(s.distilled)
     elif s.distill_first:
@@ -154,7 +154,7 @@ def landing(cfg: DictConfig) -> dict:
     for kind in a.kinds:
         part = out / "landing_parts" / f"{kind}.safetensors"
         if (done := finished(part.with_suffix(".json"), stamp, on_mismatch="redo")) is not None:
-            results[kind], lrs[kind] = read_tensors(part), done["lr"]
+            results[kind], lrs[kind] = read_tensors(part, finite=False), done["lr"]
             console.print(f"{kind}: reusing {part}")
             continue
         console.print(f"{kind}: landing {a.inits} inits and measuring them on the true task ...")
@@ -177,7 +177,7 @@ def landing(cfg: DictConfig) -> dict:
                "kinds": {kind: aggregate(stats) for kind, stats in results.items()}}
     path = out / "landing_parts" / "trajectory.safetensors"
     if a.trajectory_inits and path.exists():
-        run_curve = read_tensors(path)
+        run_curve = read_tensors(path, finite=False)
         summary["trajectory"] = {
             "steps": run_curve["steps"].tolist(), "inits": int(run_curve["train_loss"].shape[1]),
             "train_loss": run_curve["train_loss"].mean(dim=1).tolist(), "test_acc": run_curve["test_acc"].mean(dim=1).tolist(),
@@ -205,5 +205,7 @@ def main(cfg: DictConfig) -> dict:
     return landing(cfg)
 
 
+cli = console_script(main, "landing")
+
 if __name__ == "__main__":
-    main()
+    cli()

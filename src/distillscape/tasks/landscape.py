@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ..artifacts import load_distilled, read_tensors, write_json, write_tensors
+from ..artifacts import load_distilled, read_checkpoint, read_tensors, write_json, write_tensors
 from ..config import SWEEP_COSTS, LandscapeConfig, LandscapeJob, SweepConfig, settings
 from ..costs import Cost, CrossEntropyCost, InnerLossCost
 from ..errors import ArtifactError, ConfigError
@@ -37,7 +37,7 @@ from ..plots import surface_figure
 from ..resume import fingerprint
 from ..run import Run
 from ..tracking import log_surface
-from .common import CONF_DIR, build_logger, build_trainer, console, task
+from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
 
 NAMED_POINTS = ("minimum", "landing", "init")
 
@@ -87,7 +87,7 @@ class RunPoints:
             raise ConfigError(f"point {str(path)!r} is neither one of {', '.join(NAMED_POINTS)} nor an existing "
                               f"checkpoint file")
         if path.suffix == ".ckpt":
-            state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+            state = read_checkpoint(path)["state_dict"]
             state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
         else:
             state = read_tensors(path)
@@ -272,6 +272,7 @@ def landscape(cfg: DictConfig) -> list[Path]:
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     run = Run.open(s.distilled)
+    start_job(cfg, exclusive=False)  # shard jobs may share a directory; each claims its shard
     dm = run.datamodule(s.dataset)
     pts = RunPoints(run, s.landscape, s.sweep.buffers)
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
@@ -291,5 +292,7 @@ def main(cfg: DictConfig) -> list[Path]:
     return landscape(cfg)
 
 
+cli = console_script(main, "landscape")
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -8,7 +8,6 @@ figure and as VTK files for ParaView, and a multirun's headline metric against i
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import hydra
@@ -21,9 +20,8 @@ from ..plots import surface_3d, surface_grid_figure, surface_vtk, sweep_figure
 from ..report import (Made, all_rows, loss_and_acc_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
 from ..tracking import log_report
-from .common import CONF_DIR, build_logger, console, output_dir, task
+from .common import console_script, CONF_DIR, build_logger, console, start_job, task
 
-log = logging.getLogger(__name__)
 
 
 def draw(runs, out: Path) -> Made:
@@ -64,7 +62,7 @@ def report(cfg: DictConfig) -> Path:
     s = settings(cfg)
     dirs = [s.runs] if isinstance(s.runs, str) else list(s.runs)
     runs = read_runs(dirs)
-    out = output_dir(cfg)
+    out = start_job(cfg)
     made = draw(runs, out)
     page = render(runs, s.report.title, s.report.max_figures, made)
     path = atomic_write(out / s.report.file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
@@ -85,5 +83,7 @@ def main(cfg: DictConfig) -> Path:
     return report(cfg)
 
 
+cli = console_script(main, "report")
+
 if __name__ == "__main__":
-    main()
+    cli()

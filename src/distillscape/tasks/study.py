@@ -25,7 +25,7 @@ from ..artifacts import atomic_write, read_json, write_json
 from ..config import settings
 from ..errors import ConfigError
 from ..resume import finished, fingerprint, mark_finished
-from .common import CONF_DIR, compose_task, console, output_dir, task
+from .common import console_script, CONF_DIR, compose_task, console, start_job, task
 
 ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
 
@@ -95,7 +95,7 @@ def stage_done(marker: Path, fp: str) -> dict | None:
 def study(cfg: DictConfig) -> dict:
     """distillscape-study: every stage in order. Returns the study log (study.json)."""
     settings(cfg)
-    root = output_dir(cfg)
+    root = start_job(cfg)
     stages = stage_order(cfg)
     if not stages or stage_task(cfg, stages[0]) != "distill":
         raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
@@ -150,5 +150,7 @@ def main(cfg: DictConfig) -> dict:
     return study(cfg)
 
 
+cli = console_script(main, "study")
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -12,10 +12,10 @@ from omegaconf import DictConfig
 from ..config import settings
 from ..direct import DirectModule, save_direct_minimum
 from ..models import init_parameters_
-from .common import CONF_DIR, build_datamodule, build_net, build_trainer, console, output_dir, resolved, task
+from .common import console_script, CONF_DIR, build_datamodule, build_net, build_trainer, console, start_job, resolved, task
 
 
-def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None) -> dict[str, float]:
+def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprint: str | None = None) -> dict[str, float]:
     """Train `net` on dm's training split, test it, save it as the direct minimum; return test metrics.
     s: the job's typed settings (a TrainJob, or the DistillJob whose baseline this is)."""
     with torch.random.fork_rng(devices=[]):
@@ -30,7 +30,8 @@ def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None) -> dict[st
     save_direct_minimum(out, net, {"dataset": cfg.dataset.name, "arch": resolved(cfg.arch),
                                    "num_classes": dm.num_classes, "image_shape": list(dm.image_shape),
                                    "normalization": dm.normalization(), "metrics": metrics,
-                                   "epochs": s.direct.epochs, "config": resolved(cfg)})
+                                   "epochs": s.direct.epochs, "config": resolved(cfg),
+                                   **({"fingerprint": fingerprint} if fingerprint else {})})
     return metrics
 
 
@@ -38,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """distillscape-train: the direct baseline alone. Returns its test metrics."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
-    out = output_dir(cfg)
+    out = start_job(cfg)
     dm = build_datamodule(cfg)
     net = build_net(cfg, dm)
     metrics = train_direct(cfg, s, dm, net, out)
@@ -53,5 +54,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     return train(cfg)
 
 
+cli = console_script(main, "train")
+
 if __name__ == "__main__":
-    main()
+    cli()
