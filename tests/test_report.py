@@ -267,3 +267,16 @@ def test_interactive_surface_switches_costs_and_marks_points_on_it():
     assert marks.z[0] == pytest.approx(np.log10(s["train/loss"][2, 3])) and marks.z[1] == pytest.approx(np.log10(s["train/loss"][3, 6]))
     assert marks.text[0] == "minimum" and marks.text[1] == "landing (projected; 35% off-plane)"
     assert "digits / MLP" in fig.layout.title.text
+
+
+def test_trajectory_sentences_follow_the_agreement_curve():
+    from distillscape.report import trajectory_summary
+
+    stats = {"trajectory": {"steps": [0, 10, 100, 500],
+                            "agreement": {"distilled": [0.1, 0.9, 0.7, 0.6], "random_real": [0.1, 0.2, 0.22, 0.2],
+                                          "random_synthetic": [0.2, 0.85, 0.9, 0.89]}},
+             "kinds": {"distilled": {"steps_to_match": {"mean": 12.0, "std": 1.0, "n": 5}}}}
+    d, r, s = trajectory_summary(stats)
+    assert "peaks at step 10 (90.0%" in d and "early point of training" in d and "needs 12 steps" in d
+    assert "unlike direct training" in r
+    assert "peaks at step 100" in s and "resembles trained networks" in s

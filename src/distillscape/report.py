@@ -533,19 +533,31 @@ def landing_summary(stats: dict) -> list[str]:
 
 
 def trajectory_summary(stats: dict) -> list[str]:
-    kinds = landing_kinds(stats)
+    """Per batch kind, from the mean agreement curve over direct-training checkpoints: where it peaks,
+    and whether it falls after the peak (an early-training point) or stays there to the last
+    checkpoint (the landing behaves like trained networks)."""
+    traj, kinds = stats.get("trajectory") or {}, landing_kinds(stats)
+    steps, curves = traj.get("steps") or [], traj.get("agreement") or {}
     out = []
-    for kind in kinds:
-        peak, at = kinds[kind].get("agreement_peak", {}), kinds[kind].get("agreement_peak_step", {})
-        last = kinds[kind].get("agreement_last", {})
-        if not (_is_number(peak.get("mean")) and _is_number(at.get("mean"))):
+    for kind, curve in curves.items():
+        if not steps or len(curve) != len(steps):
             continue
-        text = (f"{kind.replace('_', ' ')}: the landing agrees most with direct training at step "
-                f"{at['mean']:.3g} (mean over {at.get('n', '?')} landings; {peak['mean']:.1%} of test predictions)")
-        if _is_number(last.get("mean")):
-            early = last["mean"] < peak["mean"] - 0.01
-            text += f", {last['mean']:.1%} at the last checkpoint: " + ("an early-training point." if early else
-                                                                         "closest to the end of training.")
+        peak = int(np.nanargmax(curve))
+        drop = curve[peak] - curve[-1]
+        text = (f"{kind.replace('_', ' ')}: agreement with direct training from the same inits peaks at step "
+                f"{steps[peak]} ({curve[peak]:.1%} of test predictions) and is {curve[-1]:.1%} at the last "
+                f"checkpoint (step {steps[-1]}): ")
+        if curve[peak] < 0.5:
+            text += "it shares few predictions with any checkpoint, so the landing is unlike direct training."
+        elif drop >= 0.05:
+            text += "it falls after the peak, so the landing resembles an early point of training."
+        else:
+            text += "it stays at its peak, so the landing resembles trained networks rather than an early point."
+        match = kinds.get(kind, {}).get("steps_to_match", {})
+        if _is_number(match.get("mean")) and match.get("n"):
+            text += (f" Direct training needs {match['mean']:.3g} steps to reach the landing's train loss "
+                     f"(mean of {match['n']})." if match["mean"] > 0 else
+                     " The landing's train loss is no lower than the init's.")
         out.append(text)
     return out
 
