@@ -845,7 +845,8 @@ def _appendix_run(run: Run, shown: set[Path]) -> dict:
     rest = [p for p in run.figures if p not in shown and not (p.parent / "surface.npz").exists()]
     return {"task": run.task, "label": run.label, "identity": run.identity, "path": str(run.path),
             "command": run.command, "results": results, "settings": settings, "config": run.config,
-            "surfaces": [[str(p.relative_to(run.path)), f"{p.stat().st_size / 1024:.1f} KiB"] for p in run.surfaces],
+            "surfaces": [[str(p.relative_to(run.path)), f"{p.stat().st_size / 1024:.1f} KiB"] for p in run.surfaces
+                         if "shards" not in p.relative_to(run.path).parts],
             "other_figures": [str(p.relative_to(run.path)) for p in rest]}
 
 
