@@ -59,3 +59,39 @@ def test_old_run_sweeps_and_reports(old_run, tmp_path):
     page = report(compose_cfg("report", [f"runs=[{old_run},{tmp_path / 'surfaces'}]", "logger=none"], tmp_path / "rep"))
     html = Path(page).read_text()
     assert "one step on the distilled batch" in html and "distilled.png" in html
+
+
+def test_old_run_report_to_wandb_has_every_figure_and_each_surface_as_a_table(old_run, tmp_path, monkeypatch):
+    from distillscape.tasks.landscape import landscape
+    from distillscape.tasks.report import report
+    from distillscape.tracking import read_run_records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    landscape(compose_cfg("landscape", [f"distilled={old_run}", "sweep.resolution=[3,4]", "sweep.costs=[train]",
+                                        "sweep.centres=[minimum,landing]", "logger=none",
+                                        f"landscape.out_dir={tmp_path / 'surfaces'}"], tmp_path / "ls"))
+    report(compose_cfg("report", [f"runs=[{old_run},{tmp_path / 'surfaces'}]", "logger=wandb"], tmp_path / "rep"))
+    import wandb
+
+    wandb.finish()
+    run_dir = next((tmp_path / "rep" / "wandb").glob("offline-run-*"))
+    import time
+
+    for _ in range(40):  # the run file is written by wandb's service process: give it a moment to flush
+        keys = {"/".join(i.nested_key) or i.key for r in read_run_records(run_dir)
+                if r.WhichOneof("record_type") == "history" for i in r.history.item}
+        figures = {k.rsplit("/", 1)[0] for k in keys if k.startswith("figures/") and k.endswith("/_type")}
+        if figures:
+            break
+        time.sleep(0.5)
+    # both centres' train_loss figures under their own keys, the report's 2x2 grid, the distilled batch
+    assert {"figures/surfaces/minimum/train_loss", "figures/surfaces/landing/train_loss",
+            "figures/old_run/distilled"} <= figures, figures
+    assert any(f.startswith("figures/report/surfaces_") for f in figures), figures
+    tables = sorted((run_dir / "files" / "media" / "table" / "surfaces").rglob("*.table.json"))
+    assert len(tables) == 2
+    import json
+
+    t = json.loads(tables[0].read_text())
+    assert t["columns"][:2] == ["axis0", "axis1"] and "train/loss" in t["columns"] and len(t["data"]) == 12

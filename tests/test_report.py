@@ -1,19 +1,25 @@
-"""The study report: metric rows folded with mean +- std and the inits behind them, a self-contained
-HTML file from real run directories, the logger part (csv, W&B offline), and the page in headless
-Chromium (no console errors, every figure decoded, a screenshot with the figures on it)."""
+"""The study report: metric rows folded with mean +- std and the inits behind them, rates of 0/1 events
+as k/n, the landing and likeness pivots, a self-contained HTML file from real run directories laid out
+along the study's questions, multiruns grouped by their overrides, the logger part (csv, W&B offline),
+and the page in headless Chromium (test_browser: no console errors, every figure decoded, a screenshot
+with the figures on it)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+import yaml
 
-from distillscape.report import Row, flat_rows, nested_rows, read_run
+from distillscape.report import (Row, binary_count, flat_rows, landing_pivot, likeness_pivot, nested_rows, read_run,
+                                 read_runs, stat_text, sweep_groups)
+from distillscape.stats import describe
+from test_browser import browser_ready, check_report  # noqa: F401  (fixture)
 from test_instances import compose_cfg, tiny_instances, tiny_run  # noqa: F401  (fixtures)
 
 
@@ -76,7 +82,13 @@ def test_report_is_self_contained_and_complete(tiny_report, tiny_run, tiny_insta
     assert "distilled/true_loss</td><td class=num>0.61 ± 0.07</td><td class=num>25" in page
     assert "torchmetrics" in page and "lightning" in page
     assert "resolved config" in page and "neighbours: 3" in page
-    assert "<h2>instances: <code>" in page  # the task, recognized from what the dir holds (no .hydra here)
+    # the task, recognized from what the dir holds (no .hydra here); runs are described in the appendix (h3)
+    assert "<h3>instances: <code>" in page
+    # the questions' sections, reachable from the contents list; a computed sentence in each
+    for sid in ("generalise", "instances", "landing", "appendix"):
+        assert f'<a href="#{sid}">' in page and (f'<section id="{sid}">' in page or f"<section id={sid}>" in page)
+    assert "one step on the distilled batch reaches" in page
+    assert "The distilled landing" not in page  # landing_dir has no direct minimum: no sentence made up
 
 
 def test_report_logs_metrics_to_the_csv_logger(tiny_report):
@@ -111,77 +123,160 @@ def test_report_logs_figures_table_and_artifact_to_wandb_offline(tiny_run, tiny_
     assert b"distilled-" in record and b"distilled.safetensors" in record
 
 
-# -- headless Chromium ------------------------------------------------------------------------------
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed with apt-get when absent; the tests skip with the reason otherwise."""
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe:
-        return exe
-    if shutil.which("apt-get") is None:
-        pytest.skip("chromium is not installed and there is no apt-get to install it with")
-    try:
-        r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                           capture_output=True, text=True, timeout=600,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if r.returncode != 0:
-            subprocess.run(["apt-get", "update"], capture_output=True, timeout=300)
-            r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends", "chromium"],
-                               capture_output=True, text=True, timeout=600,
-                               env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.skip(f"chromium could not be installed: {e}")
-    exe = shutil.which("chromium")
-    if r.returncode != 0 or not exe:
-        pytest.skip(f"chromium could not be installed (apt-get: {r.stderr.strip().splitlines()[-1:]})")
-    return exe
-
-
-def console_errors(chromium: str, page: Path, screenshot: Path, height: int = 4000) -> list[str]:
-    """Load the page headless, take a screenshot; return the console lines Chromium logged (a page
-    without scripts logs none unless something failed: a resource, a parse, a script error)."""
-    r = subprocess.run([chromium, *CHROMIUM_FLAGS, "--enable-logging=stderr", "--v=0",
-                        f"--window-size=1400,{height}", f"--screenshot={screenshot}", page.resolve().as_uri()],
-                       capture_output=True, text=True, timeout=120)
-    assert screenshot.exists(), r.stderr[-2000:]
-    return [line for line in r.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-
-
-def images_decoded(chromium: str, page: Path, tmp_path: Path) -> tuple[int, int]:
-    """(decoded, total) <img> of the page, counted by a script added to a copy of it."""
-    probe = tmp_path / "probe.html"
-    probe.write_text(page.read_text().replace("</body>", (
-        "<script>window.addEventListener('load',()=>{const i=[...document.images];"
-        "document.title='decoded '+i.filter(x=>x.complete&&x.naturalWidth>0).length+' of '+i.length;});"
-        "</script></body>")))
-    dom = subprocess.run([chromium, *CHROMIUM_FLAGS, "--dump-dom", probe.as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
-    m = re.search(r"<title>decoded (\d+) of (\d+)</title>", dom)
-    assert m, dom[:500]
-    return int(m.group(1)), int(m.group(2))
-
-
-def test_the_console_check_catches_errors(chromium, tmp_path):
-    bad = tmp_path / "bad.html"
-    bad.write_text('<!DOCTYPE html><html><body><img src="missing.png"><script>throw new Error("boom")</script>'
-                   "</body></html>")
-    errors = console_errors(chromium, bad, tmp_path / "bad.png", height=300)
-    assert any("Uncaught Error: boom" in e for e in errors), errors
-
-
-def test_report_opens_in_chromium_without_errors_and_shows_its_figures(chromium, tiny_report, tmp_path):
-    shot = tmp_path / "report.png"
-    assert console_errors(chromium, tiny_report, shot) == []
-    decoded, total = images_decoded(chromium, tiny_report, tmp_path)
-    assert total >= 6 and decoded == total
+# -- headless Chromium (test_browser) ------------------------------------------------------------------------
+@pytest.mark.browser
+def test_report_opens_in_chromium_without_errors_and_shows_its_figures(browser_ready, tiny_report, tmp_path):  # noqa: F811
+    got = check_report(tiny_report, tmp_path, min_images=6)
+    assert got["plots"] == 0  # no surfaces in this study: no plotly.js either
     from PIL import Image
 
-    img = Image.open(shot).convert("L")
-    # figures make the page far from blank: many non-white pixels, and the dark ones of the images
+    img = Image.open(tmp_path / "report.png").convert("L")
+    # the top of the page: headings, the contents and the accuracy table: far from blank
     hist = img.histogram()
     n = sum(hist)
-    assert sum(hist[:200]) / n > 0.03 and sum(hist[:60]) / n > 0.005
-    shutil.copy(shot, tiny_report.parent / "report_screenshot.png")  # kept beside the report for a look
+    assert sum(hist[:200]) / n > 0.01 and sum(hist[:60]) / n > 0.002
+    shutil.copy(tmp_path / "report.png", tiny_report.parent / "report_screenshot.png")  # kept beside the report
+
+
+# -- rates, pivots, multiruns -------------------------------------------------------------------------------
+def test_binary_count_recognises_rates_of_zero_one_events_from_mean_std_n():
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 10, 25, 333):
+        for p in (0.0, 0.1, 0.5, 0.9, 1.0):
+            values = (torch.rand(n, generator=g) < p).double()
+            d, k = describe(values), int(values.sum())
+            assert binary_count(d["mean"], d["std"], d["n"], known_rate=True) == k, (n, p)
+            # all zeros / all ones have std 0 like any constant: a rate only when known to be one
+            assert binary_count(d["mean"], d["std"], d["n"]) == (k if 0 < k < n else None), (n, p)
+        continuous = torch.rand(n, generator=g) if n > 1 else torch.tensor([0.37])
+        d = describe(continuous)
+        assert binary_count(d["mean"], d["std"], d["n"]) is None
+    assert stat_text({"mean": 0.9, "std": 0.31622776601683794, "n": 10}) == "9/10"  # not 0.900 ± 0.316
+    assert stat_text({"mean": 0.61, "std": 0.07, "n": 25}) == "0.61 ± 0.07 (n=25)"
+    assert Row("r", 0.9, 0.31622776601683794, 10).cells()[1] == "9/10"
+    assert Row("r", 0.5, 0.1, 4).cells()[1] == "0.5 ± 0.1"
+    assert stat_text({"mean": 0.0, "std": 0.0, "n": 5}) == "0 ± 0 (n=5)"  # a barrier that is 0 every time
+
+
+def test_landing_pivot_is_statistic_by_kind_without_settings():
+    stats = {"settings": {"init_seed": 2_000_000, "inits": 10},
+             "direct_minimum": {"train_loss": 0.05},
+             "kinds": {kind: {"landing_train_loss": {"mean": m, "std": 0.1, "n": 10},
+                              "polish_improves": {"mean": 0.9, "std": 0.31622776601683794, "n": 10}}
+                       for kind, m in (("distilled", 0.5), ("random_real", 2.0), ("random_synthetic", 2.3))}}
+    header, rows = landing_pivot(stats)
+    assert header == ["statistic", "distilled", "random real", "random synthetic", "direct minimum", "what it is"]
+    assert rows[0] == ["landing_train_loss", "0.5 ± 0.1 (n=10)", "2 ± 0.1 (n=10)", "2.3 ± 0.1 (n=10)", "0.05",
+                       "train loss after the step"]
+    assert rows[1][1:4] == ["9/10"] * 3
+    assert not any("init_seed" in r[0] for r in rows)
+    assert not any(r.metric.startswith("settings") for r in nested_rows(stats))  # settings go to the appendix
+
+
+def test_likeness_pivot_shows_rates_as_counts(tiny_instances):  # noqa: F811
+    inst = json.loads((tiny_instances / "instances.json").read_text())
+    header, rows = likeness_pivot(inst)
+    assert header[0] == "statistic" and any(h.startswith("random_real (n=") for h in header)
+    row = next(r for r in rows if r[0].startswith("pixel_nn_same_class"))
+    d = inst["likeness"]["distilled"]["pixel_nn_same_class"]
+    assert row[1] == f"{round(d['mean'] * d['n'])}/{d['n']}"
+
+
+def make_multirun(root: Path, values: dict[tuple[str, str, int], float]) -> Path:
+    """A multirun directory as Hydra leaves it (multirun.yaml, <job>/.hydra/overrides.yaml) with the
+    metrics.json a distillation writes; values: (arch, images per class, seed) -> one-step accuracy."""
+    root.mkdir(parents=True)
+    (root / "multirun.yaml").write_text("hydra: {mode: MULTIRUN}\n")
+    for job, ((arch, ipc, seed), acc) in enumerate(values.items()):
+        d = root / str(job)
+        (d / ".hydra").mkdir(parents=True)
+        overrides = [f"arch={arch}", f"distill.images_per_class={ipc}", f"seed={seed}", "logger=none"]
+        (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "distill", "dataset": {"name": "digits"}}))
+        (d / "metrics.json").write_text(json.dumps({"test/onestep_acc_mean": acc, "test/onestep_acc_std": 0.01,
+                                                    "test/onestep_inits": 8.0, "direct/acc": 0.9}))
+    return root
+
+
+def test_multirun_jobs_are_named_and_grouped_by_their_overrides(tmp_path):
+    rng = np.random.default_rng(0)
+    values = {(arch, ipc, seed): float(rng.uniform(0.3, 0.9)) for arch in ("mlp", "convnet") for ipc in (1, 10)
+              for seed in (0, 1, 2)}
+    sweep = make_multirun(tmp_path / "multirun" / "12-00-00", values)
+    runs = read_runs([sweep])
+    assert len(runs) == 12 and runs[0].label == "arch=mlp distill.images_per_class=1 seed=0"
+    groups = sweep_groups(runs)[sweep]
+    assert len(groups) == 4
+    for g in groups:
+        arch, ipc = g["settings"]["arch"], int(g["settings"]["distill.images_per_class"])
+        accs = [values[(arch, ipc, s)] for s in (0, 1, 2)]
+        st = g["stats"]["test/onestep_acc_mean"]
+        assert st["n"] == 3 and st["mean"] == pytest.approx(np.mean(accs)) and st["std"] == pytest.approx(np.std(accs, ddof=1))
+    from distillscape.tasks.report import report
+
+    page = Path(report(compose_cfg("report", [f"runs=[{sweep}]", "logger=none"], tmp_path / "rep"))).read_text()
+    assert "arch=convnet distill.images_per_class=10" in page and "(0)" not in page
+    g = next(g for g in groups if g["label"] == "arch=mlp distill.images_per_class=10")
+    assert stat_text(g["stats"]["test/onestep_acc_mean"]) in page
+    assert (tmp_path / "rep" / "figures" / "sweep_12-00-00.png").exists()
+    assert page.count('src="data:image/png;base64,') == 1  # the sweep plot
+
+
+def synthetic_surface() -> dict:
+    """A surface.npz's arrays as landscape writes them: a bowl for the loss, its own accuracy."""
+    a, b = np.linspace(-1, 1, 5), np.linspace(-2, 2, 7)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    loss = 0.1 + (A - 0.5) ** 2 + B ** 2
+    return {"axis0": a, "axis1": b, "train/loss": loss, "train/acc": 1 / (1 + loss),
+            "metrics": np.array(["train/loss", "train/acc"]), "centre_name": np.array("minimum"),
+            "direction_names": np.array(["random 0", "random 1"]),
+            "marked_names": np.array(["minimum", "landing"]), "marked_coords": np.array([[0.0, 0.0], [0.5, 2.0]]),
+            "marked_offplane": np.array([0.0, 0.35])}
+
+
+def test_vtk_export_reads_back_in_meshio_with_every_metric(tmp_path):
+    import meshio
+
+    from distillscape.plots import surface_vtk
+
+    s = synthetic_surface()
+    path = surface_vtk(s, tmp_path / "s.vtu")
+    mesh = meshio.read(path)
+    assert mesh.points.shape == (35, 3) and mesh.cells_dict["quad"].shape == (4 * 6, 4)
+    for k, (i, j) in enumerate([(0, 0), (2, 3), (4, 6)]):  # point index i * len(axis1) + j is grid point (i, j)
+        p = i * 7 + j
+        assert tuple(mesh.points[p, :2]) == (s["axis0"][i], s["axis1"][j])
+        assert mesh.point_data["train_loss"][p] == pytest.approx(s["train/loss"][i, j])
+        assert mesh.point_data["log10_train_loss"][p] == pytest.approx(np.log10(s["train/loss"][i, j]))
+    marks = meshio.read(tmp_path / "s_marks.vtu")
+    assert marks.point_data["offplane"].tolist() == [0.0, 0.35]
+
+
+def test_interactive_surface_switches_costs_and_marks_points_on_it():
+    from distillscape.plots import surface_3d
+
+    s = synthetic_surface()
+    fig = surface_3d(s, "digits / MLP / run: around minimum")
+    kinds = [t.type for t in fig.data]
+    assert kinds == ["surface", "scatter3d", "surface", "scatter3d"]
+    buttons = fig.layout.updatemenus[0].buttons
+    assert [b.label for b in buttons] == ["train/loss", "train/acc"]
+    assert buttons[1].args[0]["visible"] == [False, False, True, True]
+    marks = fig.data[1]
+    # a mark on a grid point sits at that point's value (log10 for a loss)
+    assert marks.z[0] == pytest.approx(np.log10(s["train/loss"][2, 3])) and marks.z[1] == pytest.approx(np.log10(s["train/loss"][3, 6]))
+    assert marks.text[0] == "minimum" and marks.text[1] == "landing (projected; 35% off-plane)"
+    assert "digits / MLP" in fig.layout.title.text
+
+
+def test_trajectory_sentences_follow_the_agreement_curve():
+    from distillscape.report import trajectory_summary
+
+    stats = {"trajectory": {"steps": [0, 10, 100, 500],
+                            "agreement": {"distilled": [0.1, 0.9, 0.7, 0.6], "random_real": [0.1, 0.2, 0.22, 0.2],
+                                          "random_synthetic": [0.2, 0.85, 0.9, 0.89]}},
+             "kinds": {"distilled": {"steps_to_match": {"mean": 12.0, "std": 1.0, "n": 5}}}}
+    d, r, s = trajectory_summary(stats)
+    assert "peaks at step 10 (90.0%" in d and "early point of training" in d and "needs 12 steps" in d
+    assert "unlike direct training" in r
+    assert "peaks at step 100" in s and "resembles trained networks" in s

@@ -13,7 +13,7 @@ from distillscape.tracking import offline_mode, read_run_records, scrub
 FAKE_KEY = "0123456789abcdef0123456789abcdef01234567"  # 40 characters, like a real W&B key
 TINY = ["dataset=digits", "arch=mlp", "distill.steps=20", "distill.val_every=10", "distill.val_inits=2",
         "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
-        "checkpoint_every=10", "snapshot_every=0", "logger=wandb"]
+        "checkpoint_every=10", "snapshot_every=10", "logger=wandb"]
 
 
 @pytest.fixture
@@ -67,6 +67,14 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     # the run config is the resolved job config
     assert config["distill"]["steps"] == 20 and config["arch"]["_target_"] == "distillscape.models.MLP"
     assert config["paths"]["output_dir"] == str(out)
+    # ... once: exactly the job config's keys, no datamodule/module hparams merged in at the top level,
+    # and no later config updates (Lightning's log_hyperparams at fit and test)
+    from distillscape.tasks.common import resolved
+
+    job_keys = set(resolved(compose_cfg("distill", TINY, out)))
+    assert set(config) - {"_wandb"} == job_keys, set(config) ^ job_keys
+    later = [u.key for c in rec.get("config", []) for u in c.update if u.key != "_wandb"]
+    assert later == [], later
     history = [{"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in h.item} for h in rec["history"]]
     losses = [h["train/outer_loss"] for h in history if "train/outer_loss" in h]
     assert losses and all(v > 0 for v in losses)
@@ -78,9 +86,14 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     assert json.loads(summary["test/onestep_acc_mean"]) == pytest.approx(metrics["test/onestep_acc_mean"])
     assert json.loads(summary["direct/acc"]) == pytest.approx(metrics["direct/acc"])
     # the distilled image grid, as an image file of the run
-    images = list((run_dir / "files" / "media" / "images").rglob("*.png"))
+    images = list((run_dir / "files" / "media" / "images" / "distilled").glob("images_*.png"))
     assert images and images[0].stat().st_size > 1000
     assert json.loads(summary["distilled/images/_type"]) == "image-file"
+    # the batch over the outer steps: a snapshot image at steps 0, 10, 20, each with the step it shows
+    snaps = [(h["trainer/global_step"], h["distilled/snapshot/captions"]) for h in history
+             if "distilled/snapshot/captions" in h]
+    assert snaps == [(0, ["outer step 0"]), (10, ["outer step 10"]), (20, ["outer step 20"])], snaps
+    assert len(list((run_dir / "files" / "media" / "images" / "distilled").glob("snapshot_*.png"))) == 3
     # the distilled artifact: safetensors + JSON files, with their digests in the manifest
     art = next(a for a in rec["artifact"] if a.type == "distilled")
     files = {c.path: c for c in art.manifest.contents}
@@ -107,3 +120,25 @@ def test_landing_csv_becomes_a_wandb_table(tmp_path, monkeypatch, no_key):
     table = json.loads(next((run_dir / "files" / "media" / "table").rglob("*.table.json")).read_text())
     assert table["columns"] == ["kind", "landing_test_acc"]
     assert table["data"] == [["distilled", 0.75], ["random_real", 0.25]]
+
+
+def test_every_report_figure_gets_its_own_key(tmp_path):
+    """Two centres' surfaces both have train_loss.png: the keys keep their paths apart."""
+    from types import SimpleNamespace
+
+    from distillscape.report import Made
+    from distillscape.tracking import figure_keys
+
+    files = ["distilled.png", "minimum/train_loss.png", "landing/train_loss.png", "minimum/distilled_loss.png"]
+    for f in files:
+        (tmp_path / "a" / f).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "a" / f).write_bytes(b"png")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "distilled.png").write_bytes(b"png")
+    runs = [SimpleNamespace(path=tmp_path / "a", label="surfaces", figures=[tmp_path / "a" / f for f in files]),
+            SimpleNamespace(path=tmp_path / "b", label="surfaces", figures=[tmp_path / "b" / "distilled.png"])]
+    made = Made(surface_grids={"g": tmp_path / "surfaces_01.png"})
+    keys = figure_keys(runs, made)
+    assert len(keys) == 6 and len(set(keys.values())) == 6
+    assert {"figures/surfaces/minimum/train_loss", "figures/surfaces/landing/train_loss",
+            "figures/surfaces/distilled", "figures/surfaces/distilled#2", "figures/report/surfaces_01"} <= set(keys)

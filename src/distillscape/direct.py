@@ -16,6 +16,8 @@ from .artifacts import ArtifactError, read_json, read_tensors, write_json, write
 
 
 class DirectModule(L.LightningModule):
+    progress_unit = "direct-training steps"  # what the progress display counts (tasks/progress.py)
+
     def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0):
         super().__init__()
         self.net, self.lr, self.weight_decay = net, lr, weight_decay

@@ -37,6 +37,8 @@ def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool
 
 
 class DistillModule(L.LightningModule):
+    progress_unit = "outer steps"  # what the progress display counts (tasks/progress.py)
+
     def __init__(self, net: nn.Module, num_classes: int, image_shape: tuple[int, ...],
                  settings: DistillConfig | Mapping[str, Any], real_images: torch.Tensor | None = None):
         super().__init__()

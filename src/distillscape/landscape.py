@@ -56,6 +56,7 @@ class LandscapeModule(L.LightningModule):
     the first chunk, also at a cache-sized data batch, and keep the fastest). data_batch: examples per
     forward of one point; with vmap the chunk's points share it (data_batch // points each).
     """
+    progress_unit = "grid chunks"  # what the progress display counts (tasks/progress.py)
 
     def __init__(self, net: nn.Module, centre: torch.Tensor, directions: torch.Tensor, like: Params,
                  costs: list[Cost], frozen: Params | None = None, batching: str = "auto",

@@ -23,8 +23,13 @@ def _lr_text(lrs) -> str:
     return f"{lr.item():.4g}" if lr.numel() == 1 else f"{lr.numel()} rates, {lr.min():.3g}..{lr.max():.3g}"
 
 
+def _titled(context: str, title: str) -> str:
+    """A figure title led by what it is of (dataset / architecture / run) when known."""
+    return f"{context}: {title}" if context else title
+
+
 def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=None, path=None,
-                     max_cols: int = 5, first_index: int = 0, total: int | None = None):
+                     max_cols: int = 5, first_index: int = 0, total: int | None = None, context: str = ""):
     """Each distilled image in pixel space with its soft label as a bar chart beside it (the argmax
     bar in red); the learned learning rate(s) in the title. `first_index` / `total` number the images
     when this figure is one page of a larger batch (see `distilled_pages`)."""
@@ -59,7 +64,7 @@ def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=No
             bx.spines[side].set_visible(False)
     shown = f"images {first_index}..{first_index + n - 1} of {total}" if total and total > n else f"{n} distilled images"
     height = fig.get_figheight()
-    fig.suptitle(f"{shown}, inner lr {_lr_text(lrs)}", fontsize=10, y=1 - 0.12 / height)
+    fig.suptitle(_titled(context, f"{shown}, inner lr {_lr_text(lrs)}"), fontsize=10, y=1 - 0.12 / height)
     # fixed margins instead of tight_layout, which costs seconds per page of 40 axes
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.25 / height, top=1 - 0.5 / height, wspace=0.45, hspace=0.5)
     if path is not None:
@@ -68,14 +73,14 @@ def distilled_figure(images, labels, lrs, mean, std, inner_loss: str, classes=No
 
 
 def distilled_pages(images, labels, lrs, mean, std, inner_loss: str, out_dir, classes=None,
-                    per_page: int = 20, stem: str = "distilled") -> list[Path]:
+                    per_page: int = 20, stem: str = "distilled", context: str = "") -> list[Path]:
     """The distilled batch as pages of `per_page` images (<stem>_p01.png, ...): 100 images stay readable."""
     n = images.shape[0]
     paths = []
     for p, start in enumerate(range(0, n, per_page), 1):
         path = Path(out_dir) / f"{stem}_p{p:02d}.png"
         fig = distilled_figure(images[start:start + per_page], labels[start:start + per_page], lrs, mean, std,
-                               inner_loss, classes=classes, path=path, first_index=start, total=n)
+                               inner_loss, classes=classes, path=path, first_index=start, total=n, context=context)
         plt.close(fig)
         paths.append(path)
     return paths
@@ -95,7 +100,7 @@ def _show(ax, img: torch.Tensor) -> None:
 
 def neighbours_figure(distilled_pix: torch.Tensor, real_pix: torch.Tensor, real_y: torch.Tensor,
                       pixel_nn: torch.Tensor, feature_nn: torch.Tensor, classes: torch.Tensor, names: list[str],
-                      first_index: int = 0):
+                      first_index: int = 0, context: str = ""):
     """One row per distilled image: the image, its nearest real training images in pixel space, then
     in the direct model's feature space; a neighbour's title is its class (red when not the image's)."""
     n, k = pixel_nn.shape
@@ -119,8 +124,8 @@ def neighbours_figure(distilled_pix: torch.Tensor, real_pix: torch.Tensor, real_
                     s.set_edgecolor("C0" if j == 0 else "C2")
     axes[0, 0].set_title("distilled", fontsize=7)
     height = fig.get_figheight()
-    fig.suptitle(f"nearest real training images: pixel space (blue frames {k}), "
-                 f"direct-model features (green frames {k})", fontsize=9, y=1 - 0.1 / height)
+    fig.suptitle(_titled(context, f"nearest real training images: pixel space (blue frames {k}), "
+                          f"direct-model features (green frames {k})"), fontsize=9, y=1 - 0.1 / height)
     # fixed margins: tight_layout over this many axes costs seconds
     fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.99, bottom=0.05 / height, top=1 - 0.55 / height,
                         wspace=0.12, hspace=0.3)
@@ -137,7 +142,7 @@ STAT_GROUPS = {
 
 
 def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, classes: torch.Tensor,
-                    names: list[str]):
+                    names: list[str], context: str = ""):
     """Bar charts of every likeness statistic for distilled / random real / noise batches (mean +- std
     over images), and the distilled images' cosine to every class mean."""
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1.6, 1, 1, 1.3]})
@@ -161,11 +166,13 @@ def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, c
     axes[3].set_title("distilled: cosine to class means", fontsize=9)
     axes[3].tick_params(axis="y", labelsize=6)
     fig.colorbar(im, ax=axes[3], fraction=0.05)
+    if context:
+        fig.suptitle(_titled(context, "likeness to real data"), fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str]):
+def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str], context: str = ""):
     """Row-normalized confusion matrices side by side (true class down, predicted across)."""
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.9 * len(matrices), 3.8), squeeze=False)
     c = len(names)
@@ -184,6 +191,8 @@ def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str]):
         ax.set_xlabel("predicted", fontsize=7)
         ax.set_ylabel("true", fontsize=7)
         ax.set_title(title, fontsize=8)
+    if context:
+        fig.suptitle(_titled(context, "test confusion matrices"), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -216,7 +225,7 @@ def trajectory_figure(summary: dict, path: Path) -> Path:
     return path
 
 
-def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None):
+def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None, context: str = ""):
     """Contour plot (plane) or line plot (line) of one metric of a cost surface (the arrays of its
     surface.npz), with the marked points at their coordinates (hollow markers: the point lies off the
     plane, at its projection)."""
@@ -246,8 +255,190 @@ def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool 
     ax.set_xlabel(dirs[0] if dirs else "axis 0")
     if marks:
         ax.legend(fontsize=7)
-    ax.set_title(f"{metric} around {surface.get('centre_name', 'centre')}", fontsize=9)
+    ax.set_title(_titled(context, f"{metric} around {surface.get('centre_name', 'centre')}"), fontsize=9)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+# -- the report's own figures (made by distillscape-report from the runs' files) -------------------
+def _surface_values(surface: dict, metric: str) -> tuple[np.ndarray, bool]:
+    """A metric's grid, as log10 when it is a positive loss (the colour scale of a loss spans decades)."""
+    v = np.asarray(surface[metric], dtype=float)
+    logged = metric.endswith("/loss") and bool(np.all(v > 0))
+    return (np.log10(v) if logged else v), logged
+
+
+def _marks(surface: dict) -> list[tuple[str, np.ndarray, float]]:
+    return list(zip([str(n) for n in surface.get("marked_names", [])], surface.get("marked_coords", []),
+                    [float(o) for o in surface.get("marked_offplane", [])]))
+
+
+def mark_label(name: str, offplane: float) -> str:
+    """A marked point's legend entry: in the plane, or at its projection with the share of its offset
+    from the centre that lies off the plane (landscape's `marked_offplane`)."""
+    return name if offplane <= 1e-3 else f"{name} (projected; {offplane:.0%} off-plane)"
+
+
+def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: str, path=None):
+    """Cost surfaces as one grid: a row per centre, a column per cost metric, every panel of a column on
+    ONE colour scale (log10 for losses), so that the centres can be compared by colour. Marked points
+    sit at their projections onto the plane; a hollow marker is a point off the plane (legend: the share
+    of its offset from the centre that lies off the plane)."""
+    rows = list(surfaces)
+    fig, axes = plt.subplots(len(rows), len(metrics), figsize=(4.6 * len(metrics) + 0.6, 3.7 * len(rows) + 0.9),
+                             squeeze=False, layout="constrained")
+    for j, metric in enumerate(metrics):
+        grids = {c: _surface_values(surfaces[c], metric) for c in rows if metric in surfaces[c]}
+        finite = np.concatenate([g[np.isfinite(g)].ravel() for g, _ in grids.values()] or [np.zeros(1)])
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        levels = np.linspace(lo, hi if hi > lo else lo + 1e-9, 25)
+        cs = None
+        for i, centre in enumerate(rows):
+            ax = axes[i, j]
+            if centre not in grids:
+                ax.axis("off")
+                continue
+            s = surfaces[centre]
+            values, logged = grids[centre]
+            if values.ndim != 2:
+                ax.plot(s["axis0"], values)
+                continue
+            cs = ax.contourf(s["axis0"], s["axis1"], values.T, levels=levels, cmap="viridis")
+            for k, (name, xy, off) in enumerate(_marks(s)):
+                ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if off > 1e-3 else f"C{k + 1}", mec=f"C{k + 1}",
+                        mew=2, ls="none", label=mark_label(name, off))
+            ax.set_title(f"{metric} around {s.get('centre_name', centre)}", fontsize=9)
+            dirs = [str(d) for d in s.get("direction_names", [])]
+            ax.set_xlabel(dirs[0] if dirs else "axis 0", fontsize=8)
+            ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1", fontsize=8)
+            ax.tick_params(labelsize=7)
+            if _marks(s):
+                ax.legend(fontsize=6, loc="upper right", framealpha=0.7)
+        if cs is not None:
+            logged = any(lg for _, lg in grids.values())
+            bar = fig.colorbar(cs, ax=list(axes[:, j]), label=f"log10 {metric}" if logged else metric, shrink=0.9,
+                               format="%.3g")
+            bar.locator = MaxNLocator(6)
+            bar.update_ticks()
+    fig.suptitle(title, fontsize=10)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+MARK_COLORS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")  # matplotlib's C1.. (the 2-D marks)
+
+
+def surface_3d(surface: dict, title: str):
+    """One cost surface as an interactive 3-D Plotly figure: a surface per metric (log10 for losses), a
+    dropdown switching between them, and the marked points (init, landing, minimum, ...) drawn on the
+    surface at their projections, named with their distance off the plane."""
+    import plotly.graph_objects as go
+    from scipy.interpolate import RegularGridInterpolator
+
+    metrics = [str(m) for m in surface.get("metrics", [])] or [k for k in surface if "/" in k]
+    metrics = [m for m in metrics if np.asarray(surface[m]).ndim == 2]
+    a, b = np.asarray(surface["axis0"], float), np.asarray(surface["axis1"], float)
+    dirs = [str(d) for d in surface.get("direction_names", [])] or ["axis 0", "axis 1"]
+    fig, visible = go.Figure(), []
+    for i, metric in enumerate(metrics):
+        values, logged = _surface_values(surface, metric)
+        label = f"log10 {metric}" if logged else metric
+        fig.add_trace(go.Surface(x=a, y=b, z=values.T, colorscale="Viridis", name=label, visible=i == 0,
+                                 colorbar={"title": {"text": label}}, hovertemplate="%{x:.3g}, %{y:.3g}: %{z:.4g}"))
+        visible.append(metric)
+        marks = _marks(surface)
+        if marks:
+            finite = np.where(np.isfinite(values), values, np.nanmax(np.where(np.isfinite(values), values, -np.inf)))
+            at = RegularGridInterpolator((a, b), finite, bounds_error=False, fill_value=None)
+            xy = np.array([m[1][:2] for m in marks], dtype=float)
+            fig.add_trace(go.Scatter3d(
+                x=xy[:, 0], y=xy[:, 1], z=at(xy), mode="markers+text", visible=i == 0,
+                text=[mark_label(n, off) for n, _, off in marks], textposition="top center",
+                marker={"size": 6, "color": [MARK_COLORS[k % len(MARK_COLORS)] for k in range(len(marks))],
+                        "line": {"width": 2, "color": "black"}},
+                name=f"marked points ({metric})", showlegend=False))
+            visible.append(metric)
+    buttons = [{"label": m, "method": "update",
+                "args": [{"visible": [v == m for v in visible]},
+                         {"scene.zaxis.title.text": f"log10 {m}" if _surface_values(surface, m)[1] else m}]}
+               for m in metrics]
+    first = metrics[0] if metrics else ""
+    fig.update_layout(
+        title={"text": title, "font": {"size": 13}}, height=560, margin={"l": 0, "r": 0, "t": 40, "b": 0},
+        scene={"xaxis": {"title": {"text": dirs[0]}}, "yaxis": {"title": {"text": dirs[1] if len(dirs) > 1 else "axis 1"}},
+               "zaxis": {"title": {"text": (f"log10 {first}" if first and _surface_values(surface, first)[1] else first)}}},
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.0,
+                      "yanchor": "top", "showactive": True}] if len(metrics) > 1 else [])
+    return fig
+
+
+def surface_vtk(surface: dict, path) -> Path:
+    """One cost surface for ParaView: an XML unstructured grid (.vtu, meshio) of quads over the plane's
+    grid (z = 0), every metric as point data (and log10 of each loss); "Warp By Scalar" lifts it. The
+    marked points go beside it as <stem>_marks.vtu, vertices with their off-plane distance."""
+    import meshio
+
+    path = Path(path)
+    a, b = np.asarray(surface["axis0"], float), np.asarray(surface["axis1"], float)
+    A, B = np.meshgrid(a, b, indexing="ij")
+    points = np.column_stack([A.ravel(), B.ravel(), np.zeros(A.size)])
+    n0, n1 = len(a), len(b)
+    idx = np.arange(n0 * n1).reshape(n0, n1)
+    quads = np.column_stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()])
+    metrics = [str(m) for m in surface.get("metrics", [])] or [k for k in surface if "/" in k]
+    data = {}
+    for m in metrics:
+        v = np.asarray(surface[m], float)
+        if v.shape == (n0, n1):
+            data[m.replace("/", "_")] = v.ravel()
+            if m.endswith("/loss") and np.all(v > 0):
+                data["log10_" + m.replace("/", "_")] = np.log10(v).ravel()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: meshio.write(tmp, meshio.Mesh(points, [("quad", quads)], point_data=data),
+                                                file_format="vtu"))
+    marks = _marks(surface)
+    if marks:
+        pts = np.array([[*np.asarray(xy, float)[:2], 0.0] for _, xy, _ in marks])
+        mpath = path.with_name(path.stem + "_marks.vtu")
+        atomic_write(mpath, lambda tmp: meshio.write(
+            tmp, meshio.Mesh(pts, [("vertex", np.arange(len(marks))[:, None])],
+                             point_data={"offplane": np.array([o for *_, o in marks]),
+                                         "index": np.arange(len(marks), dtype=float)}), file_format="vtu"))
+    return path
+
+
+def sweep_figure(groups: list[dict], x_key: str, metric: str, title: str, path=None):
+    """A metric against one swept setting across the jobs of a multirun: a line per combination of the
+    other settings, each point the mean over that combination's seeds with a ±1 std bar (n beside it)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    lines: dict[str, list] = {}
+    for g in groups:
+        if metric in g["stats"] and x_key in g["settings"]:
+            rest = ", ".join(f"{k}={v}" for k, v in g["settings"].items() if k != x_key) or "all jobs"
+            lines.setdefault(rest, []).append((g["settings"][x_key], g["stats"][metric]))
+    for k, (label, pts) in enumerate(sorted(lines.items())):
+        pts.sort(key=lambda p: _as_number(p[0]))
+        xs = [_as_number(p[0]) for p in pts]
+        ax.errorbar(xs, [p[1]["mean"] for p in pts], yerr=[p[1]["std"] for p in pts], marker="o", capsize=3,
+                    label=label, color=f"C{k}")
+        for x, (_, st) in zip(xs, pts):
+            ax.annotate(f"n={st['n']}", (x, st["mean"]), textcoords="offset points", xytext=(4, -10), fontsize=6)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(f"{metric} (mean ± std over seeds)")
+    ax.set_title(title, fontsize=9)
+    if lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _as_number(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v

@@ -75,6 +75,16 @@ def scrub(obj: Any, secrets: Iterable[str]) -> Any:
     return obj
 
 
+class JobWandbLogger(WandbLogger):
+    """A WandbLogger whose run config is the resolved job config, handed over once at the start.
+    Lightning would also merge every LightningModule's and DataModule's `hparams` into it at the top
+    level, at each fit / test (the datamodule's data settings twice over, beside the config that
+    already holds them): that is left out."""
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:  # noqa: D102
+        return None
+
+
 def wandb_logger(cfg: DictConfig) -> WandbLogger:
     kw = OmegaConf.to_container(cfg.logger, resolve=True)
     kw.pop("_target_")
@@ -84,7 +94,7 @@ def wandb_logger(cfg: DictConfig) -> WandbLogger:
     config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     config = scrub(config, [os.environ.get("WANDB_API_KEY", "")])
     Path(kw["save_dir"]).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)
+    return JobWandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)
 
 
 # -- logging beyond metrics --------------------------------------------------------------------------
@@ -141,6 +151,18 @@ def log_artifact(logger, name: str, kind: str, files: Iterable[str | os.PathLike
     run.log_artifact(art)
 
 
+def log_snapshot(logger, pixels, step: int) -> None:
+    """The distilled images at an outer step ([N, C, H, W] in [0, 1]) as one grid image under
+    `distilled/snapshot`: W&B's media panel steps through them with its slider."""
+    if _run(logger) is None:
+        return
+    from torchvision.utils import make_grid
+
+    grid = make_grid(pixels.float().clamp(0, 1), nrow=min(10, len(pixels)), padding=1, pad_value=1.0)
+    logger.log_image(key="distilled/snapshot", images=[grid.permute(1, 2, 0).numpy()], step=step,
+                     caption=[f"outer step {step}"])
+
+
 def log_distilled(logger, out: Path) -> None:
     """The distilled image grid and the distilled artifact of a finished distillation in `out`."""
     if _run(logger) is None:
@@ -158,16 +180,66 @@ REPORT_COLUMNS = ["run", "file", "metric", "mean", "std", "n"]
 DISTILLED_FILES = ("distilled.safetensors", "distilled.json", "distilled.png")
 
 
-def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]]) -> None:
-    """A study report for a logger. W&B: every figure of the runs (`figures/<run dir>/<stem>`), one
-    table of `rows` (run, file, metric, mean, std, n), the page itself, and each distilled batch as an
-    artifact `distilled-<run dir>`; any other logger: the numbers (`<run dir>/<file>/<metric>` means).
-    `runs` are the report's read runs (anything with .path, .figures, .results)."""
+def figure_keys(runs: list, made=None) -> dict[str, Path]:
+    """A W&B key for every figure of the runs and of the report itself, none shared:
+    `figures/<run>/<path in the run dir without suffix>` (two centres' `train_loss.png` stay apart) and
+    `figures/report/<stem>` for what the report drew; a clash left (two runs of the same name) gets
+    `#2`, `#3`."""
+    keys: dict[str, Path] = {}
+
+    def add(key: str, path: Path) -> None:
+        k, i = key, 1
+        while k in keys:
+            i += 1
+            k = f"{key}#{i}"
+        keys[k] = Path(path)
+
+    for r in runs:
+        for p in r.figures:
+            add(f"figures/{r.label}/{Path(p).relative_to(r.path).with_suffix('').as_posix()}", p)
+    if made is not None:
+        for p in [*made.surface_grids.values(), *made.sweep_figures.values()]:
+            add(f"figures/report/{Path(p).stem}", p)
+    return keys
+
+
+def surface_tables(runs: list) -> dict[str, tuple[list[str], list[list[float]]]]:
+    """Every 2-D cost surface of the runs as a table, a row per grid point (its two coordinates and
+    every metric there), keyed `surfaces/<run>/<path of its directory>`."""
+    import numpy as np
+
+    out = {}
+    for r in runs:
+        for path in getattr(r, "surfaces", []):
+            if Path(path).name != "surface.npz":
+                continue
+            with np.load(path) as z:
+                metrics = [str(m) for m in z["metrics"]] if "metrics" in z.files else []
+                if not metrics or z[metrics[0]].ndim != 2:
+                    continue
+                a, b = z["axis0"], z["axis1"]
+                values = {m: z[m] for m in metrics}
+            grid = [[float(a[i]), float(b[j]), *(float(values[m][i, j]) for m in metrics)]
+                    for i in range(len(a)) for j in range(len(b))]
+            key = f"surfaces/{r.label}/{Path(path).parent.relative_to(r.path).as_posix()}"
+            out[key] = (["axis0", "axis1", *metrics], grid)
+    return out
+
+
+def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]], made=None) -> None:
+    """A study report for a logger. W&B: every figure of the runs and of the report under its own key
+    (`figure_keys`), every cost surface as a table (`surface_tables`), one table of `rows` (run, file,
+    metric, mean, std, n), the page itself, and each
+    distilled batch as an artifact `distilled-<run dir>`; any other logger: the numbers
+    (`<run>/<file>/<metric>` means). `runs` are the report's read runs (anything with .path, .label,
+    .figures, .results); `made` what the report drew (report.Made) or None."""
     if (run := _run(logger)) is not None:
         import wandb
 
-        log_images(logger, {f"figures/{r.path.name}/{p.stem}": p for r in runs for p in r.figures})
+        log_images(logger, figure_keys(runs, made))
         run.log({"report": wandb.Html(Path(html_path).read_text())}, commit=False)  # same step as the table
+        for key, (columns, grid) in surface_tables(runs).items():
+            run.log({key: wandb.Table(columns=columns, data=grid)}, commit=False)
         log_table(logger, "metrics", REPORT_COLUMNS, rows)
         for r in runs:
             if (r.path / "distilled.safetensors").exists():

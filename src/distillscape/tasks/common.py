@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import errno
 import functools
+import logging
 import os
 import re
 import resource
@@ -29,6 +30,7 @@ from ..artifacts import atomic_write
 from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
 from ..resume import claim, release_claims, write_job_config
+from . import progress
 
 
 def _conf_dir() -> str:
@@ -58,6 +60,12 @@ class _Console(Console):
     def __reduce__(self):
         return (_the_console, ())
 
+    def print(self, *objects, **kwargs) -> None:
+        """Print with rich, and log the same as plain text (Hydra's job log, tasks/progress.py)."""
+        super().print(*objects, **kwargs)
+        if progress.log.isEnabledFor(logging.INFO):
+            progress.log.info(progress.plain_text(*objects))
+
 
 def _the_console() -> Console:
     return console
@@ -79,6 +87,7 @@ def fail(line: str, code: int = 2) -> None:
     if verbose() and sys.exc_info()[0] is not None:
         traceback.print_exc()
     print(f"distillscape: {line}", file=sys.stderr)
+    progress.log.error(line)  # the job log too
     sys.exit(code)
 
 
@@ -112,6 +121,7 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     one line saying what is kept and exit 143 / 130, and let go of the run directories it claimed."""
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
+        progress.quiet_libraries()
         previous = signal.getsignal(signal.SIGINT)
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
@@ -325,7 +335,12 @@ def build_logger(cfg: DictConfig):
 
 
 def build_trainer(cfg: DictConfig, logger=None, **overrides) -> L.Trainer:
-    return instantiate(cfg.trainer, logger=build_logger(cfg) if logger is None else logger, **overrides)
+    """The config's Trainer; its progress shown as tasks/progress.py says (one bar over all steps in a
+    terminal, a line every N steps elsewhere)."""
+    shown, bar = progress.progress_callbacks(bool(overrides.pop("enable_progress_bar", cfg.trainer.get("enable_progress_bar", True))))
+    callbacks = [*overrides.pop("callbacks", []), *shown]
+    return instantiate(cfg.trainer, logger=build_logger(cfg) if logger is None else logger, callbacks=callbacks,
+                       enable_progress_bar=bar, **overrides)
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -20,7 +20,7 @@ from ..artifacts import Distilled, read_checkpoint, read_tensors, save_distilled
 from ..baseline import random_real_baseline
 from ..config import ConfigError, DistillJob, settings
 from ..direct import load_direct_minimum, save_direct_minimum
-from ..data import SHAPES
+from ..data import SHAPES, to_pixels
 from ..distill import DistillModule, memory_estimate
 from ..inner import InitSampler, InnerLoop
 from ..models import AtariActor, PolicyMLP, init_parameters_
@@ -31,7 +31,7 @@ from ..stats import flat_summary
 from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
-from ..tracking import finish_run, log_distilled
+from ..tracking import finish_run, log_distilled, log_snapshot
 from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
                      build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
 from .train import train_direct
@@ -96,14 +96,18 @@ def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str,
 
 class Snapshots(L.Callback):
     """Every `every` outer steps, the synthetic batch as it then was: snapshots/distilled_stepNNNNNN.*
-    (the evolution of the distilled cost surface is swept over these)."""
+    (the evolution of the distilled cost surface is swept over these), and to W&B as image history."""
 
     def __init__(self, cfg: DictConfig, dm, out: Path, every: int):
         self.cfg, self.dm, self.dir, self.every = cfg, dm, out / "snapshots", every
 
     def save(self, module: DistillModule) -> None:
         meta = artifact_meta(self.cfg, self.dm, module, {})
-        save_distilled(self.dir, module.to_distilled(meta), stem=f"distilled_step{module.global_step:06d}")
+        distilled = module.to_distilled(meta)
+        save_distilled(self.dir, distilled, stem=f"distilled_step{module.global_step:06d}")
+        norm = meta["normalization"]
+        log_snapshot(module.logger, to_pixels(distilled.images.detach().cpu(), norm["mean"], norm["std"]),
+                     module.global_step)
 
     def on_train_start(self, trainer, module):
         if module.global_step == 0:
@@ -212,7 +216,8 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     write_json(out / "metrics.json", metrics)
     norm = dm.normalization()
     distilled_figure(distilled.images, distilled.labels, distilled.lrs, norm["mean"], norm["std"],
-                     d.inner_loss, classes=dm.classes, path=out / "distilled.png")
+                     d.inner_loss, classes=dm.classes, path=out / "distilled.png",
+                     context=f"{cfg.dataset.name} / {str(cfg.arch._target_).rsplit('.', 1)[-1]}")
     logger = module.logger
     if logger:
         logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},

@@ -63,8 +63,9 @@ def instances(cfg: DictConfig) -> dict:
     net = run.direct_minimum(ic.direct_minimum, key="instances.direct_minimum").eval()
 
     # the batch as pictures, paged so that 100 images stay readable
+    context = f"{run.dataset_name} / {run.arch_name}"  # leads every figure's title
     pages = distilled_pages(d.images, d.labels, d.lrs, mean, std, inner_loss, out, classes=names,
-                            per_page=ic.per_page)
+                            per_page=ic.per_page, context=context)
 
     # likeness of distilled, random real and noise batches with the same classes
     real = RealReference.build(dm.train_x, dm.train_y, dm.num_classes, mean, std, net)
@@ -80,10 +81,11 @@ def instances(cfg: DictConfig) -> dict:
     for p, start in enumerate(range(0, len(classes), ic.per_page), 1):
         sl = slice(start, start + ic.per_page)
         fig = neighbours_figure(dpix[sl], real_pix, dm.train_y, stats["distilled"]["_pixel_nn"][sl],
-                                stats["distilled"]["_feature_nn"][sl], classes[sl], names, first_index=start)
+                                stats["distilled"]["_feature_nn"][sl], classes[sl], names, first_index=start,
+                                context=context)
         neighbour_pages.append(save_figure(fig, out / f"neighbours_p{p:02d}.png"))
         plt.close(fig)
-    fig = likeness_figure(summary, stats["distilled"]["_cosine"], classes, names)
+    fig = likeness_figure(summary, stats["distilled"]["_cosine"], classes, names, context=context)
     save_figure(fig, out / "likeness.png")
     plt.close(fig)
 
@@ -113,7 +115,7 @@ def instances(cfg: DictConfig) -> dict:
         fixed_cmp = compare_models(direct_logits, stack_logits(loop, fixed_landed, x_test), y_test, direct_params,
                                    fixed_landed, fixed, loop.names)
         comparisons["fixed_init"] = public(fixed_cmp)
-    fig = confusion_figure(matrices, names)
+    fig = confusion_figure(matrices, names, context=context)
     save_figure(fig, out / "confusion.png")
     plt.close(fig)
 

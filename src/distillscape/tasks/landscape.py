@@ -299,7 +299,8 @@ class Sweep:
         figures, summary = {}, {}
         for metric in metrics:
             fig_path = sweep_dir / f"{metric.replace('/', '_')}.png"
-            plt.close(surface_figure(surface, metric, self.job.sweep.log_scale, fig_path))
+            plt.close(surface_figure(surface, metric, self.job.sweep.log_scale, fig_path,
+                                     context=f"{self.points.run.dataset_name} / {self.points.run.arch_name}"))
             figures[metric] = fig_path
             summary.update({f"{metric}/{k}": v for k, v in surface_summary(surface, metric).items()})
         write_json(sweep_dir / "summary.json", summary)

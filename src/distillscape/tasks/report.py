@@ -1,18 +1,58 @@
-"""distillscape-report: the output directories of a study -> one self-contained HTML file, and the same
-content to the configured logger (W&B: figures, a table of every metric, the distilled artifact;
-other loggers: the scalar metrics)."""
+"""distillscape-report: the output directories of a study (or a multirun directory, standing for its
+jobs) -> one self-contained HTML file, and the same content to the configured logger (W&B: figures, a
+table of every metric, the distilled artifact; other loggers: the scalar metrics).
+
+Besides reading the runs (`report`), it draws what the page shows but no run drew (`plots`): each
+landscape job's surfaces as one grid with a colour scale per cost, each surface as an interactive 3-D
+figure and as VTK files for ParaView, and a multirun's headline metric against its swept setting."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import hydra
+import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
 from ..artifacts import atomic_write
 from ..config import ConfigError, settings
-from ..report import all_rows, read_run, render
+from ..plots import surface_3d, surface_grid_figure, surface_vtk, sweep_figure
+from ..report import (Made, all_rows, loss_and_acc_metrics, read_runs, read_surface, render, surface_groups,
+                      sweep_groups, swept_keys)
 from ..tracking import log_report
 from .common import console_script, CONF_DIR, build_logger, console, start_job, task
+
+
+
+def draw(runs, out: Path) -> Made:
+    """The report's own figures, written under <out>/figures and <out>/vtk."""
+    made = Made()
+    for i, group in enumerate(surface_groups(runs), 1):
+        loaded = {centre: read_surface(p) for centre, p in group.surfaces.items()}
+        # the costs (losses) only: the 2x2 of centres x costs; accuracies are in the 3-D figures' menus
+        metrics = list(dict.fromkeys(m for s in loaded.values() for m in loss_and_acc_metrics(s) if m.endswith("/loss")))
+        stem = f"surfaces_{i:02d}_{group.run.path.name}" + (f"_{group.name.replace('/', '_')}" if group.name else "")
+        title = f"cost surfaces: {group.run.identity}" + (f" / {group.name}" if group.name else "")
+        fig = surface_grid_figure(loaded, metrics, title, out / "figures" / f"{stem}.png")
+        plt.close(fig)
+        made.surface_grids[group.key] = out / "figures" / f"{stem}.png"
+        for centre, path in group.surfaces.items():
+            made.interactive[str(path)] = json.loads(
+                surface_3d(loaded[centre], f"{title}: around {centre}").to_json())
+            vtu = surface_vtk(loaded[centre], out / "vtk" / f"{stem}_{centre}.vtu")
+            made.vtk[str(path)] = vtu.relative_to(out).as_posix()
+    for sweep, groups in sweep_groups(runs).items():
+        keys = swept_keys(groups)
+        if keys and any("test/onestep_acc_mean" in g["stats"] for g in groups):
+            jobs = [r for r in runs if r.sweep == sweep]
+            ident = " / ".join(sorted({r.dataset for r in jobs if r.dataset})) + (
+                " / " + " / ".join(sorted({r.arch for r in jobs if r.arch})) if len({r.arch for r in jobs}) == 1 else "")
+            path = out / "figures" / f"sweep_{sweep.name}.png"
+            fig = sweep_figure(groups, keys[0], "test/onestep_acc_mean",
+                               f"one-step test accuracy vs {keys[0]} ({ident}, multirun {sweep.name})", path)
+            plt.close(fig)
+            made.sweep_figures[str(sweep)] = path
+    return made
 
 
 def report(cfg: DictConfig) -> Path:
@@ -21,16 +61,19 @@ def report(cfg: DictConfig) -> Path:
         raise ConfigError("runs=??? : give the output directories to report on, runs=[<distill dir>,<instances dir>,...]")
     s = settings(cfg)
     dirs = [s.runs] if isinstance(s.runs, str) else list(s.runs)
-    runs = [read_run(d) for d in dirs]
+    runs = read_runs(dirs)
     out = start_job(cfg)
-    page = render(runs, s.report.title, s.report.max_figures)
+    made = draw(runs, out)
+    page = render(runs, s.report.title, s.report.max_figures, made)
     path = atomic_write(out / s.report.file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     rows = all_rows(runs)
     logger = build_logger(cfg)
     if logger:
-        log_report(logger, runs, path, rows)
-    console.print(f"report: {path} ({len(page) / 1e6:.1f} MB, {sum(len(r.figures) for r in runs)} figures, "
-                  f"{len(rows)} metrics from {len(runs)} runs)")
+        log_report(logger, runs, path, rows, made)
+    n_figs = sum(len(r.figures) for r in runs) + len(made.surface_grids) + len(made.sweep_figures)
+    msg = (f"report: {path} ({len(page) / 1e6:.1f} MB, {n_figs} figures, {len(made.interactive)} interactive "
+           f"surfaces, {len(rows)} metrics from {len(runs)} runs)")
+    console.print(msg)
     return path
 
 

@@ -1,0 +1,158 @@
+"""What a job says while it runs, and where it goes.
+
+- Progress: in a terminal, one bar over all training steps ("outer steps 120/400", not Lightning's
+  per-epoch "Epoch 374/-2": a distillation's epoch is one outer step); anywhere else (a SLURM .out file,
+  a redirect) a plain line every N steps (or predict batches: a landscape's grid chunks) with the rate
+  and the time left, instead of a bar's carriage returns.
+- Messages: our console lines also go to the `distillscape` logger, so Hydra's job log
+  (<output dir>/<task>.log) holds them (conf/hydra/default.yaml sends that logger to the file only,
+  the console already showed them).
+- Noise: Lightning's advertising tips, its "TPU available: False" lines and library deprecation
+  warnings that the user cannot act on are dropped; warnings that call for action stay.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import sys
+import time
+import warnings
+
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
+
+log = logging.getLogger("distillscape")
+
+LINES = 20  # a non-terminal run prints about this many progress lines
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def unit(module) -> str:
+    return getattr(module, "progress_unit", "steps")
+
+
+def total_steps(trainer) -> int | None:
+    total = trainer.estimated_stepping_batches
+    return int(total) if total is not None and total != float("inf") and total > 0 else None
+
+
+class StepBar(TQDMProgressBar):
+    """One bar over all training steps, steps done / total, the logged metrics beside it."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        bar = self.train_progress_bar
+        bar.reset(total=total_steps(trainer))
+        bar.set_description(unit(pl_module))
+        _update_n(bar, trainer.global_step)
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        pass  # no reset per epoch: the bar counts steps over the whole fit
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        n = trainer.global_step
+        if self.train_progress_bar is not None and self._should_update(n, self.train_progress_bar.total or 0):
+            _update_n(self.train_progress_bar, n)
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+
+def eta_text(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+class ProgressLines(Callback):
+    """A line every `every` training steps (default: about LINES lines per fit): steps done / total,
+    percent, steps per second and the time left at that rate, and the latest scalar metrics."""
+
+    def __init__(self, every: int | None = None, emit=None):
+        self.every, self.emit = every, emit or (lambda line: print(line, flush=True))
+
+    def _start(self, total: int | None, done: int) -> None:
+        self.total = total
+        self.n_every = self.every or max(1, (self.total or 200) // LINES)
+        self.start_step, self.t0 = done, time.perf_counter()
+
+    def _line(self, what: str, n: int, metrics: str = "") -> None:
+        if n % self.n_every and n != self.total:
+            return
+        rate = (n - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
+        total = f"/{self.total} ({n / self.total:.0%})" if self.total else ""
+        eta = f", {eta_text((self.total - n) / rate)} left" if self.total and rate > 0 else ""
+        line = f"{what} {n}{total}: {rate:.3g}/s{eta}" + (f"; {metrics}" if metrics else "")
+        self.emit(line)
+        log.info(line)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._start(total_steps(trainer), trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        metrics = ", ".join(f"{k} {float(v):.4g}" for k, v in trainer.callback_metrics.items()
+                            if k.startswith("train/") and getattr(v, "numel", lambda: 1)() == 1)
+        self._line(unit(pl_module), trainer.global_step, metrics)
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        total = sum(int(n) for n in trainer.num_predict_batches if n != float("inf"))
+        self._start(total or None, 0)
+        self.predicted = 0
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.predicted += 1
+        self._line(getattr(pl_module, "progress_unit", "batches"), self.predicted)
+
+
+def progress_callbacks(enabled: bool) -> tuple[list[Callback], bool]:
+    """The callbacks that show a fit's progress, and whether Lightning's own bar stays on (never: ours
+    replace it)."""
+    if not enabled:
+        return [], False
+    return ([StepBar()] if is_terminal() else [ProgressLines()]), is_terminal()
+
+
+# -- messages and noise -----------------------------------------------------------------------------
+def plain_text(*objects) -> str:
+    """What rich prints for `objects`, without colours or markup (for the log file)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    parts = []
+    for o in objects:
+        if isinstance(o, str):
+            parts.append(Text.from_markup(o).plain)
+        else:
+            buf = io.StringIO()
+            Console(file=buf, width=120, color_system=None, highlight=False).print(o)
+            parts.append(buf.getvalue().rstrip("\n"))
+    return " ".join(parts)
+
+
+NOT_ACTIONABLE = ("💡 Tip:", "TPU available:", "HPU available:", "GPU available: False")
+
+
+class _DropNotActionable(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(NOT_ACTIONABLE)
+
+
+def quiet_libraries() -> None:
+    """Drop what a user cannot act on: Lightning's tips and CPU-only device lines, libraries'
+    deprecation notes, and Lightning's hints about our own internal loaders."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotActionable) for f in lg.filters):
+            lg.addFilter(_DropNotActionable())
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|lightning|wandb|hydra|omegaconf)\b")
+    warnings.filterwarnings("ignore", message=r".*is deprecated.*")  # LightningDeprecationWarning and kin
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
+    warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
+    warnings.filterwarnings("ignore", message=r".*srun.*command is available on your system.*")
