@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import pickle
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +101,36 @@ def digits_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("digits_run")
     distill(compose_cfg("distill", DIGITS_RUN_OVERRIDES, out))
     return out
+
+
+# -- a real single-node SLURM cluster on localhost (tests/slurm/cluster.sh) ----------------------------
+SLURM_CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory) -> dict:
+    """Start a cluster for the test module (a fresh slurmctld each module); stop exactly its daemons
+    afterwards. Yields the environment clients need (SLURM_CONF; DISTILLSCAPE_SLURM_DIR holds its logs)."""
+    if os.geteuid() != 0:
+        pytest.skip("SLURM cannot be set up here: tests/slurm/cluster.sh needs root to install and start "
+                    "slurm-wlm and munge")
+    state = tmp_path_factory.mktemp("slurm")
+    env = {**os.environ, "DISTILLSCAPE_SLURM_DIR": str(state)}
+    start = subprocess.run(["bash", str(SLURM_CLUSTER), "start"], env=env, capture_output=True, text=True,
+                           timeout=900)
+    if start.returncode == 3:
+        pytest.skip(start.stderr.strip().splitlines()[-1])
+    assert start.returncode == 0, start.stderr[-3000:]
+    pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
+    assert {"slurmctld", "slurmd"} <= set(pids)
+    try:
+        yield {**env, "SLURM_CONF": str(state / "slurm.conf")}
+    finally:
+        stop = subprocess.run(["bash", str(SLURM_CLUSTER), "stop"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert stop.returncode == 0, stop.stderr
+        for name, pid in pids.items():
+            assert not Path(f"/proc/{pid}").exists(), f"{name} ({pid}) still running after stop"
 
 
 __all__ = ["compose_cfg", "needs_mnist", "SHARED_DATA", "REPO"]

@@ -2,12 +2,12 @@
 a sharded landscape sweep launched with hydra/launcher=submitit_slurm, every job's outputs checked,
 the merged surface compared with an unsharded run.
 
-Needs root (the script installs slurm-wlm + munge when absent and starts the daemons); skipped with
-the script's reason elsewhere. Takes a few minutes on 2 cores: run with `pytest -m slurm`.
+Needs root (the `slurm` fixture in conftest.py runs the script, which installs slurm-wlm + munge when
+absent and starts the daemons); skipped with the script's reason elsewhere. Takes a few minutes on 2
+cores: run with `pytest -m slurm`.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, compose_cfg
+from conftest import compose_cfg
 from distillscape.artifacts import load_distilled, read_json
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
-CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 TINY = ["dataset=digits", "arch=mlp", "distill.steps=20", "distill.val_every=20", "distill.val_inits=2",
         "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
         "checkpoint_every=10", "snapshot_every=0", "logger=none", "trainer.enable_progress_bar=false"]
@@ -28,29 +27,6 @@ SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.cpus_per_task=1", "hyd
          "hydra.launcher.array_parallelism=2", "hydra.launcher.setup=['export DISTILLSCAPE_ON_SLURM=1']"]
 LANDSCAPE = ["sweep=plane", "sweep.resolution=[5,4]", "sweep.costs=[test]", "sweep.centres=[minimum]",
              "landscape.batching=loop", "landscape.data_batch=2000"]
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """Start the cluster for this module; stop exactly its daemons afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("SLURM cannot be set up here: tests/slurm/cluster.sh needs root to install and start "
-                    "slurm-wlm and munge")
-    state = tmp_path_factory.mktemp("slurm")
-    env = {**os.environ, "DISTILLSCAPE_SLURM_DIR": str(state)}
-    start = subprocess.run(["bash", str(CLUSTER), "start"], env=env, capture_output=True, text=True, timeout=900)
-    if start.returncode == 3:
-        pytest.skip(start.stderr.strip().splitlines()[-1])
-    assert start.returncode == 0, start.stderr[-3000:]
-    pids = {p.stem: int(p.read_text()) for p in state.glob("*.pid")}
-    assert {"slurmctld", "slurmd"} <= set(pids)
-    try:
-        yield {**env, "SLURM_CONF": str(state / "slurm.conf")}
-    finally:
-        stop = subprocess.run(["bash", str(CLUSTER), "stop"], env=env, capture_output=True, text=True, timeout=120)
-        assert stop.returncode == 0, stop.stderr
-        for name, pid in pids.items():
-            assert not Path(f"/proc/{pid}").exists(), f"{name} ({pid}) still running after stop"
 
 
 def launch(module: str, args: list[str], cwd: Path, env: dict) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,7 +58,15 @@ def write_json(path, data: dict) -> Path:
 
 def write_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def save(tmp):
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:  # safetensors reports a full disk as its own error: make it the OSError it is
+            if (m := re.search(r"os error (\d+)", str(e))) is None:
+                raise
+            raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) from None
+    return atomic_write(path, save)
 
 
 def check_finite(path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -43,7 +43,10 @@ from .errors import ConfigError
 
 COMPLETE = "complete.json"
 # Keys that say where or how visibly a job runs, not what it computes: a rerun may change them.
-NOT_IDENTITY = ("paths", "ckpt_path", "skip_complete", "logger", "trainer.enable_progress_bar")
+NOT_IDENTITY = ("paths", "ckpt_path", "skip_complete", "logger", "trainer.enable_progress_bar",
+                "trainer.default_root_dir")
+# what releases before 0.2 left in the identity: their complete.json markers carry digests with it
+_LEGACY_IDENTITY = "trainer.default_root_dir"
 
 
 # -- fingerprints and finished work ----------------------------------------------------------------------
@@ -135,11 +138,9 @@ def keep_csv_history(logger, up_to_step: int) -> int:
     path = Path(logger.log_dir) / "metrics.csv"
     if not path.exists():
         return 0
-    with open(path, newline="") as f:
-        rows = [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-    rows = [r for r in rows if r.get("step", math.inf) < up_to_step]
-    for r in rows:
-        r["step"] = int(r["step"])
+    with open(path, newline="") as f:  # values stay the text they were written as
+        rows = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+    rows = [r for r in rows if float(r.get("step", math.inf)) < up_to_step]
     logger.experiment.metrics[:0] = rows  # opening the writer deletes the old file; these rows go first
     logger.experiment.save()
     return len(rows)
@@ -191,11 +192,14 @@ def _task_overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task)
 
 
-def identity(cfg: DictConfig) -> dict:
-    """The resolved config without the keys that do not change what a job computes."""
+def identity(cfg: DictConfig, legacy: bool = False) -> dict:
+    """The resolved config without the keys that do not change what a job computes (a run directory moved
+    elsewhere is the same job). `legacy`: as releases before 0.2 computed it, the run's own directory in."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     data.pop("hydra", None)
     for key in NOT_IDENTITY:
+        if legacy and key == _LEGACY_IDENTITY:
+            continue
         *parents, leaf = key.split(".")
         node = data
         for p in parents:
@@ -230,7 +234,10 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
     refusal = (f"{out} holds a finished job with another config (overrides {before}, now {_task_overrides()}); "
                f"give this run its own directory (hydra.run.dir / hydra.sweep.dir) or pass skip_complete=false "
                f"to overwrite it")
-    if finished(marker, config_digest(cfg), "refuse", refusal) is None:
+    fp = config_digest(cfg)
+    if marker.exists() and read_json(marker).get("config_digest") == fingerprint(data=identity(cfg, legacy=True)):
+        fp = fingerprint(data=identity(cfg, legacy=True))  # a job finished by an earlier release, where it ran
+    if finished(marker, fp, "refuse", refusal) is None:
         return None
     return read_json(out / "metrics.json")
 

@@ -11,6 +11,9 @@
 # clients (sbatch, squeue, submitit) need SLURM_CONF=$DISTILLSCAPE_SLURM_DIR/slurm.conf in their environment.
 # Minimal on purpose: no cgroups (proctrack/linuxproc, task/none), no accounting (no slurmdbd, so
 # `sacct` fails and submitit falls back to the result files of the jobs), jobs may run as root.
+# For the requeue test (tests/test_slurm_requeue.py): a requeued job waits AuthInfo=cred_expire seconds
+# before it may start again (5 s instead of SLURM's 120), the scheduler looks at pending jobs every 1-2 s
+# (instead of 30-60 s), and slurmctld logs at debug2, which shows when it tests time limits (every 30 s).
 # Exit codes: 0 ok, 1 failure, 3 cannot set up here (not root / not Debian) -- tests skip on 3.
 set -euo pipefail
 
@@ -74,6 +77,9 @@ SlurmdTimeout=60
 InactiveLimit=0
 KillWait=5
 MinJobAge=300
+AuthInfo=cred_expire=5
+SchedulerParameters=bf_interval=1,sched_interval=2
+SlurmctldDebug=debug2
 NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -172,6 +172,9 @@ def console_script(hydra_main: Callable[[], object], config_name: str) -> Callab
     return entry
 
 
+SLURM_COMMANDS = ("sbatch", "srun", "scancel", "sacct", "squeue", "scontrol")
+
+
 def _chain(e: BaseException):
     while e is not None:
         yield e
@@ -193,11 +196,19 @@ def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | N
                     f"fix that file (--config-dir files are read as YAML)")
         if isinstance(c, OSError) and (line := write_error(c)):
             return line
-        if isinstance(c, FileNotFoundError) and c.filename in ("sbatch", "srun", "scancel", "sacct", "squeue"):
-            return (f"the launcher runs SLURM's {c.filename}, which is not installed here: run on a SLURM login node, "
-                    f"or choose another launcher (hydra/launcher=submitit_local or hydra/launcher=joblib)")
+        missing = (c.filename if isinstance(c, FileNotFoundError) and c.filename in SLURM_COMMANDS
+                   else (m.group(1) if (m := re.search(r'Could not detect "(\w+)"', str(c))) else None))
+        if missing:  # submitit looks for srun/sbatch before it submits anything
+            return (f"hydra/launcher=submitit_slurm runs SLURM's {missing}, which is not installed here: launch from a "
+                    f"SLURM login node, or choose another launcher (hydra/launcher=submitit_local or "
+                    f"hydra/launcher=joblib)")
     text = str(e)
     first = text.splitlines()[0] if text else type(e).__name__
+    if isinstance(e, ValueError) and text.startswith("Config group override"):  # e.g. logger=-1
+        groups = [o for o in overrides if "=" in o and (Path(CONF_DIR) / o.split("=", 1)[0].lstrip("+~")).is_dir()]
+        named = ", ".join(groups) or "a config group"
+        return (f"{named}: a config group takes the name of one of its options (conf/<group>/<option>.yaml), "
+                f"not a number or a boolean")
     if isinstance(e, HydraException) and (m := re.match(r"Could not override '([^']+)'", text)):
         return unknown_key_line(m.group(1), config_name, overrides)
     if isinstance(e, MissingConfigException):
@@ -214,13 +225,10 @@ def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | N
 
 def unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
     """A mistyped key: the nearest key the config does have (composed without that override)."""
-    from hydra.core.global_hydra import GlobalHydra
-
     key = key.lstrip("+~")
     rest = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key and not o.startswith("hydra")]
     known: list[str] = []
     try:
-        GlobalHydra.instance().clear()
         cfg = compose_task(config_name, rest)
         known = sorted(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
     except Exception:  # noqa: BLE001 (the suggestion is a courtesy; the line below stands without it)
@@ -245,7 +253,7 @@ def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
     refuses it while composing) is a ConfigError naming the key."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import ConfigCompositionException, HydraException
 
     try:
         if GlobalHydra.instance().is_initialized():
@@ -253,10 +261,17 @@ def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             return compose(config_name=config_name, overrides=list(overrides))
     except ConfigCompositionException as e:
+        if m := re.match(r"Could not override '([^']+)'", str(e)):
+            raise ConfigError(unknown_key_line(m.group(1), config_name, overrides)) from None
         cause = e.__cause__ or e
         key = getattr(cause, "full_key", None)
         detail = str(cause).splitlines()[0]
         raise ConfigError(f"{key + ': ' if key else ''}{str(e).splitlines()[0]}: {detail}") from None
+    except (HydraException, ValueError) as e:  # an override that does not parse, a bad option of a group
+        line = explain(e, config_name, overrides)
+        if line is None:
+            raise
+        raise ConfigError(line) from None
 
 
 def start_job(cfg: DictConfig, out: Path | None = None, exclusive: bool = True) -> Path:
@@ -289,7 +304,8 @@ def write_hydra_record(cfg: DictConfig, out: Path) -> None:
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()
-    if Path(hc.runtime.output_dir).resolve() != out.resolve():  # a study's stage: the study records it
+    app_out = OmegaConf.select(hc, "runtime.output_dir", default=None, throw_on_missing=False)
+    if app_out is None or Path(app_out).resolve() != out.resolve():  # a study's stage: the study records it
         return
     record = {"config.yaml": OmegaConf.to_yaml(cfg), "hydra.yaml": OmegaConf.to_yaml({"hydra": hc}),
               "overrides.yaml": OmegaConf.to_yaml(list(hc.overrides.task))}

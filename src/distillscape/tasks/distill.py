@@ -125,8 +125,9 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path) -> tuple[Dis
     trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     resume = resume_checkpoint(s, out)
     if resume is not None:
-        kept = keep_csv_history(trainer.logger, read_checkpoint(resume)["global_step"])
-        console.print(f"resuming from {resume}" + (f" ({kept} logged rows kept)" if kept else ""))
+        step = read_checkpoint(resume)["global_step"]
+        kept = keep_csv_history(trainer.logger, step)
+        console.print(f"resuming from {resume} at step {step}" + (f" ({kept} logged rows kept)" if kept else ""))
     t0 = time.perf_counter()
     trainer.fit(module, dm, ckpt_path=resume, weights_only=True)
     seconds = time.perf_counter() - t0
