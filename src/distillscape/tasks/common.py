@@ -63,8 +63,8 @@ class _Console(Console):
     def print(self, *objects, **kwargs) -> None:
         """Print with rich, and log the same as plain text (Hydra's job log, tasks/progress.py)."""
         super().print(*objects, **kwargs)
-        if progress.log.isEnabledFor(logging.INFO):
-            progress.log.info(progress.plain_text(*objects))
+        if progress.recording:
+            progress.record(progress.plain_text(*objects))
 
 
 def _the_console() -> Console:
@@ -87,7 +87,7 @@ def fail(line: str, code: int = 2) -> None:
     if verbose() and sys.exc_info()[0] is not None:
         traceback.print_exc()
     print(f"distillscape: {line}", file=sys.stderr)
-    progress.log.error(line)  # the job log too
+    progress.record(line, logging.ERROR)  # the job log too, when the job had started
     sys.exit(code)
 
 
@@ -122,6 +122,7 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     @functools.wraps(fn)
     def wrapper(cfg: DictConfig):
         progress.quiet_libraries()
+        progress.recording = False  # until start_job: a refused run writes no job log
         previous = signal.getsignal(signal.SIGINT)
         in_main_thread = threading.current_thread() is threading.main_thread()
         if in_main_thread:
@@ -289,6 +290,7 @@ def start_job(cfg: DictConfig, out: Path | None = None, exclusive: bool = True) 
         claim(out)
     write_hydra_record(cfg, out)
     write_job_config(cfg, out)
+    progress.recording = True  # from here on the job log holds our messages
     return out
 
 

@@ -4,9 +4,9 @@
   per-epoch "Epoch 374/-2": a distillation's epoch is one outer step); anywhere else (a SLURM .out file,
   a redirect) a plain line every N steps (or predict batches: a landscape's grid chunks) with the rate
   and the time left, instead of a bar's carriage returns.
-- Messages: our console lines also go to the `distillscape` logger, so Hydra's job log
-  (<output dir>/<task>.log) holds them (conf/hydra/default.yaml sends that logger to the file only,
-  the console already showed them).
+- Messages: once the job has started (claimed its directory), our console lines also go to the
+  `distillscape` logger, so Hydra's job log (<output dir>/<task>.log) holds them
+  (conf/hydra/default.yaml sends that logger to the file only, the console already showed them).
 - Noise: Lightning's advertising tips, its "TPU available: False" lines and library deprecation
   warnings that the user cannot act on are dropped; warnings that call for action stay.
 """
@@ -22,6 +22,16 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 
 log = logging.getLogger("distillscape")
+# True once the job has claimed its output directory (common.start_job): before that a run may still be
+# refused, and a refused run must leave its directory as it was, job log included (Hydra opens the log
+# file at its first record)
+recording = False
+
+
+def record(line: str, level: int = logging.INFO) -> None:
+    """`line` to the job log, once the job has started."""
+    if recording:
+        log.log(level, line)
 
 LINES = 20  # a non-terminal run prints about this many progress lines
 
@@ -90,7 +100,7 @@ class ProgressLines(Callback):
         eta = f", {eta_text((self.total - n) / rate)} left" if self.total and rate > 0 else ""
         line = f"{what} {n}{total}: {rate:.3g}/s{eta}" + (f"; {metrics}" if metrics else "")
         self.emit(line)
-        log.info(line)
+        record(line)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._start(total_steps(trainer), trainer.global_step)
