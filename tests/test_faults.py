@@ -376,8 +376,8 @@ def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, 
     from distillscape.landscape import read_npz, shard_path
     from distillscape.tasks.landscape import landscape
 
-    common = [f"distilled={digits_run}", "sweep=plane", "sweep.resolution=[30,30]", "sweep.costs=[train]",
-              "sweep.centres=minimum", "landscape.batching=loop", "landscape.points_per_batch=4", "logger=none"]
+    common = [f"distilled={digits_run}", "sweep=plane", "sweep.resolution=[90,90]", "sweep.costs=[train]",
+              "sweep.centres=minimum", "landscape.batching=loop", "landscape.points_per_batch=2", "logger=none"]
     shared = tmp_path / "surfaces"
     for shard in (0, 2):
         landscape(compose_cfg("landscape", [*common, f"shard={shard}", "num_shards=3", f"landscape.out_dir={shared}"],
@@ -389,7 +389,7 @@ def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, 
     deadline = time.time() + 300
     while not lock.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
-    time.sleep(3)  # inside the shard's predict loop
+    time.sleep(2)  # inside the shard's predict loop
     assert proc.poll() is None, proc.stderr.read()[-2000:]
     proc.kill()
     proc.wait()

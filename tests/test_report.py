@@ -280,3 +280,32 @@ def test_trajectory_sentences_follow_the_agreement_curve():
     assert "peaks at step 10 (90.0%" in d and "early point of training" in d and "needs 12 steps" in d
     assert "unlike direct training" in r
     assert "peaks at step 100" in s and "resembles trained networks" in s
+
+
+def test_missing_and_stale_sweeps_are_marked_not_shown(tmp_path):
+    """A crashed sweep (directions, one shard of two, an old figure, no surface), a stale one (a surface older
+    than a later sweep's directions) and an unfinished landing: the report says each is missing and shows
+    neither their figures nor the crashed run's shard as a surface."""
+    from distillscape.report import render
+
+    run = tmp_path / "landscape_run"
+    crashed, stale = run / "minimum", run / "landing"
+    for d in (crashed, stale):
+        (d / "shards").mkdir(parents=True)
+    (crashed / "directions.safetensors").write_bytes(b"x")
+    (crashed / "shards" / "shard_0000_of_0002.npz").write_bytes(b"x")
+    png = (Path(__file__).parent / "data" / "run_v0_1" / "distilled.png").read_bytes()
+    (crashed / "train_loss.png").write_bytes(png)
+    np.savez(stale / "surface.npz", axis0=np.zeros(2))
+    (stale / "train_loss.png").write_bytes(png)
+    time.sleep(0.05)
+    (stale / "directions.safetensors").write_bytes(b"x")  # a later sweep started here and did not finish
+    (run / "landing_parts").mkdir()
+    r = read_run(run)
+    assert not [p for p in r.figures if p.parent in (crashed, stale)] and r.surfaces == []
+    assert any("surface minimum: missing" in m and "1 of 2 shards" in m for m in r.missing)
+    assert any("surface landing: stale" in m for m in r.missing)
+    assert any(m.startswith("landing statistics: missing") for m in r.missing)
+    page = render([r], "crashed")
+    assert "Missing or failed parts" in page and "surface minimum: missing" in page
+    assert "shard_0000_of_0002" not in page

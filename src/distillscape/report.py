@@ -103,6 +103,7 @@ class Run:
     dataset: str | None = None
     arch: str | None = None
     varying: set[str] | None = None                          # a multirun's keys that differ between its jobs
+    missing: list[str] = field(default_factory=list)         # parts that did not finish, said plainly
 
     @property
     def label(self) -> str:
@@ -234,10 +235,42 @@ def read_run(path) -> Run:
         args = [str(a) for a in yaml.safe_load(overrides.read_text()) or []]
         command = " ".join([f"distillscape-{task}", *(_quote(a) for a in args)])
     files = [p for p in path.rglob("*") if p.is_file() and not (set(p.relative_to(path).parts[:-1]) & SKIP_DIRS)]
-    figures = sorted((p for p in files if p.suffix.lower() in (".png", ".svg", ".jpg")), key=_figure_order)
-    surfaces = sorted(p for p in files if p.suffix == ".npz")
+    missing, unfinished = missing_parts(path, task)
+    # a figure in a sweep that did not finish is from an earlier sweep there, or half a story: not shown
+    figures = sorted((p for p in files if p.suffix.lower() in (".png", ".svg", ".jpg") and p.parent not in unfinished),
+                     key=_figure_order)
+    surfaces = sorted(p for p in files if p.name == "surface.npz" and p.parent not in unfinished)
     dataset, arch = _identity(config, results, path)
-    return Run(path, task, results, figures, surfaces, config, command, args, None, dataset, arch)
+    return Run(path, task, results, figures, surfaces, config, command, args, None, dataset, arch, missing=missing)
+
+
+def missing_parts(path: Path, task: str | None) -> tuple[list[str], set[Path]]:
+    """What a run directory shows was started and not finished: a sweep with its directions written but no
+    merged surface.npz (shards missing, or a crash), a surface older than the directions beside it (a later
+    sweep there failed), a landing analysis with parts but no statistics, a distillation with checkpoints but
+    no batch. Returns the lines to show and the sweep directories whose figures are not to be trusted."""
+    lines, unfinished = [], set()
+    for directions in sorted(path.rglob("directions.safetensors")):
+        sweep = directions.parent
+        name = sweep.relative_to(path).as_posix()
+        surface = sweep / "surface.npz"
+        shards = sorted((sweep / "shards").glob("shard_*_of_*.npz"))
+        total = int(shards[0].stem.rsplit("_", 1)[1]) if shards else None
+        if not surface.exists():
+            unfinished.add(sweep)
+            have = f"{len(shards)} of {total} shards computed" if total else "no shard computed"
+            lines.append(f"surface {name}: missing, the sweep did not finish ({have}); rerun its landscape command "
+                         f"(finished shards are kept)")
+        elif surface.stat().st_mtime < directions.stat().st_mtime:
+            unfinished.add(sweep)
+            lines.append(f"surface {name}: stale, a later sweep into this directory did not finish; its figures "
+                         f"are left out (rerun that sweep)")
+    if (path / "landing_parts").is_dir() and not (path / "landing_stats.json").exists():
+        lines.append("landing statistics: missing, the analysis did not finish (its finished batch kinds are kept "
+                     "in landing_parts/; rerun the same command to go on)")
+    if task == "distill" and (path / "checkpoints").is_dir() and not (path / "distilled.safetensors").exists():
+        lines.append("distilled batch: missing, the distillation did not finish (resume it with ckpt_path=last)")
+    return lines, unfinished
 
 
 def _identity(config: str | None, results: dict, path: Path) -> tuple[str | None, str | None]:
@@ -723,6 +756,13 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
         kept = figs[:max(0, budget[0])]
         budget[0] -= len(kept)
         return kept
+
+    # 0 what is missing: said first, so that no reader takes a gap for a result
+    if any(r.missing for r in runs):
+        sec = _section("missing", "Missing or failed parts",
+                       "Parts of these runs that were started and did not finish: they are not in the sections below.")
+        sec["summary"] = [f"{r.label}: {line}" for r in runs for line in r.missing]
+        out.append(sec)
 
     # 1 does one step generalise
     if rows := headline(runs):
