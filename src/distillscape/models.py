@@ -169,14 +169,19 @@ def flops_per_example(net: nn.Module, example: torch.Tensor) -> int:
             k = math.prod(m.kernel_size) * m.in_channels // m.groups
             total += 2 * k * out[0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    _forward_one(net, example, hook, [m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))])
+    return total
+
+
+def _forward_one(net: nn.Module, example: torch.Tensor, hook, modules: list[nn.Module]) -> None:
+    """One example through net without autograd, with `hook` on `modules` for that pass only."""
+    handles = [m.register_forward_hook(hook) for m in modules]
     try:
         with torch.no_grad():
             net(example[:1])
     finally:
         for h in handles:
             h.remove()
-    return total
 
 
 def activations_per_example(net: nn.Module, example: torch.Tensor) -> int:
@@ -189,13 +194,7 @@ def activations_per_example(net: nn.Module, example: torch.Tensor) -> int:
         if isinstance(out, torch.Tensor):
             total += out[0].numel()
 
-    handles = [m.register_forward_hook(hook) for m in net.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            net(example[:1])
-    finally:
-        for h in handles:
-            h.remove()
+    _forward_one(net, example, hook, [m for m in net.modules() if not list(m.children())])
     return total
 
 

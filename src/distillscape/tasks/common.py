@@ -125,6 +125,7 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
         progress.recording = False  # until start_job: a refused run writes no job log
         previous = signal.getsignal(signal.SIGINT)
         in_main_thread = threading.current_thread() is threading.main_thread()
+        _Interrupted.seen = False  # a task called again in this process starts uninterrupted
         if in_main_thread:
             signal.signal(signal.SIGINT, _Interrupted.handler)
         try:
