@@ -111,6 +111,11 @@ def test_mistyped_key_is_refused_naming_it(task_key, i):
     ("trainer.max_steps=-5", "trainer.max_steps=-5 must be >= 1"),
     ("seed=-1", "seed=-1 must be an integer in [0, 4294967295]"),
     ("distill.eval_inits=1000000000000", "distill.eval_inits"),
+    # found by the thorough run: Hydra and OmegaConf failed on these with an AttributeError / TypeError
+    ("env={a: 1}", "env={a: 1}: a config group takes the name of one of its options"),
+    ("env=[1,2]", "env=[1,2]: a config group takes the name of one of its options"),
+    ("logger=-1", "logger=-1: a config group takes the name of one of its options"),
+    ("env=nan", "env=nan: a config group takes the name of one of its options"),
 ])
 def test_known_bad_values(override, needle):
     with pytest.raises(ConfigError) as e:

@@ -400,3 +400,29 @@ def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, 
                                       tmp_path / "job1"))
     whole = landscape(compose_cfg("landscape", [*common, f"landscape.out_dir={tmp_path / 'whole'}"], tmp_path / "w"))
     assert np.array_equal(read_npz(merged)["train/loss"], read_npz(whole[0])["train/loss"])
+
+
+@pytest.mark.slow
+def test_landing_killed_between_kinds_resumes_to_the_same_statistics(digits_run, tmp_path):
+    """kill -9 once the first batch kind's part is written: the rerun reuses it, computes the others and ends
+    with the statistics of an uninterrupted analysis."""
+    from test_landing import SMALL, compose_landing
+    from distillscape.tasks.landing import landing
+
+    args = [f"distilled={digits_run}", "logger=none", *SMALL]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "distillscape.tasks.landing", *args, f"hydra.run.dir={out}"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not list((out / "landing_parts").glob("*.json")):
+        time.sleep(0.1)
+    assert proc.poll() is None, f"the analysis ended before it could be killed: {proc.stderr.read()[-2000:]}"
+    proc.kill()
+    proc.wait()
+    done = sorted(p.stem for p in (out / "landing_parts").glob("*.json"))
+    assert done and not (out / "landing_stats.json").exists()
+    GlobalHydra.instance().clear()
+    resumed = landing(compose_landing(args, out))
+    GlobalHydra.instance().clear()
+    whole = landing(compose_landing(args, tmp_path / "whole"))
+    assert resumed["kinds"] == whole["kinds"] and resumed["direct_minimum"] == whole["direct_minimum"]

@@ -177,6 +177,19 @@ def console_script(hydra_main: Callable[[], object], config_name: str) -> Callab
 SLURM_COMMANDS = ("sbatch", "srun", "scancel", "sacct", "squeue", "scontrol")
 
 
+def bad_group_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that give a config group (a folder of conf/) something other than an option's name."""
+    out = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        name = re.fullmatch(r"[A-Za-z_][\w.-]*(,[A-Za-z_][\w.-]*)*", value.strip())
+        parsed_as_other = value.strip().lower() in ("nan", "inf", "true", "false", "null")  # Hydra's float/bool/None
+        if value and (Path(CONF_DIR) / key).is_dir() and (not name or parsed_as_other):
+            out.append(o)
+    return out
+
+
 def _chain(e: BaseException):
     while e is not None:
         yield e
@@ -206,11 +219,12 @@ def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | N
                     f"hydra/launcher=joblib)")
     text = str(e)
     first = text.splitlines()[0] if text else type(e).__name__
-    if isinstance(e, ValueError) and text.startswith("Config group override"):  # e.g. logger=-1
-        groups = [o for o in overrides if "=" in o and (Path(CONF_DIR) / o.split("=", 1)[0].lstrip("+~")).is_dir()]
-        named = ", ".join(groups) or "a config group"
-        return (f"{named}: a config group takes the name of one of its options (conf/<group>/<option>.yaml), "
-                f"not a number or a boolean")
+    groups = bad_group_overrides(overrides)
+    if groups and (isinstance(e, (AttributeError, TypeError)) or
+                   (isinstance(e, ValueError) and text.startswith("Config group override"))):
+        # logger=-1, env={a: 1}, env=[1,2]: Hydra and OmegaConf fail on these deep inside, in their own words
+        return (f"{', '.join(groups)}: a config group takes the name of one of its options "
+                f"(conf/<group>/<option>.yaml), not a number, a list or a mapping")
     if isinstance(e, HydraException) and (m := re.match(r"Could not override '([^']+)'", text)):
         return unknown_key_line(m.group(1), config_name, overrides)
     if isinstance(e, MissingConfigException):
@@ -269,7 +283,7 @@ def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
         key = getattr(cause, "full_key", None)
         detail = str(cause).splitlines()[0]
         raise ConfigError(f"{key + ': ' if key else ''}{str(e).splitlines()[0]}: {detail}") from None
-    except (HydraException, ValueError) as e:  # an override that does not parse, a bad option of a group
+    except (HydraException, ValueError, AttributeError, TypeError) as e:  # a bad override, a bad option of a group
         line = explain(e, config_name, overrides)
         if line is None:
             raise
