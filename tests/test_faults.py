@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import signal
@@ -89,6 +90,21 @@ def test_same_rerun_of_a_finished_run_writes_nothing(finished_run, monkeypatch, 
     before = tree(finished_run)
     code, err = cli("distill", [*DIGITS_RUN_OVERRIDES, f"hydra.run.dir={finished_run}"], monkeypatch, capsys)
     assert code == 0, err
+    assert tree(finished_run) == before
+
+
+def test_marker_of_the_previous_identity_is_still_a_finished_job(finished_run):
+    """complete.json written before a moved run counted as the same job (its digest held the run's own
+    directory, trainer.default_root_dir): the same config in that directory is still skipped, not refused."""
+    from distillscape.resume import fingerprint, identity
+    from distillscape.tasks.distill import distill
+
+    cfg = compose_cfg("distill", DIGITS_RUN_OVERRIDES, finished_run)
+    record = read_json(finished_run / "complete.json")
+    (finished_run / "complete.json").write_text(json.dumps(
+        {**record, "fingerprint": fingerprint(data=identity(cfg, legacy=True))}))
+    before = tree(finished_run)
+    assert distill(cfg) == read_json(finished_run / "metrics.json")
     assert tree(finished_run) == before
 
 

@@ -45,7 +45,7 @@ COMPLETE = "complete.json"
 # Keys that say where or how visibly a job runs, not what it computes: a rerun may change them.
 NOT_IDENTITY = ("paths", "ckpt_path", "skip_complete", "logger", "trainer.enable_progress_bar",
                 "trainer.default_root_dir")
-# what releases before 0.2 left in the identity: their complete.json markers carry digests with it
+# what the identity held before a moved run counted as the same job: older complete.json markers carry it
 _LEGACY_IDENTITY = "trainer.default_root_dir"
 
 
@@ -194,7 +194,7 @@ def _task_overrides() -> list[str]:
 
 def identity(cfg: DictConfig, legacy: bool = False) -> dict:
     """The resolved config without the keys that do not change what a job computes (a run directory moved
-    elsewhere is the same job). `legacy`: as releases before 0.2 computed it, the run's own directory in."""
+    elsewhere is the same job). `legacy`: as it was computed before, the run's own directory in."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     data.pop("hydra", None)
     for key in NOT_IDENTITY:
@@ -230,13 +230,14 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
     if not cfg.get("skip_complete", True):
         return None
     marker = out / COMPLETE
-    before = read_json(marker).get("overrides") if marker.exists() else None
+    record = read_json(marker) if marker.exists() else {}
+    before = record.get("overrides")
     refusal = (f"{out} holds a finished job with another config (overrides {before}, now {_task_overrides()}); "
                f"give this run its own directory (hydra.run.dir / hydra.sweep.dir) or pass skip_complete=false "
                f"to overwrite it")
-    fp = config_digest(cfg)
-    if marker.exists() and read_json(marker).get("config_digest") == fingerprint(data=identity(cfg, legacy=True)):
-        fp = fingerprint(data=identity(cfg, legacy=True))  # a job finished by an earlier release, where it ran
+    fp, legacy = config_digest(cfg), fingerprint(data=identity(cfg, legacy=True))
+    if record.get("fingerprint", record.get("config_digest")) == legacy:
+        fp = legacy  # a job finished by an earlier release (its digest held the run's own directory), where it ran
     if finished(marker, fp, "refuse", refusal) is None:
         return None
     return read_json(out / "metrics.json")
