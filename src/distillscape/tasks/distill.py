@@ -118,9 +118,11 @@ class Snapshots(L.Callback):
             self.save(module)
 
 
-def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path) -> tuple[DistillModule, dict[str, float], float, torch.device]:
-    """Fit and test the synthetic batch; also return the device it ran on, since Lightning moves the module
-    back to the CPU at teardown and the baseline that follows should run where the distillation ran."""
+def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tuple[Path, int] | None = None
+                     ) -> tuple[DistillModule, dict[str, float], float, torch.device]:
+    """Fit (from `resume`: a checked checkpoint and its step) and test the synthetic batch; also return the
+    device it ran on, since Lightning moves the module back to the CPU at teardown and the baseline that
+    follows should run where the distillation ran."""
     net = build_net(cfg, dm)
     real = None
     if s.distill.image_init == "real":
@@ -130,28 +132,28 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path) -> tuple[Dis
                            every_n_train_steps=s.checkpoint_every)
     callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
     trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
-    resume = resume_checkpoint(s, out)
+    ckpt_path = None
     if resume is not None:
-        step = read_checkpoint(resume)["global_step"]
+        ckpt_path, step = resume
         kept = keep_csv_history(trainer.logger, step)
-        console.print(f"resuming from {resume} at step {step}" + (f" ({kept} logged rows kept)" if kept else ""))
+        console.print(f"resuming from {ckpt_path} at step {step}" + (f" ({kept} logged rows kept)" if kept else ""))
     t0 = time.perf_counter()
-    trainer.fit(module, dm, ckpt_path=resume, weights_only=True)
+    trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
     return module, metrics, seconds, trainer.strategy.root_device
 
 
-def resume_checkpoint(s: DistillJob, out: Path) -> Path | None:
-    """The checkpoint to resume from, checked before anything starts (a pickle, a truncated file or NaN
-    weights are refused in one line); None to start afresh (ckpt_path=last with no checkpoint yet)."""
+def resume_checkpoint(s: DistillJob, out: Path) -> tuple[Path, int] | None:
+    """The checkpoint to resume from and its step, checked before the data is read or the baseline trained
+    (a pickle, a truncated file or NaN weights are refused in one line); None to start afresh
+    (ckpt_path=last with no checkpoint yet)."""
     if not s.ckpt_path:
         return None
     path = out / "checkpoints" / "last.ckpt" if s.ckpt_path == "last" else Path(s.ckpt_path)
     if s.ckpt_path == "last" and not path.exists():
         return None
-    read_checkpoint(path)
-    return path
+    return path, int(read_checkpoint(path)["global_step"])
 
 
 def summary_table(cfg: DictConfig, m: dict[str, float], n: int) -> Table:
@@ -201,9 +203,10 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         return distill_rl(cfg, s, start_job(cfg, out))
     check_memory(cfg, s)
     out = start_job(cfg, out)
+    resume = resume_checkpoint(s, out)
     dm = build_datamodule(cfg)
     direct = direct_baseline(cfg, s, dm, out)
-    module, metrics, seconds, device = run_distillation(cfg, s, dm, out)
+    module, metrics, seconds, device = run_distillation(cfg, s, dm, out, resume)
     net, d = build_net(cfg, dm), s.distill
     baseline = random_real_baseline(InnerLoop(net, d.inner_loss), InitSampler(net, d.init_scheme), dm,
                                     d.images_per_class, d.inner_steps, s.baseline, d.eval_inits, d.eval_seed,
