@@ -14,11 +14,15 @@ draws, so a batched episode and a one-env-at-a-time episode with the same seed a
 """
 from __future__ import annotations
 
+import itertools
+import json
 import math
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
+import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -29,6 +33,8 @@ from .config import EnvConfig
 from .errors import ConfigError, DatasetNotFoundError
 from .inner import InitSampler, InnerLoop, param_names
 from .params import Params, stack_len
+from .seeds import seed_for
+from .stats import flat_summary
 
 @contextmanager
 def one_thread():
@@ -86,6 +92,23 @@ class VecEnv:
     def step(self, actions: np.ndarray):
         obs, reward, term, trunc, _ = self.env.step(actions)
         return np.asarray(obs), np.asarray(reward, dtype=np.float32), np.asarray(term), np.asarray(trunc)
+
+    def state_dict(self) -> dict | None:
+        """Where every copy is (cart-pole: positions, step counts, pending resets, the reset RNG), as tensors
+        and a JSON string (a checkpoint loads with weights_only=True); None for Atari, whose emulators keep
+        their state inside ale-py."""
+        if self.cfg.name != "cartpole":
+            return None
+        u = self.env.unwrapped
+        return {"state": torch.from_numpy(np.array(u.state)), "steps": torch.from_numpy(np.array(u.steps)),
+                "prev_done": torch.from_numpy(np.array(u.prev_done)),
+                "np_random": json.dumps(u.np_random.bit_generator.state)}
+
+    def load_state_dict(self, state: dict) -> None:
+        u = self.env.unwrapped
+        u.state, u.steps = state["state"].numpy().copy(), state["steps"].numpy().copy()
+        u.prev_done = state["prev_done"].numpy().copy()
+        u.np_random.bit_generator.state = json.loads(state["np_random"])
 
     def close(self):
         self.env.close()
@@ -158,7 +181,8 @@ def episode_returns(loop: InnerLoop, stack: Params, env: EnvConfig, seeds: list[
                     sample_seed: int = 0) -> torch.Tensor:
     """`rollout_returns` of every policy of a parameter stack: [M, E]."""
     forward = stack_forward(loop)
-    return rollout_returns(lambda x: forward(stack, x), stack_len(stack), env, seeds, greedy, sample_seed)
+    device = next(iter(stack.values())).device
+    return rollout_returns(lambda x: forward(stack, x), stack_len(stack), env, seeds, greedy, sample_seed, device)
 
 
 @torch.no_grad()
@@ -206,16 +230,42 @@ class Experience:
 
 class Collector:
     """Gathers experience of stacks of M policies, E environments each, T steps at a time; the
-    environments carry on where the last call left them (as PPO's rollouts do)."""
+    environments carry on where the last call left them (as PPO's rollouts do). The experience lies on
+    the stack's device; the environments and the action draws stay on the CPU (the same draws anywhere).
+
+    `state_dict` / `load_state_dict`: everything a checkpoint needs to carry on exactly (the environments,
+    the running returns, the action-sampling generator)."""
 
     def __init__(self, env: EnvConfig, models: int, envs_per_model: int, seed: int):
-        self.env, self.m, self.e = env, models, envs_per_model
+        self.env, self.m, self.e, self.seed = env, models, envs_per_model, seed
         self.venv = VecEnv(env, models * envs_per_model)
-        rng = np.random.default_rng(seed)
-        self.obs = self.venv.reset(rng.integers(0, 2**31 - 1, models * envs_per_model))
+        self.obs = self.venv.reset(self._start_seeds(seed))
         self.prev_done = np.zeros(models * envs_per_model, dtype=bool)
         self.running = np.zeros(models * envs_per_model)
         self.gen = torch.Generator().manual_seed(seed)
+
+    def _start_seeds(self, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).integers(0, 2**31 - 1, self.m * self.e)
+
+    def state_dict(self) -> dict:
+        return {"obs": torch.from_numpy(np.array(self.obs)), "prev_done": torch.from_numpy(self.prev_done.copy()),
+                "running": torch.from_numpy(self.running.copy()), "gen": self.gen.get_state(),
+                "env": self.venv.state_dict()}
+
+    def load_state_dict(self, state: dict, restart_seed: int | None = None) -> None:
+        """The state `state_dict` gave. Without the environments' state (Atari), their episodes restart
+        from seeds drawn from `restart_seed` (the rest is restored): close to, not exactly, what an
+        uninterrupted run does; `exact` tells which."""
+        self.gen.set_state(state["gen"])
+        if state.get("env") is not None:
+            self.venv.load_state_dict(state["env"])
+            self.obs = state["obs"].numpy().copy()
+            self.prev_done, self.running = state["prev_done"].numpy().copy(), state["running"].numpy().copy()
+            self.exact = True
+        else:
+            self.obs = self.venv.reset(self._start_seeds(self.seed if restart_seed is None else restart_seed))
+            self.prev_done[:], self.running[:] = False, 0.0
+            self.exact = False
 
     @torch.no_grad()
     def collect(self, loop: InnerLoop, stack: Params, steps: int) -> Experience:
@@ -223,11 +273,12 @@ class Collector:
         if stack_len(stack) != m:
             raise ValueError(f"a stack of {stack_len(stack)} policies given to a collector for {m}")
         forward = stack_forward(loop)
+        device = next(iter(stack.values())).device
         cols: dict[str, list] = {k: [] for k in ("obs", "actions", "logp", "rewards", "term", "done", "next", "valid")}
         finished: list[float] = []
         for _ in range(steps):
             x = to_input(self.obs, self.env).view(m, e, *shape)
-            logits = forward(stack, x)
+            logits = forward(stack, x.to(device)).cpu()
             a = choose(logits, False, self.gen)
             logp = torch.log_softmax(logits, -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
             obs, r, term, trunc = self.venv.step(a.reshape(-1).numpy())
@@ -245,7 +296,7 @@ class Collector:
             cols["next"].append(to_input(obs, self.env).view(m, e, *shape))
             cols["valid"].append(torch.from_numpy(valid).view(m, e))
             self.obs, self.prev_done = obs, term | trunc
-        s = {k: torch.stack(v, 1) for k, v in cols.items()}
+        s = {k: torch.stack(v, 1).to(device) for k, v in cols.items()}
         return Experience(s["obs"], s["actions"], s["logp"], s["rewards"], s["term"], s["done"], s["next"],
                           s["valid"], finished)
 
@@ -430,11 +481,14 @@ class RLDistiller(nn.Module):
             groups.append({"params": [self.targets], "lr": o.lr_labels})
         return torch.optim.Adam(groups, betas=tuple(o.betas))
 
-    def outer_step(self, collector: Collector, opt: torch.optim.Optimizer) -> dict[str, float]:
+    def outer_step(self, collector: Collector, opt: torch.optim.Optimizer, last_step=None) -> dict[str, float]:
         """One outer step: fresh inits, their one-step landings act `rl.horizon` steps, then `rl.epochs` PPO
-        updates of the batch (each re-landing the same inits on the updated batch) and of the critic."""
+        updates of the batch (each re-landing the same inits on the updated batch) and of the critic.
+        `last_step`: what steps the optimizer at the last epoch, if not `opt.step` (Lightning's optimizer,
+        which counts one trainer step per outer step)."""
         rl = self.rl
-        inits = self.sampler.sample(self.s.inits_per_step)
+        device = self.states.device
+        inits = self.sampler.sample(self.s.inits_per_step, device=device)
         landed = self.land(inits)
         exp = collector.collect(self.loop, {k: v.detach() for k, v in landed.items()}, rl.horizon)
         batch = ppo_batch(exp, self.critic, rl.gamma, rl.gae_lambda)
@@ -448,10 +502,121 @@ class RLDistiller(nn.Module):
             value_loss = critic_loss(self.critic, batch)
             opt.zero_grad(set_to_none=True)
             (policy_loss - rl.ent_coef * ent + value_loss).backward()
-            opt.step()
+            (last_step if last_step is not None and epoch == rl.epochs - 1 else opt.step)()
         return {"train/policy_loss": policy_loss.item(), "train/value_loss": value_loss.item(),
                 "train/entropy": ent.item(), "train/inner_lr": self.lrs.detach().mean().item(),
                 "train/episode_return": float(np.mean(exp.episode_returns)) if exp.episode_returns else math.nan}
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """The training "data" of an RL distillation: the outer step's index, without end (the experience is
+    gathered inside the step; trainer.max_steps ends the run)."""
+
+    def __iter__(self):
+        return itertools.count()
+
+
+class RLDistillModule(L.LightningModule):
+    """An RL distillation as a LightningModule, so the Trainer runs it as it runs a dataset's (max_steps,
+    accelerator, validation cadence, loggers, checkpoints and resume): one training step is one
+    `RLDistiller.outer_step` (manual optimisation: PPO's epochs step the optimizer several times per outer
+    step; the last one goes through Lightning's optimizer, so the trainer counts outer steps). The
+    checkpoint holds the batch and the critic (parameters), the optimizer and schedule, and the collector's
+    environments and generator (`on_save_checkpoint`); with the RngState callback a resumed run continues
+    exactly where the stopped one was. Validation and test: one-step returns of held-out inits
+    (`held_out_returns`)."""
+
+    progress_unit = "outer steps"
+
+    def __init__(self, actor: nn.Module, critic: nn.Module, obs_shape: tuple[int, ...], num_actions: int,
+                 settings, rl, env: EnvConfig, seed: int):
+        super().__init__()
+        self.automatic_optimization = False
+        self.s, self.rl, self.env, self.seed = settings, rl, env, seed
+        self.distiller = RLDistiller(actor, critic, obs_shape, num_actions, settings, rl)
+        self.collector: Collector | None = None
+        self._pending_collector: dict | None = None
+        self.first_step = 0
+
+    # -- the outer loop ----------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        opt = self.distiller.optimizer()
+        if self.s.optim.schedule == "constant":
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.s.steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_Steps(), batch_size=None)
+
+    def on_train_start(self):
+        self.first_step = self.global_step
+
+    def _collector(self) -> Collector:
+        if self.collector is None:
+            self.collector = Collector(self.env, self.s.inits_per_step, self.rl.envs_per_init, self.seed)
+            if self._pending_collector is not None:  # a resumed run: carry on where the checkpoint was
+                self.collector.load_state_dict(self._pending_collector, restart_seed=self.seed + self.global_step)
+                self._pending_collector = None
+                if not self.collector.exact:
+                    warnings.warn(f"env={self.env.name}: its emulators' state is not in the checkpoint; the "
+                                  f"collector's episodes restart at the resumed step (all else continues exactly)")
+        return self.collector
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        m = self.distiller.outer_step(self._collector(), opt.optimizer, last_step=opt.step)
+        if not math.isfinite(m["train/policy_loss"]):
+            raise FloatingPointError(f"the PPO surrogate became {m['train/policy_loss']} at outer step "
+                                     f"{self.global_step}: lower distill.lr_init or distill.optim.*")
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+        shown = "train/episode_return"
+        self.log_dict({k: v for k, v in m.items() if k != shown}, batch_size=1)
+        self.log(shown, m[shown], prog_bar=True, batch_size=1)
+
+    def on_train_end(self):
+        if self.collector is not None:
+            self.collector.close()
+            self.collector = None
+
+    def on_save_checkpoint(self, checkpoint):
+        if self.collector is not None:
+            checkpoint["distillscape_collector"] = self.collector.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        self._pending_collector = checkpoint.get("distillscape_collector")
+        self.first_step = checkpoint.get("global_step", 0)
+
+    # -- held-out evaluation -----------------------------------------------------------------------------
+    def held_out_returns(self, stage: str) -> dict[str, float]:
+        """One-step returns of held-out inits (val: distill.val_inits of them, test: distill.eval_inits) on
+        fixed episode seeds: mean / std / min / max over inits of each init's mean return."""
+        d, rl = self.s, self.rl
+        n = d.val_inits if stage == "val" else d.eval_inits
+        inits = self.distiller.sampler.sample(n, seed=seed_for(d.eval_seed, "eval", f"{stage}_inits"), device=self.device)
+        seeds = episode_seeds(seed_for(d.eval_seed, "eval", f"rl_{stage}_episodes"), rl.eval_episodes)
+        r = onestep_returns(self.distiller.loop, inits, self.distiller.states, self.distiller.targets,
+                            self.distiller.lrs, self.env, seeds, rl.eval_actions == "greedy", d.init_chunk)
+        return {**flat_summary(r, f"{stage}/onestep_return"), f"{stage}/onestep_inits": float(n),
+                f"{stage}/episodes_per_init": float(len(seeds))}
+
+    def _one_batch(self):
+        return torch.utils.data.DataLoader([0], batch_size=None)
+
+    val_dataloader = test_dataloader = _one_batch
+
+    def validation_step(self, batch, batch_idx):
+        with torch.inference_mode(False):
+            m = self.held_out_returns("val")
+        shown = "val/onestep_return_mean"
+        self.log_dict({k: v for k, v in m.items() if k != shown}, batch_size=1)
+        self.log(shown, m[shown], prog_bar=True, batch_size=1)
+
+    def test_step(self, batch, batch_idx):
+        with torch.inference_mode(False):
+            self.log_dict(self.held_out_returns("test"), batch_size=1)
 
 
 # -- evaluation and baselines ----------------------------------------------------------------------------------------

@@ -24,15 +24,15 @@ from ..data import SHAPES, to_pixels
 from ..distill import DistillModule, memory_estimate
 from ..inner import InitSampler, InnerLoop
 from ..models import AtariActor, PolicyMLP, init_parameters_
-from ..rl import (Collector, RLDistiller, VecEnv, action_targets, one_thread, episode_returns, episode_seeds, one_step_baseline,
-                  onestep_returns, train_ppo, visited_states)
+from ..rl import (RLDistiller, RLDistillModule, VecEnv, action_targets, one_thread, episode_returns, episode_seeds,
+                  one_step_baseline, train_ppo, visited_states)
 from ..seeds import seed_for
 from ..stats import flat_summary
 from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import finish_run, log_distilled, log_snapshot
-from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
+from .common import (CONF_DIR, available_memory, build_datamodule, build_net, build_policy,
                      build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
@@ -252,11 +252,29 @@ def rl_nets(cfg: DictConfig, s: DistillJob) -> tuple[nn.Module, nn.Module, tuple
     return actor, critic, shape, actions
 
 
+def rl_direct_fingerprint(cfg: DictConfig) -> str:
+    """What the PPO baseline of an RL distill job depends on (not the distillation's own settings): a
+    resumed job whose directory holds a PPO minimum of this fingerprint reuses it."""
+    job = identity(cfg)
+    rl, d = job["rl"], job["distill"]
+    return fingerprint(data={"env": job.get("env"), "arch": job.get("arch"), "ppo": rl["ppo"],
+                             "rl": {k: rl[k] for k in ("gamma", "gae_lambda", "clip", "critic_hidden", "eval_episodes",
+                                                       "eval_actions")},
+                             "distill": {k: d[k] for k in ("init_scheme", "eval_seed")}})
+
+
 def rl_direct_baseline(cfg: DictConfig, s: DistillJob, out: Path, seeds: list[int]) -> tuple[nn.Module, dict[str, float]]:
-    """The PPO-trained actor (and critic), loaded from `direct.checkpoint` or trained now, saved as the
-    run's direct_minimum (+ direct_critic.safetensors), and its greedy return on the test episodes."""
+    """The PPO-trained actor (and critic), loaded from `direct.checkpoint`, reused from this run directory
+    (a resumed job: the one it trained before it was stopped), or trained now; saved as the run's
+    direct_minimum (+ direct_critic.safetensors), with its greedy return on the test episodes."""
     actor, critic, _, _ = rl_nets(cfg, s)
     p = s.rl.ppo
+    fp = rl_direct_fingerprint(cfg)
+    if not s.direct.checkpoint and (done := finished(out / "direct_minimum.json", fp, on_mismatch="redo")):
+        actor, _ = load_direct_minimum(out, actor)
+        critic.load_state_dict(read_tensors(out / "direct_critic.safetensors"))
+        console.print(f"direct baseline: reusing {out / 'direct_minimum.safetensors'} (PPO-trained before the resume)")
+        return actor, done["metrics"]
     if s.direct.checkpoint:
         actor, meta = load_direct_minimum(s.direct.checkpoint, actor)
         src = Path(s.direct.checkpoint)
@@ -264,9 +282,10 @@ def rl_direct_baseline(cfg: DictConfig, s: DistillJob, out: Path, seeds: list[in
         critic.load_state_dict(read_tensors(src / "direct_critic.safetensors"))
         info = {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("ppo/")}
     else:
-        torch.manual_seed(p.init_seed)
-        init_parameters_(actor, s.distill.init_scheme)
-        init_parameters_(critic, s.distill.init_scheme)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(p.init_seed)
+            init_parameters_(actor, s.distill.init_scheme)
+            init_parameters_(critic, s.distill.init_scheme)
         t0 = time.perf_counter()
         info = train_ppo(actor, critic, s.env, p.env_steps, envs=p.envs, horizon=p.horizon, epochs=p.epochs,
                          minibatches=p.minibatches, lr=p.lr, gamma=s.rl.gamma, lam=s.rl.gae_lambda, clip=s.rl.clip,
@@ -277,21 +296,11 @@ def rl_direct_baseline(cfg: DictConfig, s: DistillJob, out: Path, seeds: list[in
     returns = episode_returns(loop, params, s.env, seeds, s.rl.eval_actions == "greedy")[0]
     metrics = {**info, **flat_summary(returns, "direct/return"), "direct/episodes": float(len(seeds))}
     meta = {"env": s.env.name, "kind": "rl", "arch": resolved(cfg.arch), "metrics": metrics,
-            "trained_with": "ppo", "ppo": resolved(cfg.rl.ppo)}
-    save_direct_minimum(out, actor, meta)
+            "trained_with": "ppo", "ppo": resolved(cfg.rl.ppo), "fingerprint": fp}
+    # the critic first: direct_minimum.json, written last, marks the pair finished
     write_tensors(out / "direct_critic.safetensors", dict(critic.state_dict()))
+    save_direct_minimum(out, actor, meta)
     return actor, metrics
-
-
-def rl_test(distiller: RLDistiller, s: DistillJob, stage: str, seed_stream: str, n_inits: int) -> dict[str, float]:
-    """One-step returns of held-out inits: mean / std / min / max over inits of each init's mean return."""
-    d = s.distill
-    inits = distiller.sampler.sample(n_inits, seed=seed_for(d.eval_seed, "eval", "val_inits" if stage == "val" else "test_inits"))
-    seeds = episode_seeds(seed_for(d.eval_seed, "eval", seed_stream), s.rl.eval_episodes)
-    r = onestep_returns(distiller.loop, inits, distiller.states, distiller.targets, distiller.lrs, s.env, seeds,
-                        s.rl.eval_actions == "greedy", d.init_chunk)
-    return {**flat_summary(r, f"{stage}/onestep_return"), f"{stage}/onestep_inits": float(n_inits),
-            f"{stage}/episodes_per_init": float(len(seeds))}
 
 
 def rl_baselines(distiller: RLDistiller, s: DistillJob, ppo_actor: nn.Module, n: int, num_actions: int) -> dict[str, float]:
@@ -333,52 +342,82 @@ def rl_summary_table(s: DistillJob, m: dict[str, float], n: int) -> Table:
     return t
 
 
-@one_thread()
-def distill_rl(cfg: DictConfig, s: DistillJob, out: Path) -> dict[str, float]:
-    """distillscape-distill on an RL task: the PPO baseline, the distillation (RL outer objective), the
-    held-out test and the baselines; writes the usual run directory (distilled.*, direct_minimum.*,
-    metrics.json)."""
-    d, rl = s.distill, s.rl
-    test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
-    ppo_actor, direct = rl_direct_baseline(cfg, s, out, test_seeds)
-    torch.manual_seed(s.seed)
-    actor, critic, shape, num_actions = rl_nets(cfg, s)
-    distiller = RLDistiller(actor, critic, shape, num_actions, d, rl)
-    collector = Collector(s.env, d.inits_per_step, rl.envs_per_init, s.seed)
-    opt = distiller.optimizer()
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=d.steps) if d.optim.schedule == "cosine" else None)
-    logger = build_logger(cfg)
-    t0 = time.perf_counter()
-    for step in range(1, d.steps + 1):
-        m = distiller.outer_step(collector, opt)
-        if not math.isfinite(m["train/policy_loss"]):
-            raise FloatingPointError(f"the PPO surrogate became {m['train/policy_loss']} at outer step {step}: lower "
-                                     f"distill.lr_init or distill.optim.*")
-        if sched:
-            sched.step()
-        if step % d.val_every == 0 or step == d.steps:
-            m.update(rl_test(distiller, s, "val", "rl_val_episodes", d.val_inits))
-            console.print(f"step {step}: val one-step return {m['val/onestep_return_mean']:.1f} ± "
-                          f"{m['val/onestep_return_std']:.1f} ({time.perf_counter() - t0:.0f} s)")
-        if logger and (step % cfg.trainer.log_every_n_steps == 0 or "val/onestep_return_mean" in m):
-            logger.log_metrics(m, step=step)
-    seconds = time.perf_counter() - t0
-    collector.close()
-    metrics = {**rl_test(distiller, s, "test", "rl_test_episodes", d.eval_inits), **direct,
-               **rl_baselines(distiller, s, ppo_actor, distiller.states.shape[0], num_actions),
-               "train/seconds": seconds, "train/steps_per_second": d.steps / seconds, **peak_memory(torch.device("cpu"))}
-    meta = {"kind": "rl", "env": s.env.name, "dataset": None, "num_classes": num_actions, "classes": None,
-            "image_shape": list(shape), "normalization": None, "arch": resolved(cfg.arch),
+def rl_meta(cfg: DictConfig, s: DistillJob, module: RLDistillModule, metrics: dict[str, float]) -> dict:
+    """What distilled.json of an RL run records (the keys a dataset's records, for an RL task)."""
+    d, distiller = s.distill, module.distiller
+    return {"kind": "rl", "env": s.env.name, "dataset": None, "num_classes": int(distiller.targets.shape[1]),
+            "classes": None, "image_shape": list(distiller.states.shape[1:]), "normalization": None,
+            "arch": resolved(cfg.arch),
             "inner": {"steps": d.inner_steps, "loss": "mse", "lr_per_param": d.lr_per_param, "init_mode": "random",
                       "init_scheme": d.init_scheme, "param_names": distiller.loop.names},
-            "step": d.steps, "metrics": metrics, "config": resolved(cfg)}
-    distilled = Distilled(images=distiller.states.detach().clone(), labels=distiller.targets.detach().clone(),
-                          lrs=distiller.lrs.detach().clone(), meta=meta)
+            "step": module.global_step, "metrics": metrics, "config": resolved(cfg)}
+
+
+def rl_distilled(cfg: DictConfig, s: DistillJob, module: RLDistillModule, metrics: dict[str, float]) -> Distilled:
+    d = module.distiller
+    return Distilled(images=d.states.detach().cpu().clone(), labels=d.targets.detach().cpu().clone(),
+                     lrs=d.lrs.detach().cpu().clone(), meta=rl_meta(cfg, s, module, metrics))
+
+
+class RLSnapshots(Snapshots):
+    """`Snapshots` of an RL distillation: its states, targets and rates every `every` outer steps (no
+    images to log)."""
+
+    def __init__(self, cfg: DictConfig, s: DistillJob, out: Path, every: int):
+        super().__init__(cfg, None, out, every)
+        self.s = s
+
+    def save(self, module: RLDistillModule) -> None:
+        save_distilled(self.dir, rl_distilled(self.cfg, self.s, module, {}),
+                       stem=f"distilled_step{module.global_step:06d}")
+
+
+def run_rl_distillation(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple[Path, int] | None = None
+                        ) -> tuple[RLDistillModule, dict[str, float], float, torch.device]:
+    """Fit (from `resume`) and test an RL distillation through the config's Trainer, as `run_distillation`
+    does a dataset's: checkpoints every `checkpoint_every` outer steps, `ckpt_path=last` resumes."""
+    torch.manual_seed(s.seed)
+    actor, critic, shape, num_actions = rl_nets(cfg, s)
+    module = RLDistillModule(actor, critic, shape, num_actions, s.distill, s.rl, s.env, s.seed)
+    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
+                           every_n_train_steps=s.checkpoint_every)
+    callbacks = [ckpt, RngState()] + ([RLSnapshots(cfg, s, out, s.snapshot_every)] if s.snapshot_every else [])
+    trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    ckpt_path = None
+    if resume is not None:
+        ckpt_path, step = resume
+        kept = keep_csv_history(trainer.logger, step)
+        console.print(f"resuming from {ckpt_path} at step {step}" + (f" ({kept} logged rows kept)" if kept else ""))
+    t0 = time.perf_counter()
+    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    seconds = time.perf_counter() - t0
+    metrics = trainer.test(module, verbose=False)[0]
+    return module, metrics, seconds, trainer.strategy.root_device
+
+
+@one_thread()
+def distill_rl(cfg: DictConfig, s: DistillJob, out: Path) -> dict[str, float]:
+    """distillscape-distill on an RL task: the PPO baseline, the distillation (RL outer objective) through
+    the Trainer, the held-out test and the baselines; writes the usual run directory (distilled.*,
+    direct_minimum.*, metrics.json). A stopped job resumes with ckpt_path=last, reusing its PPO baseline."""
+    d, rl = s.distill, s.rl
+    resume = resume_checkpoint(s, out)
+    test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
+    ppo_actor, direct = rl_direct_baseline(cfg, s, out, test_seeds)
+    module, metrics, seconds, device = run_rl_distillation(cfg, s, out, resume)
+    distiller = module.distiller.cpu()
+    metrics = {**metrics, **direct,
+               **rl_baselines(distiller, s, ppo_actor, distiller.states.shape[0], distiller.targets.shape[1]),
+               "train/seconds": seconds,
+               "train/steps_per_second": (module.global_step - module.first_step) / seconds, **peak_memory(device)}
+    distilled = rl_distilled(cfg, s, module, metrics)
     save_distilled(out, distilled)
-    write_tensors(out / "distilled_critic.safetensors", dict(critic.state_dict()))
+    write_tensors(out / "distilled_critic.safetensors", dict(distiller.critic.state_dict()))
     write_json(out / "metrics.json", metrics)
+    logger = module.logger
     if logger:
-        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))}, step=d.steps)
+        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},
+                           step=module.global_step)
         logger.save()
     finish_run(logger)
     mark_complete(cfg, out)

@@ -166,3 +166,5 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
     warnings.filterwarnings("ignore", message=r".*srun.*command is available on your system.*")
+    # an RL distillation (manual optimisation) checkpoints the state after its step, which is what it resumes from
+    warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
