@@ -122,3 +122,12 @@ def test_ctrl_c_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, unint
     assert again == read_json(run / "metrics.json")
     changed = [p.name for p, t in before.items() if p.stat().st_mtime_ns != t]
     assert changed == [], changed
+
+
+def test_validation_cadence_leaves_the_training_draws_as_they_are(tmp_path, uninterrupted):
+    """A resume skips the validation due at its checkpoint's step (Lightning's order), so validating must not
+    change what training draws: validating every 3 steps instead of every 8 ends with the same batch."""
+    distill(compose_cfg("distill", [*TINY_RL, "logger=none", "distill.val_every=3"], tmp_path))
+    for f in ("distilled.safetensors", "distilled_critic.safetensors"):
+        a, b = read_tensors(uninterrupted / f), read_tensors(tmp_path / f)
+        assert all(torch.equal(a[k], b[k]) for k in a), f

@@ -546,8 +546,11 @@ class RLDistillModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.s.steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    # Each loader gets a generator of its own: iterating a DataLoader draws a seed from its generator, and
+    # from torch's global RNG (which draws the inits) without one; so validation, at whatever cadence, and
+    # a resume (which skips a validation due at its checkpoint's step) leave the training draws as they are.
     def train_dataloader(self):
-        return torch.utils.data.DataLoader(_Steps(), batch_size=None)
+        return torch.utils.data.DataLoader(_Steps(), batch_size=None, generator=torch.Generator())
 
     def on_train_start(self):
         self.first_step = self.global_step
@@ -603,7 +606,7 @@ class RLDistillModule(L.LightningModule):
                 f"{stage}/episodes_per_init": float(len(seeds))}
 
     def _one_batch(self):
-        return torch.utils.data.DataLoader([0], batch_size=None)
+        return torch.utils.data.DataLoader([0], batch_size=None, generator=torch.Generator())
 
     val_dataloader = test_dataloader = _one_batch
 
