@@ -317,3 +317,50 @@ def test_a_saved_ppo_minimum_is_reused_not_retrained(cartpole_run, tmp_path):
     for f in ("direct_minimum.safetensors", "direct_critic.safetensors"):
         a, b = read_tensors(cartpole_run / f), read_tensors(tmp_path / f)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f
+
+
+def test_rl_init_space_is_one_job_plane_and_line_init_to_landing(cartpole_run, tmp_path):
+    """experiment=rl_init_space: the plane centred on the origin (first axis towards the landing) and the
+    line init -> landing in one job; the line's returns equal one-net-one-episode rollouts of the points
+    init + alpha (landing - init), and its ends are the init's and the landing's returns."""
+    from distillscape.artifacts import read_tensors
+    from distillscape.landscape import read_npz
+    from distillscape.params import unflatten
+    from distillscape.rl import episode_seeds
+    from distillscape.run import Run
+    from distillscape.tasks.landscape import RunPoints
+    from distillscape.config import LandscapeConfig
+
+    paths = run_landscape(cartpole_run, tmp_path, ["experiment=rl_init_space", "sweep.resolution=[3,3]",
+                                                   "sweep.line_resolution=5", "landscape.episodes=2"])
+    by_dir = {p.parent.name: p for p in paths}
+    assert set(by_dir) == {"origin", "init_to_landing"}, paths
+    plane = read_npz(by_dir["origin"])
+    assert plane["episode/return"].shape == (3, 3) and str(plane["centre_name"]) == "origin"
+    line = read_npz(by_dir["init_to_landing"])
+    alphas = line["axis0"]
+    assert line["episode/return"].shape == (5,) and alphas[0] == -0.5 and alphas[-1] == 1.5
+    t = read_tensors(by_dir["init_to_landing"].parent / "directions.safetensors")
+    run = Run.open(cartpole_run)
+    pts = RunPoints(run, LandscapeConfig())
+    init, landing = pts["init"], pts["landing"]
+    torch.testing.assert_close(t["centre"], init)
+    torch.testing.assert_close(t["directions"][0], landing - init)
+    seeds = episode_seeds(0, 2)
+    for i, a in enumerate(alphas):
+        net = run.net()
+        net.load_state_dict(unflatten((init + float(a) * (landing - init)).float(), pts.swept))
+        assert line["episode/return"][i] == np.mean(episode_returns_one(net, CARTPOLE, seeds)), (i, a)
+    names = [str(n) for n in line["marked_names"]]
+    coords = dict(zip(names, line["marked_coords"][:, 0]))
+    assert coords["init"] == pytest.approx(0, abs=1e-6) and coords["landing"] == pytest.approx(1, abs=1e-6)
+
+
+def test_bad_sweep_lines_get_one_line_errors():
+    from distillscape.config import SweepConfig
+    with pytest.raises(ConfigError, match=r"sweep.lines=.*\[from, to\]"):
+        SweepConfig(lines=[["init"]])
+    with pytest.raises(ConfigError, match="sweep.line_range"):
+        SweepConfig(line_range=[1.0, 0.0])
+    with pytest.raises(ConfigError, match="sweep.line_resolution"):
+        SweepConfig(line_resolution=1)

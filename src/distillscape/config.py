@@ -462,6 +462,9 @@ class SweepConfig:
     costs: List[str] = field(default_factory=lambda: ["train", "test", "distilled"])
     mark: List[str] = field(default_factory=lambda: ["init", "landing", "minimum"])  # points drawn at their (projected) coordinates
     log_scale: bool = True
+    lines: List[List[str]] = field(default_factory=list)  # also the line from a to b for each [a, b] ([[init, landing]]): alpha 0 at a, 1 at b
+    line_range: List[float] = field(default_factory=lambda: [-0.5, 1.5])
+    line_resolution: int = 41
 
     def __post_init__(self):
         _choice("sweep.directions", self.directions, SWEEP_DIRECTIONS)
@@ -487,6 +490,13 @@ class SweepConfig:
                     raise ConfigError(f"sweep.range={[list(r) for r in self.range]} must be a list of finite "
                                       f"[lo, hi] with lo < hi, one per axis")
         _at_least("sweep.margin", self.margin, 0.0)
+        if any(len(pair) != 2 for pair in self.lines):
+            raise ConfigError(f"sweep.lines={[list(p) for p in self.lines]} must be a list of [from, to] point pairs, "
+                              f"e.g. [[init,landing]]")
+        r = self.line_range
+        if len(r) != 2 or not all(math.isfinite(v) for v in r) or r[0] >= r[1]:
+            raise ConfigError(f"sweep.line_range={list(r)} must be finite [lo, hi] with lo < hi")
+        _at_least("sweep.line_resolution", self.line_resolution, 2)
 
 
 @dataclass

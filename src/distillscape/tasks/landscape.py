@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -245,12 +245,13 @@ class Sweep:
     trainer: L.Trainer
     out: Path
     logger: Any = None
+    name: str | None = None  # the surfaces' directory under `out` (default: the centre's name)
 
     def surface(self, centre_name: str) -> Path | None:
         """One surface: compute this job's shard, merge if every shard is there. Returns surface.npz or None."""
         job, ls = self.job, self.job.landscape
         label, centre = point_label(centre_name), self.points[centre_name]
-        sweep_dir = self.out / label
+        sweep_dir = self.out / (self.name or label)
         axes = grid_axes(sweep_ranges(job.sweep, self.points, centre, self.directions), job.sweep.resolution)
         module = LandscapeModule(self.points.net, centre, self.directions, self.points.swept, self.costs,
                                  self.points.frozen, ls.batching, ls.data_batch)
@@ -267,14 +268,14 @@ class Sweep:
             return None
         how = f"batching={module.batching}, data_batch={module.data_batch}" + (
             " (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in module.timings.items()) + ")" if module.timings else "")
-        console.print(f"{label}: shard {job.shard}/{job.num_shards} "
+        console.print(f"{self.name or label}: shard {job.shard}/{job.num_shards} "
                       + (f"computed, {how}" if computed else "already done, skipped"))
         missing = missing_shards(sweep_dir, job.num_shards, fp)
         if missing:
-            console.print(f"{label}: waiting for shards {missing}; rerun with those shard= values (then any run merges)")
+            console.print(f"{self.name or label}: waiting for shards {missing}; rerun with those shard= values (then any run merges)")
             return None
         path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names, self._marked(label, centre, marks))
-        self._report(read_npz(path), sweep_dir, label, module.metric_names)
+        self._report(read_npz(path), sweep_dir, self.name or label, module.metric_names)
         return path
 
     def _write_directions(self, sweep_dir: Path, label: str, centre: torch.Tensor, marks: list[str]) -> None:
@@ -340,6 +341,16 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
         if per_centre:
             sweep.costs = build_costs(s, run, dm, pts, centre)
         if (path := sweep.surface(centre)) is not None:
+            surfaces.append(path)
+    for start, end in s.sweep.lines:  # the lines of the same job: 1-D surfaces, each in <out_dir>/<start>_to_<end>/
+        line = replace(s.sweep, directions="line", centres=[start], towards=end, range=[list(s.sweep.line_range)],
+                       resolution=[s.sweep.line_resolution], lines=[])
+        job = replace(s, sweep=line)
+        directions, direction_names = build_directions(line, pts, start)
+        costs = build_costs(job, run, dm, pts, start) if per_centre else sweep.costs
+        along = Sweep(job, pts, directions, direction_names, costs, trainer, sweep.out, sweep.logger,
+                      name=f"{point_label(start)}_to_{point_label(end)}")
+        if (path := along.surface(start)) is not None:
             surfaces.append(path)
     if surfaces and trainer.is_global_zero:
         console.print(f"surfaces: {', '.join(str(p) for p in surfaces)}")
