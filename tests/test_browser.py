@@ -4,11 +4,15 @@ every <img> is decoded (naturalWidth > 0), every interactive surface has been dr
 canvas inside its div), and every contents link points at an element of the page. The screenshot is
 kept under the test's tmp dir.
 
-Marked `browser`; skipped with the reason when Chromium or Playwright is absent
-(`apt-get install -y chromium`, `pip install -e '.[browser]'`)."""
+Marked `browser`. `make test` installs Playwright (the `browser` extra); Chromium is installed from
+Debian's packages by the fixture when absent and the tests run as root (as in CI, like the SLURM
+cluster's packages); otherwise the tests skip with the reason (`apt-get install -y chromium`,
+`pip install -e '.[browser]'`)."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,9 +23,24 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+def _install_chromium() -> str | None:
+    """apt-get install chromium, where we may; None when done, else why not."""
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        return "Debian's chromium is not installed (apt-get install -y chromium, as root)"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"], ["apt-get", "-o", "DPkg::Lock::Timeout=600", "install", "-y", "-qq", "chromium"]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+        if r.returncode != 0:
+            return f"{' '.join(cmd)} failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"
+    return None
+
+
 def _skip_reason() -> str | None:
+    global CHROMIUM
     if not Path(CHROMIUM).exists():
-        return "Debian's chromium is not installed (apt-get install -y chromium)"
+        if (why := _install_chromium()) is not None:
+            return why
+        CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:

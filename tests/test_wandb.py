@@ -4,6 +4,7 @@ API key is never written anywhere."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,8 +53,12 @@ def _records(run_dir) -> dict[str, list]:
 
 
 def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path, monkeypatch):
+    from distillscape import tracking
     from distillscape.tasks.distill import distill
 
+    # wandb's default staging dir (~/.local/share/wandb) is not used; the run's own directory is
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setattr(tracking, "_STAGING_SET", str(tmp_path / "elsewhere"))  # as if a previous job set it
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # configured, but WANDB_MODE says offline
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -79,6 +84,11 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     losses = [h["train/outer_loss"] for h in history if "train/outer_loss" in h]
     assert losses and all(v > 0 for v in losses)
     assert any("val/onestep_acc_mean" in h for h in history)
+    # the direct baseline's training curves, in the same run, apart from the distillation's
+    direct_losses = [h["direct/train/loss"] for h in history if "direct/train/loss" in h]
+    assert direct_losses and all(v > 0 for v in direct_losses)
+    assert any("direct/val/acc" in h for h in history)
+    assert not any("train/loss" in h for h in history)  # no direct curve under the distillation's names
     summary = {}
     for s in rec["summary"]:
         for u in s.update:
@@ -99,6 +109,12 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     files = {c.path: c for c in art.manifest.contents}
     assert {"distilled.safetensors", "distilled.json", "metrics.json", "direct_minimum.safetensors"} <= set(files)
     assert all(c.digest for c in files.values())
+    # ... staged inside the run directory, byte for byte the files the job wrote
+    for name, c in files.items():
+        staged = Path(c.local_path)
+        assert staged.is_relative_to(out / "wandb" / "data"), staged
+        assert staged.read_bytes() == (out / name).read_bytes(), name
+    assert not (tmp_path / "elsewhere").exists()
     # the key is nowhere: not in the run file, its logs, or any output of the job
     leaked = [p for p in out.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert leaked == []

@@ -18,9 +18,11 @@ from .artifacts import ArtifactError, read_json, read_tensors, write_json, write
 class DirectModule(L.LightningModule):
     progress_unit = "direct-training steps"  # what the progress display counts (tasks/progress.py)
 
-    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0):
+    def __init__(self, net: nn.Module, lr: float = 1e-3, weight_decay: float = 0.0, metric_prefix: str = ""):
+        """metric_prefix: put before every metric name; a distillation's baseline logs `direct/train/loss`
+        etc. into the distillation's own W&B run, apart from the distillation's `train/...`."""
         super().__init__()
-        self.net, self.lr, self.weight_decay = net, lr, weight_decay
+        self.net, self.lr, self.weight_decay, self.metric_prefix = net, lr, weight_decay, metric_prefix
 
     def forward(self, x):
         return self.net(x)
@@ -30,7 +32,7 @@ class DirectModule(L.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(-1) == y).float().mean()
-        self.log_dict({f"{stage}/loss": loss, f"{stage}/acc": acc}, prog_bar=stage != "train",
+        self.log_dict({f"{self.metric_prefix}{stage}/loss": loss, f"{self.metric_prefix}{stage}/acc": acc}, prog_bar=stage != "train",
                       batch_size=len(y))
         return loss
 

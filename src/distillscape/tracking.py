@@ -5,6 +5,10 @@ artifacts) gets logged to it besides Lightning's metrics.
   offline. Offline runs live in <output_dir>/wandb/offline-run-*; `wandb sync` uploads them later.
 - Jobs of one Hydra multirun share a W&B group named after the sweep; each is tagged with its
   overrides. The run config is the resolved job config.
+- Artifact files are staged (copied until uploaded) inside the run directory, under
+  <save_dir>/wandb/data/artifacts/staging, not in ~/.local/share/wandb: a run directory archived or cleaned elsewhere
+  keeps what `wandb sync` uploads. (The run file names them by absolute path: sync a copied run from the
+  same path, e.g. on the shared file system, or copy it back there.) A WANDB_DATA_DIR set by the user wins.
 - The API key is never written by us: the config we hand to W&B is scrubbed of it, and it is never a
   config value (wandb reads it from the environment or ~/.netrc itself).
 Every helper takes whatever logger the job has and does nothing unless it is a WandbLogger, except
@@ -85,9 +89,26 @@ class JobWandbLogger(WandbLogger):
         return None
 
 
+_STAGING_SET: str | None = None  # the WANDB_DATA_DIR this process set for its last run (not the user's)
+
+
+def stage_artifacts_in(save_dir: str | os.PathLike) -> None:
+    """Stage this job's artifact files under <save_dir>/wandb/data (wandb adds artifacts/staging), unless the
+    user set WANDB_DATA_DIR.
+    (wandb reads the variable whenever it stages a file; a later job of an in-process multirun moves it
+    to its own directory.)"""
+    global _STAGING_SET
+    user = os.environ.get("WANDB_DATA_DIR")
+    if user is not None and user != _STAGING_SET:
+        return
+    _STAGING_SET = str(Path(save_dir).absolute() / "wandb" / "data")
+    os.environ["WANDB_DATA_DIR"] = _STAGING_SET
+
+
 def wandb_logger(cfg: DictConfig) -> WandbLogger:
     kw = OmegaConf.to_container(cfg.logger, resolve=True)
     kw.pop("_target_")
+    stage_artifacts_in(kw["save_dir"])
     offline = offline_mode(kw.pop("offline", None))
     group = kw.pop("group", None) or sweep_group()
     tags = list(dict.fromkeys([*(kw.pop("tags", None) or []), *override_tags()]))

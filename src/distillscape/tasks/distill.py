@@ -10,6 +10,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.table import Table
@@ -66,9 +67,11 @@ def direct_fingerprint(cfg: DictConfig) -> str:
                        | {"init_scheme": job["distill"]["init_scheme"]})
 
 
-def direct_baseline(cfg: DictConfig, s: DistillJob, dm, out: Path) -> dict[str, float]:
+def direct_baseline(cfg: DictConfig, s: DistillJob, dm, out: Path, logger=False) -> dict[str, float]:
     """Load the direct minimum given by `direct.checkpoint`, reuse the one this job trained before it was
-    stopped (a resumed run), or train one now."""
+    stopped (a resumed run), or train one now. A W&B `logger` (the distillation's own run) gets the
+    direct-training curves as `direct/train/loss`, `direct/val/acc`, ...; other loggers get none, since
+    their files (metrics.csv, event files) are the distillation's step-ordered history."""
     net = build_net(cfg, dm)
     fp = direct_fingerprint(cfg)
     if not s.direct.checkpoint and (done := finished(out / "direct_minimum.json", fp, on_mismatch="redo")):
@@ -80,7 +83,8 @@ def direct_baseline(cfg: DictConfig, s: DistillJob, dm, out: Path) -> dict[str, 
         # a copy in the run dir: the analyses of this run (landscape, landing, instances) find it there
         save_direct_minimum(out, net, {**meta, "copied_from": str(Path(s.direct.checkpoint).absolute())})
         return {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
-    return train_direct(cfg, s, dm, net, out, logger=False, fingerprint=fp)
+    curves = logger if isinstance(logger, WandbLogger) else False
+    return train_direct(cfg, s, dm, net, out, logger=curves, fingerprint=fp, metric_prefix="direct/")
 
 
 def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str, float]) -> dict:
@@ -118,8 +122,8 @@ class Snapshots(L.Callback):
             self.save(module)
 
 
-def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tuple[Path, int] | None = None
-                     ) -> tuple[DistillModule, dict[str, float], float, torch.device]:
+def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tuple[Path, int] | None = None,
+                     logger=None) -> tuple[DistillModule, dict[str, float], float, torch.device]:
     """Fit (from `resume`: a checked checkpoint and its step) and test the synthetic batch; also return the
     device it ran on, since Lightning moves the module back to the CPU at teardown and the baseline that
     follows should run where the distillation ran."""
@@ -131,7 +135,7 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                            every_n_train_steps=s.checkpoint_every)
     callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
-    trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    trainer = build_trainer(cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     ckpt_path = None
     if resume is not None:
         ckpt_path, step = resume
@@ -205,8 +209,9 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     out = start_job(cfg, out)
     resume = resume_checkpoint(s, out)
     dm = build_datamodule(cfg)
-    direct = direct_baseline(cfg, s, dm, out)
-    module, metrics, seconds, device = run_distillation(cfg, s, dm, out, resume)
+    logger = build_logger(cfg)  # one run for the direct baseline's curves and the distillation's
+    direct = direct_baseline(cfg, s, dm, out, logger)
+    module, metrics, seconds, device = run_distillation(cfg, s, dm, out, resume, logger)
     net, d = build_net(cfg, dm), s.distill
     baseline = random_real_baseline(InnerLoop(net, d.inner_loss), InitSampler(net, d.init_scheme), dm,
                                     d.images_per_class, d.inner_steps, s.baseline, d.eval_inits, d.eval_seed,

@@ -15,18 +15,22 @@ from ..models import init_parameters_
 from .common import console_script, CONF_DIR, build_datamodule, build_net, build_trainer, console, start_job, resolved, task
 
 
-def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprint: str | None = None) -> dict[str, float]:
+def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprint: str | None = None,
+                 metric_prefix: str = "") -> dict[str, float]:
     """Train `net` on dm's training split, test it, save it as the direct minimum; return test metrics.
-    s: the job's typed settings (a TrainJob, or the DistillJob whose baseline this is)."""
+    s: the job's typed settings (a TrainJob, or the DistillJob whose baseline this is); logger: None for
+    the config's, False for none, or a logger instance; metric_prefix: before its curves' names."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(s.direct.init_seed)
         init_parameters_(net, s.distill.init_scheme if hasattr(s, "distill") else "default")
-    module = DirectModule(net, lr=s.direct.lr, weight_decay=s.direct.weight_decay)
-    trainer = build_trainer(cfg, logger=logger, max_epochs=s.direct.epochs, max_steps=-1,
+    module = DirectModule(net, lr=s.direct.lr, weight_decay=s.direct.weight_decay, metric_prefix=metric_prefix)
+    # a curve point at least once an epoch: digits has 5 steps per epoch, fewer than log_every_n_steps
+    every = max(1, min(cfg.trainer.log_every_n_steps, len(dm.train_dataloader())))
+    trainer = build_trainer(cfg, logger=logger, max_epochs=s.direct.epochs, max_steps=-1, log_every_n_steps=every,
                             val_check_interval=1.0, check_val_every_n_epoch=1, enable_checkpointing=False)
     trainer.fit(module, dm)
     result = trainer.test(module, dm, verbose=False)[0]
-    metrics = {"direct/acc": result["test/acc"], "direct/loss": result["test/loss"]}
+    metrics = {"direct/acc": result[f"{metric_prefix}test/acc"], "direct/loss": result[f"{metric_prefix}test/loss"]}
     save_direct_minimum(out, net, {"dataset": cfg.dataset.name, "arch": resolved(cfg.arch),
                                    "num_classes": dm.num_classes, "image_shape": list(dm.image_shape),
                                    "normalization": dm.normalization(), "metrics": metrics,
