@@ -33,7 +33,7 @@ from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import finish_run, log_distilled, log_snapshot
-from .common import (CONF_DIR, available_memory, build_datamodule, build_net, build_policy,
+from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
                      build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
