@@ -131,3 +131,12 @@ def test_validation_cadence_leaves_the_training_draws_as_they_are(tmp_path, unin
     for f in ("distilled.safetensors", "distilled_critic.safetensors"):
         a, b = read_tensors(uninterrupted / f), read_tensors(tmp_path / f)
         assert all(torch.equal(a[k], b[k]) for k in a), f
+
+
+@pytest.mark.parametrize("override,needle", [("trainer.gradient_clip_val=1.0", "gradient_clip_val does not apply"),
+                                             ("trainer.devices=2", "runs on one device")])
+def test_trainer_settings_an_rl_distillation_cannot_follow_are_refused_first(tmp_path, override, needle):
+    from distillscape.errors import ConfigError
+    with pytest.raises(ConfigError, match=needle):
+        distill(compose_cfg("distill", [*TINY_RL, "logger=none", override], tmp_path))
+    assert not (tmp_path / "direct_minimum.json").exists()  # refused before the PPO baseline was trained

@@ -377,6 +377,19 @@ class RLSnapshots(Snapshots):
                        stem=f"distilled_step{module.global_step:06d}")
 
 
+def check_rl_trainer(s: DistillJob, devices: int | None = None) -> None:
+    """The trainer= settings an RL distillation cannot follow, refused in one line (before the PPO baseline
+    is trained; `devices`: the count a built Trainer found, for trainer.devices=auto)."""
+    if s.trainer.gradient_clip_val:
+        raise ConfigError("trainer.gradient_clip_val does not apply to an RL distillation (its PPO epochs step the "
+                          "optimizer themselves); leave it unset")
+    d = s.trainer.devices
+    n = devices if devices is not None else (d if isinstance(d, int) else len(d) if isinstance(d, (list, tuple)) else 1)
+    if n > 1:
+        raise ConfigError(f"an RL distillation runs on one device (its environments step in this process); "
+                          f"trainer.devices={d} gives {n}: set trainer.devices=1")
+
+
 def run_rl_distillation(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple[Path, int] | None = None
                         ) -> tuple[RLDistillModule, dict[str, float], float, torch.device]:
     """Fit (from `resume`) and test an RL distillation through the config's Trainer, as `run_distillation`
@@ -388,6 +401,7 @@ def run_rl_distillation(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple
                            every_n_train_steps=s.checkpoint_every)
     callbacks = [ckpt, RngState()] + ([RLSnapshots(cfg, s, out, s.snapshot_every)] if s.snapshot_every else [])
     trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    check_rl_trainer(s, trainer.world_size)
     ckpt_path = None
     if resume is not None:
         ckpt_path, step = resume
@@ -406,6 +420,7 @@ def distill_rl(cfg: DictConfig, s: DistillJob, out: Path) -> dict[str, float]:
     the Trainer, the held-out test and the baselines; writes the usual run directory (distilled.*,
     direct_minimum.*, metrics.json). A stopped job resumes with ckpt_path=last, reusing its PPO baseline."""
     d, rl = s.distill, s.rl
+    check_rl_trainer(s)
     resume = resume_checkpoint(s, out)
     test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
     ppo_actor, direct = rl_direct_baseline(cfg, s, out, test_seeds)
