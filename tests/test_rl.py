@@ -364,3 +364,42 @@ def test_bad_sweep_lines_get_one_line_errors():
         SweepConfig(line_range=[1.0, 0.0])
     with pytest.raises(ConfigError, match="sweep.line_resolution"):
         SweepConfig(line_resolution=1)
+
+
+def test_es_step_equals_member_by_member_rollouts():
+    """rl.estimator=es: the update of one ES step (all members' one-step policies batched in one vector env)
+    equals the slow path: each member's batch built by hand, each init trained on it alone, each episode
+    played in its own gymnasium env, centred ranks, the rank-weighted sum of the perturbations."""
+    from distillscape.params import unstack
+    torch.manual_seed(0)
+    s = DistillConfig(images_per_class=2, inits_per_step=2, lr_init=0.5)
+    rl = RLConfig(estimator="es", es_pairs=3, es_episodes=2, es_sigma=0.3)
+    d = RLDistiller(PolicyMLP(4, 2, hidden=[8]), PolicyMLP(4, 1), (4,), 2, s, rl)
+    learned = (d.states, d.log_lrs, d.targets)
+    before = [p.detach().clone() for p in learned]
+    opt = torch.optim.SGD(learned, lr=1.0)  # after = before - grad
+    torch.manual_seed(1)
+    with one_thread():
+        d.es_step(CARTPOLE, opt)
+    torch.manual_seed(1)  # the same draws, in es_step's order
+    inits = d.sampler.sample(2)
+    eps = [torch.randn(3, *p.shape) for p in before]
+    seeds = torch.randint(0, 2**31 - 1, (2,)).tolist()
+    fitness = []
+    for j in range(6):
+        sign, e = (1.0, j) if j < 3 else (-1.0, j - 3)
+        x, ll, y = (b + sign * 0.3 * n[e] for b, n in zip(before, eps))
+        returns = []
+        for i in range(2):
+            landed = d.loop.run(unstack(inits, i), x, y, ll.exp())
+            net = PolicyMLP(4, 2, hidden=[8])
+            net.load_state_dict({k: v.detach() for k, v in landed.items()})
+            returns += episode_returns_one(net, CARTPOLE, seeds)
+        fitness.append(np.mean(returns))
+    order = sorted(range(6), key=lambda j: fitness[j])
+    rank = {j: r / 5 - 0.5 for r, j in enumerate(order)}
+    w = [rank[j] - rank[j + 3] for j in range(3)]
+    for b, p, n in zip(before, learned, eps):
+        g = -sum(w[j] * n[j] for j in range(3)) / (3 * 0.3)
+        torch.testing.assert_close(p.detach(), b - g, rtol=1e-5, atol=1e-6)
+    assert len(set(fitness)) > 1, fitness  # the members differed: the ranks were not all ties

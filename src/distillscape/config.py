@@ -28,6 +28,7 @@ from .errors import ConfigError
 DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10")
 ENVS = ("cartpole", "centipede")  # reinforcement-learning tasks (env/), the other kind of task beside datasets
 EVAL_ACTIONS = ("greedy", "sample")
+RL_ESTIMATORS = ("ppo", "es")  # the outer gradient of an RL distillation: PPO through the inner step | evolution strategies
 INNER_LOSSES = ("mse", "soft_ce")
 INIT_SCHEMES = ("default", "kaiming", "xavier", "orthogonal")
 IMAGE_INITS = ("noise", "real")
@@ -417,6 +418,10 @@ class RLConfig:
     eval_episodes: int = 10            # episodes per held-out init (fixed seeds, the same for every init)
     eval_actions: str = "greedy"       # greedy (argmax) | sample (from softmax of the logits)
     baseline_lrs: List[float] = field(default_factory=lambda: [0.01, 0.03, 0.1, 0.3, 1.0, 3.0])  # rates tried for the baselines
+    estimator: str = "ppo"             # ppo (the surrogate backpropagated through the inner step) | es (evolution strategies, Lupu et al.)
+    es_pairs: int = 32                 # es: antithetic pairs of perturbations of the batch per outer step
+    es_sigma: float = 0.3              # es: their standard deviation (states, targets and log rates alike)
+    es_episodes: int = 2               # es: episodes per one-step policy (seeds drawn per step, the same for every member)
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self):
@@ -432,6 +437,10 @@ class RLConfig:
         _rate("rl.state_init_std", self.state_init_std)
         _rate("rl.target_scale", self.target_scale)
         _choice("rl.eval_actions", self.eval_actions, EVAL_ACTIONS)
+        _choice("rl.estimator", self.estimator, RL_ESTIMATORS)
+        _count("rl.es_pairs", self.es_pairs)
+        _count("rl.es_episodes", self.es_episodes)
+        _rate("rl.es_sigma", self.es_sigma)
         if not self.baseline_lrs or any(not math.isfinite(v) or v <= 0 for v in self.baseline_lrs):
             raise ConfigError(f"rl.baseline_lrs={list(self.baseline_lrs)} must be a non-empty list of positive rates")
 

@@ -508,6 +508,43 @@ class RLDistiller(nn.Module):
                 "train/episode_return": float(np.mean(exp.episode_returns)) if exp.episode_returns else math.nan}
 
 
+    @torch.no_grad()
+    def es_step(self, env: EnvConfig, opt: torch.optim.Optimizer, last_step=None) -> dict[str, float]:
+        """One outer step by evolution strategies (OpenAI-ES with antithetic pairs and centred ranks, as Lupu
+        et al.'s Behaviour Distillation): `rl.es_pairs` pairs of perturbations +-sigma eps of (states,
+        targets, log rates); every member's batch trains the step's fresh inits in one step, and its fitness
+        is their mean return over `rl.es_episodes` episodes (the same inits and seeds for every member: common
+        random numbers); the batch moves along the rank-weighted sum of the eps (Adam, ascent). No critic,
+        no gradient through the inner step. All members' policies step their environments together."""
+        rl, sigma = self.rl, self.rl.es_sigma
+        device = self.states.device
+        inits = self.sampler.sample(self.s.inits_per_step, device=device)
+        learned = [self.states, self.log_lrs] + ([self.targets] if isinstance(self.targets, nn.Parameter) else [])
+        eps = [torch.randn(rl.es_pairs, *p.shape, device=device) for p in learned]
+        members = [torch.cat([p + sigma * e, p - sigma * e]) for p, e in zip(learned, eps)]
+        states, log_lrs = members[0], members[1]
+        targets = members[2] if len(members) > 2 else self.targets.expand(len(states), *self.targets.shape)
+        # landings [inits, members, ...]: vmapped over the inits outside, the members inside (the other
+        # nesting, with the inits captured, trips torch.func on these nets)
+        landed = vmap(lambda init: vmap(lambda s, y, ll: self.loop.run(init, s, y, ll.exp()))(states, targets, log_lrs))(inits)
+        n = len(states) * self.s.inits_per_step
+        flat = {k: v.reshape(n, *v.shape[2:]) for k, v in landed.items()}
+        seeds = torch.randint(0, 2**31 - 1, (rl.es_episodes,)).tolist()
+        returns = episode_returns(self.loop, flat, env, seeds, rl.eval_actions == "greedy")
+        fitness = returns.view(self.s.inits_per_step, len(states), -1).mean((0, 2))
+        ranks = torch.empty_like(fitness)
+        ranks[fitness.argsort(stable=True)] = torch.arange(len(fitness), dtype=fitness.dtype)  # ties: by member order
+        w = (ranks / (len(fitness) - 1) - 0.5).to(device, self.states.dtype)  # centred ranks in [-0.5, 0.5]
+        w = w[:rl.es_pairs] - w[rl.es_pairs:]
+        opt.zero_grad(set_to_none=True)
+        for p, e in zip(learned, eps):  # minus: the optimizer descends, ES ascends the return
+            p.grad = -(w.view(-1, *[1] * (e.dim() - 1)) * e).sum(0) / (rl.es_pairs * sigma)
+        (last_step or opt.step)()
+        return {"train/es_fitness_mean": fitness.mean().item(), "train/es_fitness_max": fitness.max().item(),
+                "train/inner_lr": self.lrs.detach().mean().item(),
+                "train/episode_return": fitness.mean().item()}
+
+
 class _Steps(torch.utils.data.IterableDataset):
     """The training "data" of an RL distillation: the outer step's index, without end (the experience is
     gathered inside the step; trainer.max_steps ends the run)."""
@@ -568,8 +605,11 @@ class RLDistillModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         opt = self.optimizers()
-        m = self.distiller.outer_step(self._collector(), opt.optimizer, last_step=opt.step)
-        if not math.isfinite(m["train/policy_loss"]):
+        if self.rl.estimator == "es":
+            m = self.distiller.es_step(self.env, opt.optimizer, last_step=opt.step)
+        else:
+            m = self.distiller.outer_step(self._collector(), opt.optimizer, last_step=opt.step)
+        if not math.isfinite(m.get("train/policy_loss", 0.0)):
             raise FloatingPointError(f"the PPO surrogate became {m['train/policy_loss']} at outer step "
                                      f"{self.global_step}: lower distill.lr_init or distill.optim.*")
         sched = self.lr_schedulers()
