@@ -403,3 +403,16 @@ def test_es_step_equals_member_by_member_rollouts():
         g = -sum(w[j] * n[j] for j in range(3)) / (3 * 0.3)
         torch.testing.assert_close(p.detach(), b - g, rtol=1e-5, atol=1e-6)
     assert len(set(fitness)) > 1, fitness  # the members differed: the ranks were not all ties
+
+
+def test_report_draws_a_job_with_a_plane_and_a_line(cartpole_run, tmp_path):
+    """A landscape job of experiment=rl_init_space holds a plane and a line: the report draws both in its grid
+    figure, and the plane (only) as an interactive 3-D surface."""
+    from distillscape.tasks.report import report
+    surfaces = tmp_path / "surfaces"
+    run_landscape(cartpole_run, surfaces, ["experiment=rl_init_space", "sweep.resolution=[3,3]",
+                                           "sweep.line_resolution=3", "landscape.episodes=1"])
+    page = report(compose_cfg("report", [f"runs=[{cartpole_run},{surfaces}]"], tmp_path / "report"))
+    assert page.exists() and list((tmp_path / "report" / "figures").glob("surfaces_*.png"))
+    vtk = [p.name for p in (tmp_path / "report" / "vtk").glob("*.vtu")]
+    assert vtk and all("_origin" in n for n in vtk), vtk  # the plane's; a line has no 3-D view

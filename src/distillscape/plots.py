@@ -302,8 +302,16 @@ def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: st
                 continue
             s = surfaces[centre]
             values, logged = grids[centre]
-            if values.ndim != 2:
+            if values.ndim != 2:  # a line: alpha along it, its marked points as vertical lines
                 ax.plot(s["axis0"], values)
+                for k, (name, xy, off) in enumerate(_marks(s)):
+                    ax.axvline(xy[0], color=f"C{k + 1}", ls="--" if off > 1e-3 else "-", label=mark_label(name, off))
+                ax.set_title(f"{metric} along the line from {s.get('centre_name', centre)}", fontsize=9)
+                dirs = [str(d) for d in s.get("direction_names", [])]
+                ax.set_xlabel(f"alpha ({dirs[0]})" if dirs else "alpha", fontsize=8)
+                ax.tick_params(labelsize=7)
+                if _marks(s):
+                    ax.legend(fontsize=6, loc="upper right", framealpha=0.7)
                 continue
             cs = ax.contourf(s["axis0"], s["axis1"], values.T, levels=levels, cmap="viridis")
             for k, (name, xy, off) in enumerate(_marks(s)):
