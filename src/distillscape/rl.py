@@ -507,7 +507,6 @@ class RLDistiller(nn.Module):
                 "train/entropy": ent.item(), "train/inner_lr": self.lrs.detach().mean().item(),
                 "train/episode_return": float(np.mean(exp.episode_returns)) if exp.episode_returns else math.nan}
 
-
     @torch.no_grad()
     def es_step(self, env: EnvConfig, opt: torch.optim.Optimizer, last_step=None) -> dict[str, float]:
         """One outer step by evolution strategies (OpenAI-ES with antithetic pairs and centred ranks, as Lupu
@@ -556,8 +555,9 @@ class _Steps(torch.utils.data.IterableDataset):
 class RLDistillModule(L.LightningModule):
     """An RL distillation as a LightningModule, so the Trainer runs it as it runs a dataset's (max_steps,
     accelerator, validation cadence, loggers, checkpoints and resume): one training step is one
-    `RLDistiller.outer_step` (manual optimisation: PPO's epochs step the optimizer several times per outer
-    step; the last one goes through Lightning's optimizer, so the trainer counts outer steps). The
+    `RLDistiller.outer_step` (rl.estimator=es: one `es_step`), in manual optimisation: PPO's epochs step the
+    optimizer several times per outer step, the last one through Lightning's optimizer, so the trainer
+    counts outer steps. The
     checkpoint holds the batch and the critic (parameters), the optimizer and schedule, and the collector's
     environments and generator (`on_save_checkpoint`); with the RngState callback a resumed run continues
     exactly where the stopped one was. Validation and test: one-step returns of held-out inits
@@ -609,9 +609,12 @@ class RLDistillModule(L.LightningModule):
             m = self.distiller.es_step(self.env, opt.optimizer, last_step=opt.step)
         else:
             m = self.distiller.outer_step(self._collector(), opt.optimizer, last_step=opt.step)
-        if not math.isfinite(m.get("train/policy_loss", 0.0)):
-            raise FloatingPointError(f"the PPO surrogate became {m['train/policy_loss']} at outer step "
-                                     f"{self.global_step}: lower distill.lr_init or distill.optim.*")
+        d = self.distiller
+        if not (math.isfinite(m.get("train/policy_loss", 0.0)) and torch.isfinite(d.states).all()
+                and torch.isfinite(d.log_lrs).all()):
+            what = "the PPO surrogate" if self.rl.estimator == "ppo" else "the synthetic batch"
+            raise FloatingPointError(f"{what} became non-finite at outer step {self.global_step}: lower "
+                                     f"distill.lr_init or distill.optim.*")
         sched = self.lr_schedulers()
         if sched is not None:
             sched.step()
