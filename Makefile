@@ -20,7 +20,7 @@ run: setup
 
 test: setup
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -m "not slow or slurm" $(ARGS)
+	$(BIN)/python -m pytest -m "(not slow or slurm) and not docker" $(ARGS)
 
 test-all: setup
 	$(BIN)/python -m pytest -m "" $(ARGS)
