@@ -70,16 +70,24 @@ def _rows(run: Path) -> list[dict]:
         return [{k: v for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
 
 
+ESTIMATORS = {"ppo": [], "es": ["rl.estimator=es", "rl.es_pairs=4"]}  # es: no collector, the RNG states carry it
+
+
+@pytest.fixture(scope="module", params=list(ESTIMATORS))
+def estimator(request) -> list[str]:
+    return ESTIMATORS[request.param]
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def uninterrupted(tmp_path_factory, estimator) -> Path:
     out = tmp_path_factory.mktemp("rl_uninterrupted")
-    distill(compose_cfg("distill", [*TINY_RL, "logger=csv"], out))
+    distill(compose_cfg("distill", [*TINY_RL, *estimator, "logger=csv"], out))
     return out
 
 
-def test_ctrl_c_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, uninterrupted):
+def test_ctrl_c_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, uninterrupted, estimator):
     run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "distillscape.tasks.distill", *TINY_RL, "logger=csv",
+    proc = subprocess.Popen([sys.executable, "-m", "distillscape.tasks.distill", *TINY_RL, *estimator, "logger=csv",
                              f"hydra.run.dir={run}"], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     ckpt = run / "checkpoints" / "last.ckpt"
@@ -101,11 +109,13 @@ def test_ctrl_c_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, unint
     assert {"distiller.states", "distiller.targets", "distiller.log_lrs"} <= set(state["state_dict"])
     assert any(k.startswith("distiller.critic.") for k in state["state_dict"])
     assert state["optimizer_states"][0]["state"] and state["lr_schedulers"]
-    c = state["distillscape_collector"]
-    assert c["env"] is not None and c["gen"].dtype == torch.uint8 and "RngState" in state["callbacks"]
+    assert "RngState" in state["callbacks"]
+    if not estimator:  # PPO: the collector's environments and generator are in the checkpoint
+        c = state["distillscape_collector"]
+        assert c["env"] is not None and c["gen"].dtype == torch.uint8
 
     direct_before = (run / "direct_minimum.safetensors").stat().st_mtime_ns
-    resumed = distill(compose_cfg("distill", [*TINY_RL, "logger=csv", "ckpt_path=last"], run))
+    resumed = distill(compose_cfg("distill", [*TINY_RL, *estimator, "logger=csv", "ckpt_path=last"], run))
     assert (run / "direct_minimum.safetensors").stat().st_mtime_ns == direct_before, "the PPO baseline was retrained"
     for f, keys in (("distilled.safetensors", ("images", "labels", "lrs")), ("distilled_critic.safetensors", None)):
         a, b = read_tensors(uninterrupted / f), read_tensors(run / f)
@@ -118,16 +128,16 @@ def test_ctrl_c_then_resume_is_bit_for_bit_the_uninterrupted_run(tmp_path, unint
 
     # a finished job is not redone: the same command returns its metrics and writes nothing
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    again = distill(compose_cfg("distill", [*TINY_RL, "logger=csv", "ckpt_path=last"], run))
+    again = distill(compose_cfg("distill", [*TINY_RL, *estimator, "logger=csv", "ckpt_path=last"], run))
     assert again == read_json(run / "metrics.json")
     changed = [p.name for p, t in before.items() if p.stat().st_mtime_ns != t]
     assert changed == [], changed
 
 
-def test_validation_cadence_leaves_the_training_draws_as_they_are(tmp_path, uninterrupted):
+def test_validation_cadence_leaves_the_training_draws_as_they_are(tmp_path, uninterrupted, estimator):
     """A resume skips the validation due at its checkpoint's step (Lightning's order), so validating must not
     change what training draws: validating every 3 steps instead of every 8 ends with the same batch."""
-    distill(compose_cfg("distill", [*TINY_RL, "logger=none", "distill.val_every=3"], tmp_path))
+    distill(compose_cfg("distill", [*TINY_RL, *estimator, "logger=none", "distill.val_every=3"], tmp_path))
     for f in ("distilled.safetensors", "distilled_critic.safetensors"):
         a, b = read_tensors(uninterrupted / f), read_tensors(tmp_path / f)
         assert all(torch.equal(a[k], b[k]) for k in a), f
