@@ -416,3 +416,7 @@ def test_report_draws_a_job_with_a_plane_and_a_line(cartpole_run, tmp_path):
     assert page.exists() and list((tmp_path / "report" / "figures").glob("surfaces_*.png"))
     vtk = [p.name for p in (tmp_path / "report" / "vtk").glob("*.vtu")]
     assert vtk and all("_origin" in n for n in vtk), vtk  # the plane's; a line has no 3-D view
+    # figure titles name the environment of an RL run, not the (unused) default dataset of its config
+    text = page.read_text()
+    assert "cartpole / PolicyMLP" in text
+    assert "digits / PolicyMLP" not in text

@@ -280,14 +280,17 @@ def _identity(config: str | None, results: dict, path: Path) -> tuple[str | None
     except yaml.YAMLError:
         cfg = {}
     cfg = cfg if isinstance(cfg, dict) else {}
-    dataset = next((r["dataset"] for r in results.values() if isinstance(r.get("dataset"), str)), None)
+    # an RL run names its environment: its config still holds the default dataset group, unused
+    dataset = next((r[k] for k in ("env", "dataset") for r in results.values() if isinstance(r.get(k), str)), None)
     arch = next((r["arch"] for r in results.values() if isinstance(r.get("arch"), str)), None)
     meta = _read_json(path / "distilled.json")
     if meta is None and isinstance(cfg.get("distilled"), str):
         meta = _read_json(Path(cfg["distilled"]) / "distilled.json")
     if meta:
-        dataset = dataset or meta.get("dataset")
+        dataset = dataset or meta.get("env") or meta.get("dataset")
         arch = arch or (meta.get("arch") or {}).get("_target_")
+    if isinstance(cfg.get("env"), dict):
+        dataset = dataset or cfg["env"].get("name")
     if isinstance(cfg.get("dataset"), dict):
         dataset = dataset or cfg["dataset"].get("name")
     if isinstance(cfg.get("arch"), dict):
