@@ -420,3 +420,18 @@ def test_report_draws_a_job_with_a_plane_and_a_line(cartpole_run, tmp_path):
     text = page.read_text()
     assert "cartpole / PolicyMLP" in text
     assert "digits / PolicyMLP" not in text
+
+
+def test_report_draws_return_surfaces(cartpole_run, tmp_path):
+    """experiment=rl_return_surfaces holds only `episode/return` (no loss, no accuracy): the report draws it
+    as a cost in the centres x costs grid and in 3-D (it failed with a grid of 0 columns)."""
+    from distillscape.tasks.report import report
+    surfaces = tmp_path / "returns"
+    run_landscape(cartpole_run, surfaces, ["experiment=rl_return_surfaces", "sweep.resolution=[3,3]",
+                                           "landscape.episodes=1"])
+    page = report(compose_cfg("report", [f"runs=[{cartpole_run},{surfaces}]"], tmp_path / "report"))
+    grids = list((tmp_path / "report" / "figures").glob("surfaces_*.png"))
+    assert len(grids) == 1 and grids[0].stat().st_size > 5000, grids
+    vtk = sorted(p.name for p in (tmp_path / "report" / "vtk").glob("*.vtu"))
+    assert {"surfaces_01_returns_minimum.vtu", "surfaces_01_returns_landing.vtu"} <= set(vtk), vtk
+    assert "episode/return" in page.read_text()

@@ -661,9 +661,11 @@ def read_surface(path: Path) -> dict:
         return {k: z[k] for k in z.files}
 
 
-def loss_and_acc_metrics(surface: dict) -> list[str]:
+def cost_metrics(surface: dict) -> list[str]:
+    """The costs a surface holds, losses first: every metric but accuracies (an RL surface's
+    `episode/return` is its task's cost, read the other way up)."""
     metrics = [str(m) for m in surface.get("metrics", [])]
-    return [m for m in metrics if m.endswith("/loss")] + [m for m in metrics if m.endswith("/acc")]
+    return [m for m in metrics if m.endswith("/loss")] + [m for m in metrics if not m.endswith(("/loss", "/acc"))]
 
 
 # -- across the jobs of a multirun ---------------------------------------------------------------------

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..artifacts import atomic_write
 from ..config import ConfigError, settings
 from ..plots import surface_3d, surface_grid_figure, surface_vtk, sweep_figure
-from ..report import (Made, all_rows, loss_and_acc_metrics, read_runs, read_surface, render, surface_groups,
+from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
 from ..tracking import log_report
 from .common import console_script, CONF_DIR, build_logger, console, start_job, task
@@ -29,13 +29,15 @@ def draw(runs, out: Path) -> Made:
     made = Made()
     for i, group in enumerate(surface_groups(runs), 1):
         loaded = {centre: read_surface(p) for centre, p in group.surfaces.items()}
-        # the costs (losses) only: the 2x2 of centres x costs; accuracies are in the 3-D figures' menus
-        metrics = list(dict.fromkeys(m for s in loaded.values() for m in loss_and_acc_metrics(s) if m.endswith("/loss")))
+        # the costs only (losses; an RL task's return): the 2x2 of centres x costs; accuracies are in the
+        # 3-D figures' menus
+        metrics = list(dict.fromkeys(m for s in loaded.values() for m in cost_metrics(s)))
         stem = f"surfaces_{i:02d}_{group.run.path.name}" + (f"_{group.name.replace('/', '_')}" if group.name else "")
         title = f"cost surfaces: {group.run.identity}" + (f" / {group.name}" if group.name else "")
-        fig = surface_grid_figure(loaded, metrics, title, out / "figures" / f"{stem}.png")
-        plt.close(fig)
-        made.surface_grids[group.key] = out / "figures" / f"{stem}.png"
+        if metrics:  # a surface of accuracies only has no grid of costs (its 3-D view below has them)
+            fig = surface_grid_figure(loaded, metrics, title, out / "figures" / f"{stem}.png")
+            plt.close(fig)
+            made.surface_grids[group.key] = out / "figures" / f"{stem}.png"
         for centre, path in group.surfaces.items():
             if "axis1" not in loaded[centre]:  # a line (sweep=line, sweep.lines): drawn in the grid figure only
                 continue
