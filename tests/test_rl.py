@@ -435,3 +435,9 @@ def test_report_draws_return_surfaces(cartpole_run, tmp_path):
     vtk = sorted(p.name for p in (tmp_path / "report" / "vtk").glob("*.vtu"))
     assert {"surfaces_01_returns_minimum.vtu", "surfaces_01_returns_landing.vtu"} <= set(vtk), vtk
     assert "episode/return" in page.read_text()
+    # the headline table and its sentence speak of returns, computed from the run's metrics
+    text = page.read_text()
+    assert "episode return" in text and "test accuracy" not in text.split('id="landing"')[0].split('id="generalise"')[1]
+    import json as _json
+    m = _json.loads((cartpole_run / "metrics.json").read_text())
+    assert f"reaches a mean episode return of {m['test/onestep_return_mean']:.1f}" in text

@@ -466,6 +466,25 @@ def accuracy_summary(runs: list[Run]) -> list[str]:
     return out
 
 
+def return_summary(runs: list[Run]) -> list[str]:
+    """What the return table of an RL run says, in a sentence per run, computed from it."""
+    out = []
+    for run in runs:
+        m = _metrics(run)
+        if "test/onestep_return_mean" not in m or run.sweep is not None:
+            continue
+        a = m["test/onestep_return_mean"]
+        text = (f"{run.identity}: one step on the distilled states reaches a mean episode return of {a:.1f} "
+                f"(min {m.get('test/onestep_return_min', float('nan')):.1f} over {int(m.get('test/onestep_inits', 0))} inits)")
+        parts = [f"{a - m[k + '_mean']:+.1f} against one step on {what} ({m[k + '_mean']:.1f})"
+                 for k, what in (("random_states/return", "random states"), ("ppo_states/return", "PPO-visited states"))
+                 if k + "_mean" in m]
+        if _is_number(m.get("direct/return_mean")) and m["direct/return_mean"] > 0:
+            parts.append(f"{a / m['direct/return_mean']:.0%} of PPO's return ({m['direct/return_mean']:.1f})")
+        out.append(text + (": " + " and ".join(parts) if parts else "") + ".")
+    return out
+
+
 LIKENESS_RATES = ("pixel_nn_same_class", "feature_nn_same_class", "class_mean_nearest_is_own", "direct_agrees")
 LIKENESS_STATS = {  # likeness statistic -> what it is, for the table and the sentences
     "pixel_nn_same_class": "nearest real image (pixels) has its class",
@@ -769,14 +788,21 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
         sec["summary"] = [f"{r.label}: {line}" for r in runs for line in r.missing]
         out.append(sec)
 
-    # 1 does one step generalise
+    # 1 does one step generalise (an RL run: episode returns, not accuracies)
+    kinds = {k for r in runs for k, key in (("acc", "test/onestep_acc_mean"), ("rl", "test/onestep_return_mean"))
+             if key in _metrics(r)}
     if rows := headline(runs):
-        sec = _section("generalise", "Does one step generalise?",
-                       "Test accuracy of a network after ONE gradient step on the distilled batch, against one step "
-                       "on random real images and against training directly on the real data.")
-        sec["summary"] = accuracy_summary(runs)
-        sec["tables"].append({"caption": "Test accuracy: mean ± std over the inits the models start from "
-                                         "(n: how many).", "header": ["training", "test accuracy", "n (inits)"],
+        question = {"acc": "Test accuracy of a network after ONE gradient step on the distilled batch, against one "
+                           "step on random real images and against training directly on the real data.",
+                    "rl": "Episode return of a policy after ONE gradient step on the distilled states, against one "
+                          "step on random states (random actions) and on states PPO visited (its actions), and "
+                          "against PPO trained on the environment itself."}
+        measure = " / ".join({"acc": "test accuracy", "rl": "episode return"}[k] for k in sorted(kinds)) or "test accuracy"
+        sec = _section("generalise", "Does one step generalise?", " ".join(question[k] for k in sorted(kinds))
+                       or question["acc"])
+        sec["summary"] = accuracy_summary(runs) + return_summary(runs)
+        sec["tables"].append({"caption": f"{measure[0].upper()}{measure[1:]}: mean ± std over the inits the models "
+                                         "start from (n: how many).", "header": ["training", measure, "n (inits)"],
                               "rows": rows})
         out.append(sec)
 
@@ -806,8 +832,11 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
 
     # 3 landing
     sec = _section("landing", "Where does one step land on the true task?",
-                   "The same inits stepped once on the distilled batch, on random real images and on random "
-                   "synthetic images, measured on the true task (real data).")
+                   " ".join({"acc": "The same inits stepped once on the distilled batch, on random real images and "
+                                    "on random synthetic images, measured on the true task (real data).",
+                             "rl": "Inits stepped once on the distilled states, measured on the true task: episode "
+                                   "returns in the environment and PPO's loss on experience of the PPO policy."}[k]
+                            for k in sorted(kinds or {"acc"})))
     for run in runs:
         stats = run.results.get("landing_stats.json")
         if stats:
