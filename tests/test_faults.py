@@ -360,6 +360,24 @@ def test_interrupt_keeps_history_resumes_bit_for_bit(tmp_path, uninterrupted, si
     _same_history(run, uninterrupted, at_checkpoint)
 
 
+def test_stopped_after_its_last_checkpoint_resumes_to_the_same_history(tmp_path, uninterrupted):
+    """Found by a kill at a random moment (test_fault_moments.py): a run stopped after its final checkpoint
+    (while it tested the batch, ran the baseline or wrote the artifacts) resumed with its test row logged at
+    another step and epoch than the uninterrupted run's. The stopped run is the finished one without what
+    is written after the fit."""
+    from distillscape.tasks.distill import distill
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    for name in ("complete.json", "metrics.json", "distilled.safetensors", "distilled.json", "distilled.png"):
+        (run / name).unlink()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+    distill(compose_cfg("distill", [*TINY, "logger=csv", "ckpt_path=last"], run))
+    assert _csv_rows(run) == _csv_rows(uninterrupted)
+    assert torch.equal(read_tensors(run / "distilled.safetensors")["images"],
+                       read_tensors(uninterrupted / "distilled.safetensors")["images"])
+
+
 def _same_history(run: Path, uninterrupted: Path, at_checkpoint: int) -> None:
     """Every metric row of the uninterrupted run, in order. One exception, Lightning's: a validation due at the
     very step of the checkpoint runs after that checkpoint is written, and a resume skips it, so its row is

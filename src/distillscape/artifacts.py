@@ -42,6 +42,11 @@ def atomic_write(path: str | os.PathLike, writer) -> Path:
         # container wrote) can read it
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename in (None, tmp) and e.errno is not None:  # a write into the file: name the file, not its temporary
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -141,6 +141,7 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
+    metrics.pop("step", None)  # where the test row is logged (DistillModule._eval_end), not a result
     return module, metrics, seconds, trainer.strategy.root_device
 
 

@@ -37,6 +37,8 @@ def draw(runs, out: Path) -> Made:
         plt.close(fig)
         made.surface_grids[group.key] = out / "figures" / f"{stem}.png"
         for centre, path in group.surfaces.items():
+            if "axis1" not in loaded[centre]:  # a line (sweep=line): its curve is in the grid figure; 3-D needs a plane
+                continue
             made.interactive[str(path)] = json.loads(
                 surface_3d(loaded[centre], f"{title}: around {centre}").to_json())
             vtu = surface_vtk(loaded[centre], out / "vtk" / f"{stem}_{centre}.vtu")
