@@ -360,6 +360,36 @@ def test_interrupt_keeps_history_resumes_bit_for_bit(tmp_path, uninterrupted, si
     _same_history(run, uninterrupted, at_checkpoint)
 
 
+def test_sigterm_outside_a_lightning_run_is_the_same_one_line(capsys):
+    """Found by SIGTERM at a random moment: outside Lightning's fit/test/predict (reading the data, the random
+    real baseline, writing the artifacts) SIGTERM took Python's default and the process died (status -15)
+    without the line on what is kept. The handler the process had before (here: one that raises, as the
+    default would end it) is back afterwards."""
+    from distillscape.tasks.common import task
+
+    class DiedOfIt(Exception):
+        pass
+
+    def default(signum, frame):
+        raise DiedOfIt
+
+    @task
+    def job(cfg):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives at the next bytecode
+        return "went on"
+
+    before = signal.signal(signal.SIGTERM, default)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            job(None)
+        assert stopped.value.code == 143
+        assert "stopped by SIGTERM. What was finished is kept" in one_line(capsys.readouterr().err)
+        assert signal.getsignal(signal.SIGTERM) is default
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_stopped_after_its_last_checkpoint_resumes_to_the_same_history(tmp_path, uninterrupted):
     """Found by a kill at a random moment (test_fault_moments.py): a run stopped after its final checkpoint
     (while it tested the batch, ran the baseline or wrote the artifacts) resumed with its test row logged at
