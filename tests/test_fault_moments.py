@@ -110,9 +110,11 @@ def check_stopped(code: int | None, err: str, sig: signal.Signals, out: Path) ->
     return "terminated"
 
 
-def rerun(cmd: list[str]) -> None:
+def rerun(cmd: list[str]) -> str:
+    """Run the same command again to its end; what it printed."""
     r = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout
 
 
 def same_tensors(a: Path, b: Path) -> None:
@@ -323,7 +325,13 @@ def test_study_stopped_at_a_random_moment_resumes_to_the_same_results(study_refe
     cmd = script("study", study_args(), out)
     code, err = stop_at(cmd, at * ref["wall"], sig, out)
     how = check_stopped(code, err, sig, out)
-    print(f"study {sig.name} seed {seed} at {at:.3f} x {ref['wall']:.1f} s: {how}")
-    rerun(cmd)
+    stopped_in_distill = (out / "distill" / "checkpoints" / "last.ckpt").exists() and not (
+        out / "distill" / "complete.json").exists()
+    print(f"study {sig.name} seed {seed} at {at:.3f} x {ref['wall']:.1f} s: {how}"
+          + (", in the distillation after a checkpoint" if stopped_in_distill else ""))
+    printed = rerun(cmd)
+    if stopped_in_distill:  # the study goes on from the stopped distillation's checkpoint, not from step 0
+        assert "resuming from" in printed, printed[-3000:]
+    assert [p.name for p in (out / "distill" / "checkpoints").iterdir()] == ["last.ckpt"]
     same_study(out, ref["out"])
     no_temporaries_left(out)

@@ -408,6 +408,19 @@ def test_stopped_after_its_last_checkpoint_resumes_to_the_same_history(tmp_path,
                        read_tensors(uninterrupted / "distilled.safetensors")["images"])
 
 
+def test_rerun_without_ckpt_path_overwrites_the_stopped_runs_checkpoint(tmp_path, uninterrupted):
+    """A stopped run rerun from the start (no ckpt_path) into its directory wrote last-v1.ckpt beside the old
+    last.ckpt, and a later ckpt_path=last resumed from the stale one (dropping the history logged since)."""
+    from distillscape.tasks.distill import distill
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    (run / "complete.json").unlink()
+    distill(compose_cfg("distill", [*TINY, "logger=csv"], run))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+
+
 def _same_history(run: Path, uninterrupted: Path, at_checkpoint: int) -> None:
     """Every metric row of the uninterrupted run, in order. One exception, Lightning's: a validation due at the
     very step of the checkpoint runs after that checkpoint is written, and a resume skips it, so its row is

@@ -128,8 +128,10 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     if s.distill.image_init == "real":
         real, _ = dm.class_balanced_sample(s.distill.images_per_class, torch.Generator().manual_seed(s.seed))
     module = DistillModule(net, dm.num_classes, dm.image_shape, s.distill, real_images=real)
+    # a rerun into the directory overwrites its last.ckpt (Lightning would write last-v1.ckpt beside a stale one,
+    # and ckpt_path=last would then resume from the stale one)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                           every_n_train_steps=s.checkpoint_every)
+                           every_n_train_steps=s.checkpoint_every, enable_version_counter=False)
     callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
     trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     ckpt_path = None
