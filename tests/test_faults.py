@@ -410,13 +410,18 @@ def test_stopped_after_its_last_checkpoint_resumes_to_the_same_history(tmp_path,
 
 def test_rerun_without_ckpt_path_overwrites_the_stopped_runs_checkpoint(tmp_path, uninterrupted):
     """A stopped run rerun from the start (no ckpt_path) into its directory wrote last-v1.ckpt beside the old
-    last.ckpt, and a later ckpt_path=last resumed from the stale one (dropping the history logged since)."""
+    last.ckpt, and a later ckpt_path=last resumed from the stale one (dropping the history logged since); the
+    temporary files of writes a kill -9 cut short stayed for good."""
     from distillscape.tasks.distill import distill
 
     run = tmp_path / "run"
     shutil.copytree(uninterrupted, run)
     (run / "complete.json").unlink()
+    # and what a kill -9 in the middle of atomic writes leaves: half-written temporaries, removed by the rerun
+    for stale in (run / ".distilled.safetensors.k1lled_9.tmp", run / "checkpoints" / ".last.ckpt.abcd1234.tmp"):
+        stale.write_bytes(b"half")
     distill(compose_cfg("distill", [*TINY, "logger=csv"], run))
+    assert not list(run.rglob("*.tmp"))
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
 
@@ -473,10 +478,13 @@ def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, 
     proc.kill()
     proc.wait()
     assert not shard_path(shared / "minimum", 1, 3).exists() and not (shared / "minimum" / "surface.npz").exists()
+    stale = shared / "minimum" / "shards" / ".shard_0001_of_0003.npz.k1lled_9.tmp"  # a write the kill cut short
+    stale.write_bytes(b"half")
     (merged,) = landscape(compose_cfg("landscape", [*common, "shard=1", "num_shards=3", f"landscape.out_dir={shared}"],
                                       tmp_path / "job1"))
     whole = landscape(compose_cfg("landscape", [*common, f"landscape.out_dir={tmp_path / 'whole'}"], tmp_path / "w"))
     assert np.array_equal(read_npz(merged)["train/loss"], read_npz(whole[0])["train/loss"])
+    assert not stale.exists()
 
 
 @pytest.mark.slow

@@ -53,6 +53,19 @@ def atomic_write(path: str | os.PathLike, writer) -> Path:
     return path
 
 
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what atomic_write's mkstemp names
+
+
+def remove_temporaries(root: Path) -> list[Path]:
+    """Delete the temporary files atomic_write left under `root` when its process was killed (kill -9, an
+    out-of-memory kill) in the middle of a write: half-written, never renamed into place. Only for a
+    directory this process has claimed (resume.claim): no other process can be writing them."""
+    gone = [p for p in Path(root).rglob("*.tmp") if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
 def write_json(path, data: dict) -> Path:
     def w(tmp):
         with open(tmp, "w") as f:

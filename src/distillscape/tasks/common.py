@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ..artifacts import atomic_write
+from ..artifacts import atomic_write, remove_temporaries
 from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
 from ..resume import claim, release_claims, write_job_config
@@ -330,6 +330,7 @@ def start_job(cfg: DictConfig, out: Path | None = None, exclusive: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     if exclusive:
         claim(out)
+        remove_temporaries(out)  # half-written files of a killed run of this directory
     write_hydra_record(cfg, out)
     write_job_config(cfg, out)
     progress.recording = True  # from here on the job log holds our messages
