@@ -29,8 +29,21 @@ from distillscape.artifacts import read_json, read_tensors
 from test_faults import TINY, cli, one_line
 
 
-def tree(path: Path) -> dict[str, str]:
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+class Log(bytes):
+    """A job log's content: the log only grows (its lines are appended), so it is kept if it starts the same."""
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, bytes) and (bytes(other).startswith(bytes(self)) or bytes(self).startswith(other))
+
+    def __ne__(self, other) -> bool:
+        return not self == other
+
+    __hash__ = bytes.__hash__
+
+
+def tree(path: Path) -> dict[str, str | Log]:
+    """Every file under path: its hash, or for a job log its content."""
+    return {str(p.relative_to(path)): Log(p.read_bytes()) if p.suffix == ".log" else hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file() and p.name != "filler"}
 
 

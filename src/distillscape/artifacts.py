@@ -56,11 +56,12 @@ def atomic_write(path: str | os.PathLike, writer) -> Path:
 _TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what atomic_write's mkstemp names
 
 
-def remove_temporaries(root: Path) -> list[Path]:
-    """Delete the temporary files atomic_write left under `root` when its process was killed (kill -9, an
-    out-of-memory kill) in the middle of a write: half-written, never renamed into place. Only for a
-    directory this process has claimed (resume.claim): no other process can be writing them."""
-    gone = [p for p in Path(root).rglob("*.tmp") if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+def remove_temporaries(root: Path, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files atomic_write left under `root` (in it only, recursive=False) when its process
+    was killed (kill -9, an out-of-memory kill) in the middle of a write: half-written, never renamed into
+    place. Only where this process alone writes now (resume.claim, resume.holding)."""
+    found = Path(root).rglob("*.tmp") if recursive else Path(root).glob("*.tmp")
+    gone = [p for p in found if _TEMPORARY.fullmatch(p.name) and p.is_file()]
     for p in gone:
         p.unlink(missing_ok=True)
     return gone

@@ -21,6 +21,7 @@ A job killed before it finished resumes from `checkpoints/last.ckpt` with `ckpt_
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
@@ -114,6 +115,21 @@ def claim(path: Path, lock_file: Path | None = None, what: str | None = None) ->
                           f"finish (its rerun then skips what it finished), or give this run its own directory "
                           f"(hydra.run.dir=...)") from None
     _CLAIMS[key] = fd
+
+
+@contextlib.contextmanager
+def holding(lock_file: Path):
+    """Wait for, then hold, an flock on lock_file: for writes several jobs make into one place by design (the
+    files of a sweep directory that every shard job of it writes or merges); the kernel drops it if the holder
+    dies. Under it, a temporary file there that no holder is writing is left over from a killed job."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def release_claims() -> None:

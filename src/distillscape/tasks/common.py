@@ -171,6 +171,20 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     return wrapper
 
 
+def die_with_parent() -> None:
+    """In a process that a multi-device run started beside rank 0 (Lightning runs the same command again, with
+    LOCAL_RANK set): end when rank 0 ends. Killed with kill -9, rank 0 tells no one, and the others waited
+    for it (in the rendezvous, up to its half-hour timeout) long after the run was gone. Linux only."""
+    if _rank() == 0 or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # rank 0 was gone before the line above
+        os._exit(SIGTERM_EXIT)
+
+
 def console_script(hydra_main: Callable[[], object], config_name: str) -> Callable[[], None]:
     """The `distillscape-<task>` entry point: the task's Hydra main, with what fails before the task starts
     (composing the config: a mistyped key, a YAML syntax error, an unknown group option; creating the output
@@ -181,6 +195,7 @@ def console_script(hydra_main: Callable[[], object], config_name: str) -> Callab
         os.environ["DISTILLSCAPE_VERBOSE"] = "1" if "--verbose" in args or verbose() else "0"
         sys.argv = [sys.argv[0], *(a for a in args if a != "--verbose")]
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        die_with_parent()
         _catch_sigterm()
         # a job log that cannot be written (a full or read-only disk) loses its line quietly rather than
         # printing logging's own traceback beside ours: the failed write of the job's files is the one line
