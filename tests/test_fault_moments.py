@@ -357,8 +357,8 @@ def test_study_stopped_at_a_random_moment_resumes_to_the_same_results(study_refe
 
 def test_killed_rank_zero_takes_the_other_processes_with_it(digits_run, tmp_path):
     """kill -9 of a two-process (DDP) landscape's rank 0 once rank 1 has joined: rank 1 ends at once. It
-    outlived rank 0 (in the rendezvous or a collective, up to the store's half-hour timeout), found by the
-    random kills above."""
+    outlived rank 0, an orphan computing on until gloo noticed the dead peer (over 2 s here; in a probe still
+    running 1 s after the kill, gone 20 s after)."""
     job = tmp_path / "job"
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
@@ -376,7 +376,7 @@ def test_killed_rank_zero_takes_the_other_processes_with_it(digits_run, tmp_path
     finally:
         proc.kill()
         proc.wait()
-    deadline = time.time() + 10
+    deadline = time.time() + 2
     while (left := [p for p in processes_naming(str(job))]) and time.time() < deadline:
         time.sleep(0.1)
-    assert not left, f"rank 1 outlived the killed rank 0 by 10 s: {left}"
+    assert not left, f"rank 1 outlived the killed rank 0 by 2 s: {left}"
