@@ -107,15 +107,18 @@ def stop_at(cmd: list[str], at: float, sig: signal.Signals, out: Path) -> tuple[
     return proc.returncode, err
 
 
-def check_stopped(code: int | None, err: str, sig: signal.Signals, out: Path) -> str:
-    """How the stop ended: a kill -9 dies; SIGTERM ends with exit 143 and the one line on what is kept (or,
-    before Python has set anything up, dies of it with nothing written)."""
+def check_stopped(code: int | None, err: str, sig: signal.Signals, out: Path, done: Path | None = None) -> str:
+    """How the stop ended: a kill -9 dies; SIGTERM ends with exit 143 and the one line on what is kept (or dies
+    of it before Python has set anything up, nothing written, or after the job's last write `done`, while the
+    interpreter shut down: Python puts the default handlers back then)."""
     if code is None:
         return "finished before the moment"
     if sig == signal.SIGKILL:
         assert code == -signal.SIGKILL, err[-3000:]
         return "killed"
     if code == -signal.SIGTERM:
+        if done is not None and done.exists():
+            return "terminated while exiting"
         assert not out.exists(), f"died of SIGTERM without its line after writing {out}: {err[-3000:]}"
         return "terminated while starting"
     assert code == 143, err[-3000:]
@@ -182,7 +185,7 @@ def test_distill_stopped_at_a_random_moment_resumes_bit_for_bit(distill_referenc
     ref, wall = distill_reference
     run = tmp_path / "run"
     code, err = stop_at(script("distill", DISTILL, run), at * wall, sig, run)
-    how = check_stopped(code, err, sig, run)
+    how = check_stopped(code, err, sig, run, run / "complete.json")
     ckpt = run / "checkpoints" / "last.ckpt"
     step = torch.load(ckpt, weights_only=True)["global_step"] if ckpt.exists() else None
     print(f"distill {sig.name} seed {seed} at {at:.3f} x {wall:.1f} s: {how}, checkpoint step {step}")
@@ -238,7 +241,7 @@ def test_landscape_shard_stopped_at_a_random_moment_resumes_to_the_same_surfaces
     job = tmp_path / "job1"
     cmd = script("landscape", [*ref["args"], "shard=1", "num_shards=2", f"landscape.out_dir={shared}"], job)
     code, err = stop_at(cmd, at * ref["shard_wall"], sig, job)
-    how = check_stopped(code, err, sig, job)
+    how = check_stopped(code, err, sig, job, shared / "landing" / "summary.json")
     print(f"landscape shard {sig.name} seed {seed} at {at:.3f} x {ref['shard_wall']:.1f} s: {how}")
     rerun(cmd)
     same_surfaces(shared, ref["whole"])
@@ -252,7 +255,7 @@ def test_landscape_on_two_processes_stopped_at_a_random_moment_resumes_to_the_sa
     out, job = tmp_path / "surfaces", tmp_path / "job"
     cmd = script("landscape", [*ref["args"], *DDP, f"landscape.out_dir={out}"], job)
     code, err = stop_at(cmd, at * ref["ddp_wall"], sig, job)
-    how = check_stopped(code, err, sig, job)
+    how = check_stopped(code, err, sig, job, out / "landing" / "summary.json")
     print(f"landscape ddp {sig.name} seed {seed} at {at:.3f} x {ref['ddp_wall']:.1f} s: {how}")
     rerun(cmd)
     # against the uninterrupted two-process run: the processes' batches group the points otherwise than one
@@ -285,7 +288,7 @@ def test_landing_stopped_at_a_random_moment_resumes_to_the_same_statistics(landi
     out = tmp_path / "run"
     cmd = script("landing", ref["args"], out)
     code, err = stop_at(cmd, at * ref["wall"], sig, out)
-    how = check_stopped(code, err, sig, out)
+    how = check_stopped(code, err, sig, out, out / "landing_stats.csv")
     print(f"landing {sig.name} seed {seed} at {at:.3f} x {ref['wall']:.1f} s: {how}")
     rerun(cmd)
     same_landing(out, ref["out"])
@@ -342,7 +345,7 @@ def test_study_stopped_at_a_random_moment_resumes_to_the_same_results(study_refe
     out = tmp_path / "study"
     cmd = script("study", study_args(), out)
     code, err = stop_at(cmd, at * ref["wall"], sig, out)
-    how = check_stopped(code, err, sig, out)
+    how = check_stopped(code, err, sig, out, out / "report" / "study_stage.json")
     stopped_in_distill = (out / "distill" / "checkpoints" / "last.ckpt").exists() and not (
         out / "distill" / "complete.json").exists()
     print(f"study {sig.name} seed {seed} at {at:.3f} x {ref['wall']:.1f} s: {how}"

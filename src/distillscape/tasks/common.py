@@ -162,6 +162,11 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
             if (line := write_error(e)) is None:
                 raise
             fail(line)
+        except Exception as e:
+            lost = getattr(torch.distributed, "DistNetworkError", ())
+            if _rank() > 0 and isinstance(e, lost):  # rank 0, whose store this was, stopped; it says why
+                sys.exit(SIGTERM_EXIT)
+            raise
         finally:
             release_claims()
             if in_main_thread:
