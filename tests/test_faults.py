@@ -360,6 +360,72 @@ def test_interrupt_keeps_history_resumes_bit_for_bit(tmp_path, uninterrupted, si
     _same_history(run, uninterrupted, at_checkpoint)
 
 
+def test_sigterm_outside_a_lightning_run_is_the_same_one_line(capsys):
+    """Found by SIGTERM at a random moment: outside Lightning's fit/test/predict (reading the data, the random
+    real baseline, writing the artifacts) SIGTERM took Python's default and the process died (status -15)
+    without the line on what is kept. The handler the process had before (here: one that raises, as the
+    default would end it) is back afterwards."""
+    from distillscape.tasks.common import task
+
+    class DiedOfIt(Exception):
+        pass
+
+    def default(signum, frame):
+        raise DiedOfIt
+
+    @task
+    def job(cfg):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the signal arrives at the next bytecode
+        return "went on"
+
+    before = signal.signal(signal.SIGTERM, default)
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            job(None)
+        assert stopped.value.code == 143
+        assert "stopped by SIGTERM. What was finished is kept" in one_line(capsys.readouterr().err)
+        assert signal.getsignal(signal.SIGTERM) is default
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_stopped_after_its_last_checkpoint_resumes_to_the_same_history(tmp_path, uninterrupted):
+    """Found by a kill at a random moment (test_fault_moments.py): a run stopped after its final checkpoint
+    (while it tested the batch, ran the baseline or wrote the artifacts) resumed with its test row logged at
+    another step and epoch than the uninterrupted run's. The stopped run is the finished one without what
+    is written after the fit."""
+    from distillscape.tasks.distill import distill
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    for name in ("complete.json", "metrics.json", "distilled.safetensors", "distilled.json", "distilled.png"):
+        (run / name).unlink()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+    distill(compose_cfg("distill", [*TINY, "logger=csv", "ckpt_path=last"], run))
+    assert _csv_rows(run) == _csv_rows(uninterrupted)
+    assert torch.equal(read_tensors(run / "distilled.safetensors")["images"],
+                       read_tensors(uninterrupted / "distilled.safetensors")["images"])
+
+
+def test_rerun_without_ckpt_path_overwrites_the_stopped_runs_checkpoint(tmp_path, uninterrupted):
+    """A stopped run rerun from the start (no ckpt_path) into its directory wrote last-v1.ckpt beside the old
+    last.ckpt, and a later ckpt_path=last resumed from the stale one (dropping the history logged since); the
+    temporary files of writes a kill -9 cut short stayed for good."""
+    from distillscape.tasks.distill import distill
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run)
+    (run / "complete.json").unlink()
+    # and what a kill -9 in the middle of atomic writes leaves: half-written temporaries, removed by the rerun
+    for stale in (run / ".distilled.safetensors.k1lled_9.tmp", run / "checkpoints" / ".last.ckpt.abcd1234.tmp"):
+        stale.write_bytes(b"half")
+    distill(compose_cfg("distill", [*TINY, "logger=csv"], run))
+    assert not list(run.rglob("*.tmp"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+
+
 def _same_history(run: Path, uninterrupted: Path, at_checkpoint: int) -> None:
     """Every metric row of the uninterrupted run, in order. One exception, Lightning's: a validation due at the
     very step of the checkpoint runs after that checkpoint is written, and a resume skips it, so its row is
@@ -412,10 +478,13 @@ def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, 
     proc.kill()
     proc.wait()
     assert not shard_path(shared / "minimum", 1, 3).exists() and not (shared / "minimum" / "surface.npz").exists()
+    stale = shared / "minimum" / "shards" / ".shard_0001_of_0003.npz.k1lled_9.tmp"  # a write the kill cut short
+    stale.write_bytes(b"half")
     (merged,) = landscape(compose_cfg("landscape", [*common, "shard=1", "num_shards=3", f"landscape.out_dir={shared}"],
                                       tmp_path / "job1"))
     whole = landscape(compose_cfg("landscape", [*common, f"landscape.out_dir={tmp_path / 'whole'}"], tmp_path / "w"))
     assert np.array_equal(read_npz(merged)["train/loss"], read_npz(whole[0])["train/loss"])
+    assert not stale.exists()
 
 
 @pytest.mark.slow

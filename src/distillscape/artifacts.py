@@ -42,10 +42,29 @@ def atomic_write(path: str | os.PathLike, writer) -> Path:
         # container wrote) can read it
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename in (None, tmp) and e.errno is not None:  # a write into the file: name the file, not its temporary
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")  # what atomic_write's mkstemp names
+
+
+def remove_temporaries(root: Path, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files atomic_write left under `root` (in it only, recursive=False) when its process
+    was killed (kill -9, an out-of-memory kill) in the middle of a write: half-written, never renamed into
+    place. Only where this process alone writes now (resume.claim, resume.holding)."""
+    found = Path(root).rglob("*.tmp") if recursive else Path(root).glob("*.tmp")
+    gone = [p for p in found if _TEMPORARY.fullmatch(p.name) and p.is_file()]
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 def write_json(path, data: dict) -> Path:

@@ -198,7 +198,13 @@ class DistillModule(L.LightningModule):
             metrics.update(flat_summary(acc, f"{stage}/{name}_acc"))
             metrics[f"{stage}/{name}_loss"] = (state["loss"] / state["n"]).mean().item()
             metrics[f"{stage}/{name}_inits"] = float(stack_len(state["landed"]))
-        self.log_dict(metrics)
+        if stage == "test":
+            # the test row at the last training step, explicitly (a logged `step` is Lightning's x value): its
+            # own step and epoch after fit differ between a run whose fit ran to the end (step 39, epoch 9 of 40
+            # steps) and one resumed from its final checkpoint (40, 10), and the resumed history would differ
+            self.log_dict({**metrics, "step": float(max(self.global_step - 1, 0))})
+        else:
+            self.log_dict(metrics)
         self._eval = {}
         if stage == "test" and self.loop.eval_timings:
             print("distillscape: models evaluated with " + ", ".join(sorted(set(self.loop._eval_paths.values())))

@@ -261,6 +261,8 @@ def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Ten
     path = shard_path(sweep_dir, shard, num_shards)
     if trainer.global_rank == 0:  # a second process on this shard is refused (the other ranks are this run's)
         claim(path, lock_file=path.with_name(f".{path.stem}.lock"), what=f"shard {shard} of {num_shards} in {sweep_dir}")
+        for stale in path.parent.glob(f".{path.stem}.*.tmp"):  # this shard's (or its parts') half-written files
+            stale.unlink(missing_ok=True)                        # of a killed job: no one else writes them
     if finished_shard(path, fp):
         return path, False
     start, stop = shard_range(len(coords), shard, num_shards)

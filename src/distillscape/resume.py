@@ -21,9 +21,11 @@ A job killed before it finished resumes from `checkpoints/last.ckpt` with `ckpt_
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -115,6 +117,21 @@ def claim(path: Path, lock_file: Path | None = None, what: str | None = None) ->
     _CLAIMS[key] = fd
 
 
+@contextlib.contextmanager
+def holding(lock_file: Path):
+    """Wait for, then hold, an flock on lock_file: for writes several jobs make into one place by design (the
+    files of a sweep directory that every shard job of it writes or merges); the kernel drops it if the holder
+    dies. Under it, a temporary file there that no holder is writing is left over from a killed job."""
+    lock_file = Path(lock_file)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def release_claims() -> None:
     while _CLAIMS:
         os.close(_CLAIMS.popitem()[1])
@@ -122,17 +139,23 @@ def release_claims() -> None:
 
 # -- checkpoints written whole, metric history kept across a resume ----------------------------------------
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint IO, written to a temporary name and renamed into place: a kill or a full
-    disk while `last.ckpt` is written leaves the previous checkpoint, never half of the new one."""
+    """Lightning's torch checkpoint IO, written to a temporary name beside the checkpoint and renamed into
+    place: a kill or a full disk while `last.ckpt` is written leaves the previous checkpoint, never half of
+    the new one. (Lightning's own save stages the file in the system's temporary directory, through fsspec,
+    and copies it over: a full disk then named that other file, and filled /tmp on the way.)"""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        atomic_write(path, lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp, storage_options))
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options")
+        buffer = io.BytesIO()  # torch.save onto a full disk fails in its C++ writer without an OSError
+        torch.save(checkpoint, buffer)
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
 def keep_csv_history(logger, up_to_step: int) -> int:
     """On a resume, carry the CSV logger's rows of the steps before the checkpoint into the new run's file
     (Lightning's CSV writer deletes an existing metrics.csv when it opens): rows logged after the checkpoint
-    are dropped, since those steps are done again. Returns the number of rows kept."""
+    are dropped, since those steps are done again, and so is the test's row. Returns the number of rows kept."""
     if not isinstance(logger, CSVLogger):
         return 0
     path = Path(logger.log_dir) / "metrics.csv"
@@ -140,7 +163,8 @@ def keep_csv_history(logger, up_to_step: int) -> int:
         return 0
     with open(path, newline="") as f:  # values stay the text they were written as
         rows = [{k: v for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-    rows = [r for r in rows if float(r.get("step", math.inf)) < up_to_step]
+    # the test follows the fit, so a resume always does it again: its row, if the stopped run got that far, goes
+    rows = [r for r in rows if float(r.get("step", math.inf)) < up_to_step and not any(k.startswith("test/") for k in r)]
     logger.experiment.metrics[:0] = rows  # opening the writer deletes the old file; these rows go first
     logger.experiment.save()
     return len(rows)

@@ -662,7 +662,9 @@ class RLDistillModule(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         with torch.inference_mode(False):
-            self.log_dict(self.held_out_returns("test"), batch_size=1)
+            # the test row at the last training step, explicitly, as DistillModule's: a run resumed from its
+            # final checkpoint would log it one step (and epoch) later than the run that fitted to the end
+            self.log_dict({**self.held_out_returns("test"), "step": float(max(self.global_step - 1, 0))}, batch_size=1)
 
 
 # -- evaluation and baselines ----------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from ..artifacts import atomic_write
+from ..artifacts import atomic_write, remove_temporaries
 from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
 from ..resume import claim, release_claims, write_job_config
@@ -95,7 +95,8 @@ def write_error(e: OSError) -> str | None:
     """One line for a failed write (read-only or full disk, no permission), None for any other OSError."""
     if e.errno not in WRITE_ERRNOS:
         return None
-    where = e.filename or "the output directory"
+    # a copy or a rename that failed on a full or read-only disk: the destination is the file not written
+    where = getattr(e, "filename2", None) or e.filename or "the output directory"
     if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         advice = "free space there, or write elsewhere with hydra.run.dir=<dir> (hydra.sweep.dir=<dir> with -m)"
     else:
@@ -115,6 +116,21 @@ class _Interrupted:
         raise KeyboardInterrupt
 
 
+def _sigterm(signum, frame) -> None:
+    """SIGTERM outside a Lightning run (reading data, a baseline, writing the artifacts, composing the config):
+    the same stop as inside one. Lightning installs its own handler for fit/test/predict and calls this one
+    from it; there it only sets its flag, and its loops stop between steps, so this one then does nothing."""
+    if signal.getsignal(signal.SIGTERM) is _sigterm:
+        raise SIGTERMException()
+
+
+def _catch_sigterm() -> object:
+    """Install `_sigterm` (main thread only; a signal's handler cannot be set elsewhere); the previous one."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _sigterm)
+
+
 def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
     """Wrap a task's plain function (which checks its config first: `config.settings`): print known
     errors as one line and exit 2, report a stop by SIGTERM (SLURM's scancel, a time limit) or Ctrl-C as
@@ -126,6 +142,7 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
         previous = signal.getsignal(signal.SIGINT)
         in_main_thread = threading.current_thread() is threading.main_thread()
         _Interrupted.seen = False  # a task called again in this process starts uninterrupted
+        previous_term = _catch_sigterm()
         if in_main_thread:
             signal.signal(signal.SIGINT, _Interrupted.handler)
         try:
@@ -145,11 +162,32 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
             if (line := write_error(e)) is None:
                 raise
             fail(line)
+        except Exception as e:
+            lost = getattr(torch.distributed, "DistNetworkError", ())
+            if _rank() > 0 and isinstance(e, lost):  # rank 0, whose store this was, stopped; it says why
+                sys.exit(SIGTERM_EXIT)
+            raise
         finally:
             release_claims()
             if in_main_thread:
                 signal.signal(signal.SIGINT, previous)
+                if previous_term is not None:
+                    signal.signal(signal.SIGTERM, previous_term)
     return wrapper
+
+
+def die_with_parent() -> None:
+    """In a process that a multi-device run started beside rank 0 (Lightning runs the same command again, with
+    LOCAL_RANK set): end when rank 0 ends. Killed with kill -9, rank 0 tells no one, and the others waited
+    for it (in the rendezvous, up to its half-hour timeout) long after the run was gone. Linux only."""
+    if _rank() == 0 or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # rank 0 was gone before the line above
+        os._exit(SIGTERM_EXIT)
 
 
 def console_script(hydra_main: Callable[[], object], config_name: str) -> Callable[[], None]:
@@ -162,15 +200,24 @@ def console_script(hydra_main: Callable[[], object], config_name: str) -> Callab
         os.environ["DISTILLSCAPE_VERBOSE"] = "1" if "--verbose" in args or verbose() else "0"
         sys.argv = [sys.argv[0], *(a for a in args if a != "--verbose")]
         os.environ["HYDRA_FULL_ERROR"] = "1"
+        die_with_parent()
+        _catch_sigterm()
+        # a job log that cannot be written (a full or read-only disk) loses its line quietly rather than
+        # printing logging's own traceback beside ours: the failed write of the job's files is the one line
+        raise_before, logging.raiseExceptions = logging.raiseExceptions, False
         try:
             hydra_main()
         except KeyboardInterrupt:
             fail(f"stopped by Ctrl-C. {KEPT}", SIGINT_EXIT)
+        except SIGTERMException:  # while the config was composed, or the output directory made
+            fail(f"stopped by SIGTERM. {KEPT}", SIGTERM_EXIT)
         except Exception as e:  # noqa: BLE001 (a bug keeps its traceback: explain returns None for it)
             line = explain(e, config_name, sys.argv[1:])
             if line is None:
                 raise
             fail(line)
+        finally:
+            logging.raiseExceptions = raise_before
     return entry
 
 
@@ -303,6 +350,7 @@ def start_job(cfg: DictConfig, out: Path | None = None, exclusive: bool = True) 
     out.mkdir(parents=True, exist_ok=True)
     if exclusive:
         claim(out)
+        remove_temporaries(out)  # half-written files of a killed run of this directory
     write_hydra_record(cfg, out)
     write_job_config(cfg, out)
     progress.recording = True  # from here on the job log holds our messages

@@ -132,8 +132,10 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     if s.distill.image_init == "real":
         real, _ = dm.class_balanced_sample(s.distill.images_per_class, torch.Generator().manual_seed(s.seed))
     module = DistillModule(net, dm.num_classes, dm.image_shape, s.distill, real_images=real)
+    # a rerun into the directory overwrites its last.ckpt (Lightning would write last-v1.ckpt beside a stale one,
+    # and ckpt_path=last would then resume from the stale one)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                           every_n_train_steps=s.checkpoint_every)
+                           every_n_train_steps=s.checkpoint_every, enable_version_counter=False)
     callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
     trainer = build_trainer(cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     ckpt_path = None
@@ -145,6 +147,7 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
     metrics = trainer.test(module, dm, verbose=False)[0]
+    metrics.pop("step", None)  # where the test row is logged (DistillModule._eval_end), not a result
     return module, metrics, seconds, trainer.strategy.root_device
 
 
@@ -398,7 +401,7 @@ def run_rl_distillation(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple
     actor, critic, shape, num_actions = rl_nets(cfg, s)
     module = RLDistillModule(actor, critic, shape, num_actions, s.distill, s.rl, s.env, s.seed)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                           every_n_train_steps=s.checkpoint_every)
+                           every_n_train_steps=s.checkpoint_every, enable_version_counter=False)
     callbacks = [ckpt, RngState()] + ([RLSnapshots(cfg, s, out, s.snapshot_every)] if s.snapshot_every else [])
     trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
     check_rl_trainer(s, trainer.world_size)

@@ -25,7 +25,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from ..artifacts import load_distilled, read_checkpoint, read_tensors, write_json, write_tensors
+from ..artifacts import (load_distilled, read_checkpoint, read_tensors, remove_temporaries, write_json,
+                         write_tensors)
 from ..config import (DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeConfig, LandscapeJob, RLConfig, SweepConfig,
                       as_settings, settings)
 from ..costs import Cost, CrossEntropyCost, EpisodeReturnCost, InnerLossCost, PPOLossCost
@@ -38,7 +39,7 @@ from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards
                          surface_summary)
 from ..params import Params, flatten, unflatten
 from ..plots import surface_figure
-from ..resume import fingerprint
+from ..resume import fingerprint, holding
 from ..run import Run
 from ..tracking import log_surface
 from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
@@ -261,7 +262,9 @@ class Sweep:
                                                      "experience_seed")})
         fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
-        self._write_directions(sweep_dir, label, centre, marks)
+        with holding(sweep_dir / ".sweep.lock"):  # every shard job writes this file; one at a time
+            remove_temporaries(sweep_dir, recursive=False)
+            self._write_directions(sweep_dir, label, centre, marks)
         _, computed = compute_shard(module, self.trainer, grid_coordinates(axes), job.shard, job.num_shards,
                                     sweep_dir, fp, ls.points_per_batch)
         if not self.trainer.is_global_zero:  # a multi-device run: rank 0 reports, merges, draws and logs
@@ -274,8 +277,11 @@ class Sweep:
         if missing:
             console.print(f"{self.name or label}: waiting for shards {missing}; rerun with those shard= values (then any run merges)")
             return None
-        path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names, self._marked(label, centre, marks))
-        self._report(read_npz(path), sweep_dir, self.name or label, module.metric_names)
+        with holding(sweep_dir / ".sweep.lock"):  # two jobs finishing together both merge: one after the other
+            remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
+            path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
+                                self._marked(label, centre, marks))
+            self._report(read_npz(path), sweep_dir, self.name or label, module.metric_names)
         return path
 
     def _write_directions(self, sweep_dir: Path, label: str, centre: torch.Tensor, marks: list[str]) -> None:

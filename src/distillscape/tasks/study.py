@@ -55,7 +55,12 @@ def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) ->
         wiring.append(f"distilled={root / 'distill'}")
     if stage_task(cfg, stage) == "report":
         wiring.append("runs=[" + ",".join(str(root / s) for s in done) + "]")
-    return [*cfg.study.stages[stage], *cfg.study.overrides.get(stage, []), *wiring]
+    given = [*cfg.study.stages[stage], *cfg.study.overrides.get(stage, [])]
+    if (stage_task(cfg, stage) == "distill" and (root / stage / "checkpoints" / "last.ckpt").exists()
+            and not any(o.split("=", 1)[0].lstrip("+~") == "ckpt_path" for o in given)):
+        # a distillation the study was stopped in goes on from its checkpoint (what the stop's line promises)
+        wiring.append("ckpt_path=last")
+    return [*given, *wiring]
 
 
 def record(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
