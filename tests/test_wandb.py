@@ -44,11 +44,23 @@ def test_scrub_replaces_secrets_anywhere():
     assert scrub(cfg, [FAKE_KEY]) == {"a": {"b": ["<redacted>", 3]}, "c": "fine"}
 
 
-def _records(run_dir) -> dict[str, list]:
+def _records(run_dir, timeout: float = 120.0) -> dict[str, list]:
+    """The run file's records by kind, once the file is whole. wandb's service process writes the file in
+    32 KiB blocks and may still hold the last ones when `run.finish()` returns in this process (seen once in
+    CI, on loaded cores: the file held no record at all), so wait for its closing `exit` record."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_run_records(run_dir)
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     out: dict[str, list] = {}
-    for r in read_run_records(run_dir):
+    for r in records:
         kind = r.WhichOneof("record_type")
         out.setdefault(kind, []).append(getattr(r, kind))
+    assert "exit" in out, f"{run_dir}: no exit record after {timeout:.0f} s ({len(records)} records)"
     return out
 
 
