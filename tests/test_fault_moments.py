@@ -99,6 +99,8 @@ def stop_at(cmd: list[str], at: float, sig: signal.Signals, out: Path) -> tuple[
     except subprocess.TimeoutExpired:
         proc.send_signal(sig)
     _, err = proc.communicate(timeout=600)
+    if proc.returncode == 0:  # it ended by itself as the moment came (send_signal skips a process that has exited)
+        return None, err
     # nothing it started outlives it (the processes of a multi-device run included)
     deadline = time.time() + 60
     while (left := processes_naming(str(out))) and time.time() < deadline:

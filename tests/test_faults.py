@@ -460,7 +460,7 @@ def test_sharded_sweep_killed_mid_shard_resumes_to_the_same_surface(digits_run, 
     from distillscape.landscape import read_npz, shard_path
     from distillscape.tasks.landscape import landscape
 
-    common = [f"distilled={digits_run}", "sweep=plane", "sweep.resolution=[90,90]", "sweep.costs=[train]",
+    common = [f"distilled={digits_run}", "sweep=plane", "sweep.resolution=[150,150]", "sweep.costs=[train]",
               "sweep.centres=minimum", "landscape.batching=loop", "landscape.points_per_batch=2", "logger=none"]
     shared = tmp_path / "surfaces"
     for shard in (0, 2):
