@@ -1,5 +1,5 @@
-"""Kills at random moments: kill -9 and SIGTERM sent to the real console scripts (distill, landscape sharded
-and on two DDP processes, landing, study) at a moment drawn from a seeded RNG, then the same command run
+"""Kills at random moments: kill -9 and SIGTERM sent to the real console scripts (distill, an RL distillation
+on cart-pole, landscape sharded and on two DDP processes, landing, study) at a moment drawn from a seeded RNG, then the same command run
 again; it must end where an uninterrupted run ends, bit for bit (artifacts, surfaces, statistics).
 
 The moment is a fraction of the uninterrupted run's measured time from the start of its work (the job's
@@ -193,6 +193,34 @@ def test_distill_stopped_at_a_random_moment_resumes_bit_for_bit(distill_referenc
     print(f"distill {sig.name} seed {seed} at {at:.3f} x {wall:.1f} s: {how}, checkpoint step {step}")
     rerun(script("distill", [*DISTILL, "ckpt_path=last"], run))
     same_distillation(run, ref, step)
+    no_temporaries_left(run)
+
+
+# -- an RL distillation (cart-pole, through the same Trainer, checkpoints with the critic and the collector) ------
+@pytest.fixture(scope="module")
+def rl_reference(tmp_path_factory) -> tuple[Path, float]:
+    from test_rl_resume import TINY_RL
+    out = tmp_path_factory.mktemp("rl_reference") / "run"
+    return out, timed_run(script("distill", [*TINY_RL, "logger=csv"], out), out)
+
+
+@pytest.mark.parametrize("sig,seed,at", moments("rl-distill", 2))
+def test_rl_distill_stopped_at_a_random_moment_resumes_bit_for_bit(rl_reference, tmp_path, sig, seed, at):
+    from test_faults import _same_history
+    from test_rl_resume import TINY_RL
+    ref, wall = rl_reference
+    run, args = tmp_path / "run", [*TINY_RL, "logger=csv"]
+    code, err = stop_at(script("distill", args, run), at * wall, sig, run)
+    how = check_stopped(code, err, sig, run, run / "complete.json")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    step = torch.load(ckpt, weights_only=True)["global_step"] if ckpt.exists() else None
+    print(f"rl distill {sig.name} seed {seed} at {at:.3f} x {wall:.1f} s: {how}, checkpoint step {step}")
+    rerun(script("distill", [*args, "ckpt_path=last"], run))
+    for name in ("distilled.safetensors", "distilled_critic.safetensors", "direct_minimum.safetensors",
+                 "direct_critic.safetensors"):
+        same_tensors(ref / name, run / name)
+    assert results(read_json(run / "metrics.json")) == results(read_json(ref / "metrics.json"))
+    _same_history(run, ref, step or 0)
     no_temporaries_left(run)
 
 
