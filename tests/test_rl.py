@@ -173,6 +173,7 @@ def test_distill_job_on_cartpole_writes_the_artifact_and_the_metric_names(tmp_pa
               "ppo_states/return_mean", "test/onestep_return_min", "test/onestep_return_max"):
         assert k in m and math.isfinite(m[k]), k
     assert m["test/onestep_inits"] == 5 and 8 <= m["test/onestep_return_mean"] <= 500
+    assert "step" not in m  # where the test row is logged, not a result
     assert json.loads((tmp_path / "metrics.json").read_text()) == pytest.approx(m)
     meta = json.loads((tmp_path / "distilled.json").read_text())
     assert meta["kind"] == "rl" and meta["env"] == "cartpole" and meta["image_shape"] == [4]

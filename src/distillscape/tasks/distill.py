@@ -132,23 +132,38 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     if s.distill.image_init == "real":
         real, _ = dm.class_balanced_sample(s.distill.images_per_class, torch.Generator().manual_seed(s.seed))
     module = DistillModule(net, dm.num_classes, dm.image_shape, s.distill, real_images=real)
+    trainer = distill_trainer(cfg, s, out, Snapshots(cfg, dm, out, s.snapshot_every) if s.snapshot_every else None,
+                              logger)
+    metrics, seconds = fit_and_test(trainer, module, resume, dm)
+    return module, metrics, seconds, trainer.strategy.root_device
+
+
+def distill_trainer(cfg: DictConfig, s: DistillJob, out: Path, snapshots: L.Callback | None, logger=None) -> L.Trainer:
+    """The config's Trainer for a distillation (a dataset's or an RL task's): checkpoints every
+    `checkpoint_every` outer steps, written atomically, with the RNG state; `snapshots` if any."""
     # a rerun into the directory overwrites its last.ckpt (Lightning would write last-v1.ckpt beside a stale one,
     # and ckpt_path=last would then resume from the stale one)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
                            every_n_train_steps=s.checkpoint_every, enable_version_counter=False)
-    callbacks = [ckpt, RngState()] + ([Snapshots(cfg, dm, out, s.snapshot_every)] if s.snapshot_every else [])
-    trainer = build_trainer(cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    callbacks = [ckpt, RngState()] + ([snapshots] if snapshots is not None else [])
+    return build_trainer(cfg, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+
+
+def fit_and_test(trainer: L.Trainer, module: L.LightningModule, resume: tuple[Path, int] | None,
+                 datamodule=None) -> tuple[dict[str, float], float]:
+    """Fit `module` (from `resume`: a checked checkpoint and its step, keeping the CSV rows logged before it)
+    and test it; its test metrics and the seconds the fit took."""
     ckpt_path = None
     if resume is not None:
         ckpt_path, step = resume
         kept = keep_csv_history(trainer.logger, step)
         console.print(f"resuming from {ckpt_path} at step {step}" + (f" ({kept} logged rows kept)" if kept else ""))
     t0 = time.perf_counter()
-    trainer.fit(module, dm, ckpt_path=ckpt_path, weights_only=True)
+    trainer.fit(module, datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - t0
-    metrics = trainer.test(module, dm, verbose=False)[0]
-    metrics.pop("step", None)  # where the test row is logged (DistillModule._eval_end), not a result
-    return module, metrics, seconds, trainer.strategy.root_device
+    metrics = trainer.test(module, datamodule, verbose=False)[0]
+    metrics.pop("step", None)  # where the test row is logged (the modules' test step), not a result
+    return metrics, seconds
 
 
 def resume_checkpoint(s: DistillJob, out: Path) -> tuple[Path, int] | None:
@@ -400,20 +415,9 @@ def run_rl_distillation(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple
     torch.manual_seed(s.seed)
     actor, critic, shape, num_actions = rl_nets(cfg, s)
     module = RLDistillModule(actor, critic, shape, num_actions, s.distill, s.rl, s.env, s.seed)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", save_last=True, save_top_k=0,
-                           every_n_train_steps=s.checkpoint_every, enable_version_counter=False)
-    callbacks = [ckpt, RngState()] + ([RLSnapshots(cfg, s, out, s.snapshot_every)] if s.snapshot_every else [])
-    trainer = build_trainer(cfg, callbacks=callbacks, plugins=[AtomicCheckpointIO()])
+    trainer = distill_trainer(cfg, s, out, RLSnapshots(cfg, s, out, s.snapshot_every) if s.snapshot_every else None)
     check_rl_trainer(s, trainer.world_size)
-    ckpt_path = None
-    if resume is not None:
-        ckpt_path, step = resume
-        kept = keep_csv_history(trainer.logger, step)
-        console.print(f"resuming from {ckpt_path} at step {step}" + (f" ({kept} logged rows kept)" if kept else ""))
-    t0 = time.perf_counter()
-    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
-    seconds = time.perf_counter() - t0
-    metrics = trainer.test(module, verbose=False)[0]
+    metrics, seconds = fit_and_test(trainer, module, resume)
     return module, metrics, seconds, trainer.strategy.root_device
 
 
