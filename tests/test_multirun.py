@@ -93,7 +93,7 @@ def test_multirun_layout_wandb_group_and_rerun_skips_complete(tmp_path):
         assert (d / "complete.json").exists() and (d / "checkpoints" / "last.ckpt").exists()
         # W&B: one offline run per job, grouped by the sweep, tagged with the job's overrides
         run = next((d / "wandb").glob("offline-run-*"))
-        rec = next(r.run for r in read_run_records(run) if r.WhichOneof("record_type") == "run")
+        rec = next(r.run for r in read_run_records(run, wait_s=120) if r.WhichOneof("record_type") == "run")
         groups.add(rec.run_group)
         assert f"seed={seed}" in rec.tags and "arch=mlp" in rec.tags
     assert groups == {"distill 2026-11-25/12-00-00"}

@@ -76,15 +76,11 @@ def test_old_run_report_to_wandb_has_every_figure_and_each_surface_as_a_table(ol
 
     wandb.finish()
     run_dir = next((tmp_path / "rep" / "wandb").glob("offline-run-*"))
-    import time
-
-    for _ in range(40):  # the run file is written by wandb's service process: give it a moment to flush
-        keys = {"/".join(i.nested_key) or i.key for r in read_run_records(run_dir)
-                if r.WhichOneof("record_type") == "history" for i in r.history.item}
-        figures = {k.rsplit("/", 1)[0] for k in keys if k.startswith("figures/") and k.endswith("/_type")}
-        if figures:
-            break
-        time.sleep(0.5)
+    records = read_run_records(run_dir, wait_s=120)  # the service process may still be writing the file
+    assert records and records[-1].WhichOneof("record_type") == "exit", f"{run_dir}: the run file is not whole"
+    keys = {"/".join(i.nested_key) or i.key for r in records
+            if r.WhichOneof("record_type") == "history" for i in r.history.item}
+    figures = {k.rsplit("/", 1)[0] for k in keys if k.startswith("figures/") and k.endswith("/_type")}
     # both centres' train_loss figures under their own keys, the report's 2x2 grid, the distilled batch
     assert {"figures/surfaces/minimum/train_loss", "figures/surfaces/landing/train_loss",
             "figures/old_run/distilled"} <= figures, figures

@@ -45,17 +45,9 @@ def test_scrub_replaces_secrets_anywhere():
 
 
 def _records(run_dir, timeout: float = 120.0) -> dict[str, list]:
-    """The run file's records by kind, once the file is whole. wandb's service process writes the file in
-    32 KiB blocks and may still hold the last ones when `run.finish()` returns in this process (seen once in
-    CI, on loaded cores: the file held no record at all), so wait for its closing `exit` record."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        records = read_run_records(run_dir)
-        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    """The run file's records by kind, once the file is whole: wandb's service process may still be
+    writing it when `run.finish()` returns here (seen in CI, on loaded cores), so wait for its `exit`."""
+    records = read_run_records(run_dir, wait_s=timeout)
     out: dict[str, list] = {}
     for r in records:
         kind = r.WhichOneof("record_type")
@@ -170,3 +162,34 @@ def test_every_report_figure_gets_its_own_key(tmp_path):
     assert len(keys) == 6 and len(set(keys.values())) == 6
     assert {"figures/surfaces/minimum/train_loss", "figures/surfaces/landing/train_loss",
             "figures/surfaces/distilled", "figures/surfaces/distilled#2", "figures/report/surfaces_01"} <= set(keys)
+
+
+def test_run_file_read_while_being_written_yields_only_whole_records(tmp_path, monkeypatch, no_key):
+    """wandb's service process may still be writing the run file when we read it: a cut or half-written
+    tail is left out, and what is read is exactly the start of what the whole file holds (CI once parsed a
+    cut record and failed on protobuf's 'Wire format was corrupt')."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = wandb.init(project="t", dir=str(tmp_path), mode="offline")
+    for i in range(60):  # records longer than a 32 KiB block, so some span blocks as first/middle/last chunks
+        run.log({"i": i, "text": "x" * (700 * i)})
+    run.finish()
+    run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
+    whole = read_run_records(run_dir, wait_s=120)
+    assert whole[-1].WhichOneof("record_type") == "exit" and len(whole) > 60
+    path = next(run_dir.glob("run-*.wandb"))
+    data = path.read_bytes()
+    assert len(data) > 3 * 32768
+    cut_dir = tmp_path / "cut"
+    cut_dir.mkdir()
+    for size in (7, 5000, 32768 - 3, 32768 + 11, len(data) // 2, len(data) - 1):
+        (cut_dir / path.name).write_bytes(data[:size])
+        part = read_run_records(cut_dir)
+        assert part == whole[:len(part)], size
+        assert len(part) < len(whole), size
+    flipped = bytearray(data)  # a chunk whose bytes are not yet the ones its checksum covers
+    flipped[len(data) // 2] ^= 0xFF
+    (cut_dir / path.name).write_bytes(bytes(flipped))
+    part = read_run_records(cut_dir)
+    assert 0 < len(part) < len(whole) and part == whole[:len(part)]

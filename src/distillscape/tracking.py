@@ -20,6 +20,8 @@ from __future__ import annotations
 import netrc
 import os
 import struct
+import time
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -299,14 +301,25 @@ def finish_run(logger) -> None:
 
 
 # -- reading an offline run back ------------------------------------------------------------------------
-def read_run_records(run_dir: str | os.PathLike) -> list:
+def read_run_records(run_dir: str | os.PathLike, wait_s: float = 0.0) -> list:
     """Every record of an offline run's .wandb file, as wandb's own protobuf `Record`s.
 
     The file is W&B's transaction log: a 7-byte header (':W&B', magic, version), then 32 KiB blocks of
-    chunks, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last)."""
+    chunks, each with a 7-byte header (crc32 of type and data, length, type: 1 full, 2 first, 3 middle,
+    4 last). wandb's service process writes it after `finish()` returns, so a chunk that runs past the end
+    of the file or fails its checksum is a record still being written: the read stops there. With `wait_s`,
+    read again until the run's closing `exit` record is in the file or `wait_s` seconds have passed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        records = _records_written_so_far(next(Path(run_dir).glob("run-*.wandb")))
+        if (records and records[-1].WhichOneof("record_type") == "exit") or time.monotonic() >= deadline:
+            return records
+        time.sleep(0.2)
+
+
+def _records_written_so_far(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2 as pb
 
-    path = next(Path(run_dir).glob("run-*.wandb"))
     data = path.read_bytes()
     if data[:4] != b":W&B":
         raise ValueError(f"{path} is not a W&B run file")
@@ -315,10 +328,13 @@ def read_run_records(run_dir: str | os.PathLike) -> list:
         if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
             pos += block - pos % block
             continue
-        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        crc, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
         if kind == 0 and n == 0:
             break
-        chunk += data[pos + 7:pos + 7 + n]
+        payload = data[pos + 7:pos + 7 + n]
+        if len(payload) < n or zlib.crc32(bytes([kind]) + payload) != crc:
+            break  # the writer has not finished this chunk yet
+        chunk += payload
         pos += 7 + n
         if kind in (1, 4):
             rec = pb.Record()
