@@ -166,5 +166,7 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller than the logging interval")
     warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
     warnings.filterwarnings("ignore", message=r".*srun.*command is available on your system.*")
+    # a resume keeps the CSV history (resume.keep_csv_history re-writes it), so "will be deleted" is not true here
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     # an RL distillation (manual optimisation) checkpoints the state after its step, which is what it resumes from
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
