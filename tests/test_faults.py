@@ -511,3 +511,24 @@ def test_landing_killed_between_kinds_resumes_to_the_same_statistics(digits_run,
     GlobalHydra.instance().clear()
     whole = landing(compose_landing(args, tmp_path / "whole"))
     assert resumed["kinds"] == whole["kinds"] and resumed["direct_minimum"] == whole["direct_minimum"]
+
+
+@pytest.mark.parametrize("sig,code,name", [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "Ctrl-C")])
+def test_stop_while_the_script_imports_its_task_is_one_line(tmp_path, sig, code, name):
+    """Found by SIGTERM at a random moment: while a script imported torch (seconds) SIGTERM killed it without
+    a word (status -15) and Ctrl-C printed an import traceback. The signal is sent once libtorch is mapped
+    into the process, i.e. surely inside the task's import, after the script's first handler is in place."""
+    script = Path(sys.executable).parent / "distillscape-distill"
+    proc = subprocess.Popen([str(script), *TINY, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if "libtorch" in maps.read_text():
+            break
+        time.sleep(0.005)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, (proc.returncode, err)
+    assert one_line(err) == (f"distillscape: stopped by {name} while starting, before any work: nothing was "
+                             f"computed or written; run the same command again")
+    assert not (tmp_path / "run").exists()
