@@ -93,6 +93,39 @@ def test_same_rerun_of_a_finished_run_writes_nothing(finished_run, monkeypatch, 
     assert tree(finished_run) == before
 
 
+# every task: what it refuses (a wrong input, another sweep's shards) it refuses before writing its job record
+@pytest.mark.parametrize("task,args,needle", [
+    ("distill", [*[a for a in TINY if not a.startswith("dataset=")], "dataset=mnist", "paths.data_dir={tmp}/nothing"],
+     "MNIST"),
+    ("distill", ["env=cartpole", "arch=simple_convnet", "logger=none"], "arch=policy_mlp"),
+    ("train", ["dataset=mnist", "paths.data_dir={tmp}/nothing"], "MNIST"),
+    ("landscape", ["distilled={run}", "sweep=line", "sweep.resolution=[5]", "logger=none"], "belongs to a different sweep"),
+    ("landscape", ["distilled={run}", "sweep=line", "sweep.resolution=[3]", "sweep.centres=[nowhere.safetensors]",
+                   "logger=none"], "nowhere.safetensors"),
+    ("landing", ["distilled={tmp}/nothing", "logger=none"], "nothing"),
+    ("landing", ["distilled={run}", "dataset=mnist", "logger=none"], "add dataset=digits"),
+    ("instances", ["distilled={tmp}/nothing", "logger=none"], "nothing"),
+    ("study", ["+study.tasks.distill=none"], "must start with distill"),
+], ids=["distill-no-data", "distill-rl-classifier-arch", "train-no-data", "landscape-another-sweep",
+        "landscape-no-such-centre", "landing-no-run", "landing-other-dataset", "instances-no-run", "study-no-distill"])
+def test_a_refusal_leaves_a_directory_holding_work_untouched(digits_run, tmp_path, monkeypatch, capsys, task, args,
+                                                              needle):
+    """The target: a directory holding a landscape job's surface (run into it first); a run of any task refused
+    there must not rewrite its .hydra/ record, config_resolved.yaml, directions or job log."""
+    target = tmp_path / "work"
+    code, err = cli("landscape", [f"distilled={digits_run}", "sweep=line", "sweep.resolution=[3]", "logger=none",
+                                  "trainer.enable_progress_bar=false", f"hydra.run.dir={target}"], monkeypatch, capsys)
+    assert code == 0, err
+    (target / "checkpoints").mkdir()  # a stopped distillation's directory, for the distill cases: no complete.json
+    before = tree(target)
+    time.sleep(0.01)  # a rewrite of the same bytes would show in the mtimes
+    fill = {"tmp": str(tmp_path), "run": str(digits_run)}
+    code, err = cli(task, [a.format(**fill) for a in args] + [f"hydra.run.dir={target}"], monkeypatch, capsys)
+    assert code == 2, err
+    assert needle in one_line(err)
+    assert tree(target) == before
+
+
 def test_marker_of_the_previous_identity_is_still_a_finished_job(finished_run):
     """complete.json written before a moved run counted as the same job (its digest held the run's own
     directory, trainer.default_root_dir): the same config in that directory is still skipped, not refused."""

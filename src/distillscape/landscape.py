@@ -287,6 +287,13 @@ def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Ten
     return path, True
 
 
+def refuse_other_sweeps(sweep_dir, fp: str) -> None:
+    """ConfigError, naming the file, if `sweep_dir` holds a shard (or a process's part of one) of a sweep
+    other than `fp`: checked before a job writes anything, so a refused job leaves the directory as it was."""
+    for path in sorted((Path(sweep_dir) / "shards").glob("shard_*_of_*.npz")):
+        finished_shard(path, fp)
+
+
 def missing_shards(sweep_dir, num_shards: int, fp: str) -> list[int]:
     return [i for i in range(num_shards) if not finished_shard(shard_path(sweep_dir, i, num_shards), fp)]
 

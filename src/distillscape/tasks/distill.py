@@ -221,12 +221,15 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     if (done := finished_metrics(cfg, out)) is not None:
         console.print(f"already complete: {out} (skip_complete=false recomputes it)")
         return done
-    if s.env is not None:
-        return distill_rl(cfg, s, start_job(cfg, out))
-    check_memory(cfg, s)
-    out = start_job(cfg, out)
+    # every refusal before the directory is touched: a bad checkpoint, a run too big, a missing dataset
     resume = resume_checkpoint(s, out)
+    if s.env is not None:
+        check_rl_trainer(s)
+        rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy
+        return distill_rl(cfg, s, start_job(cfg, out), resume)
+    check_memory(cfg, s)
     dm = build_datamodule(cfg)
+    out = start_job(cfg, out)
     logger = build_logger(cfg)  # one run for the direct baseline's curves and the distillation's
     direct = direct_baseline(cfg, s, dm, out, logger)
     module, metrics, seconds, device = run_distillation(cfg, s, dm, out, resume, logger)
@@ -422,13 +425,11 @@ def run_rl_distillation(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple
 
 
 @one_thread()
-def distill_rl(cfg: DictConfig, s: DistillJob, out: Path) -> dict[str, float]:
+def distill_rl(cfg: DictConfig, s: DistillJob, out: Path, resume: tuple[Path, int] | None) -> dict[str, float]:
     """distillscape-distill on an RL task: the PPO baseline, the distillation (RL outer objective) through
     the Trainer, the held-out test and the baselines; writes the usual run directory (distilled.*,
     direct_minimum.*, metrics.json). A stopped job resumes with ckpt_path=last, reusing its PPO baseline."""
     d, rl = s.distill, s.rl
-    check_rl_trainer(s)
-    resume = resume_checkpoint(s, out)
     test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
     ppo_actor, direct = rl_direct_baseline(cfg, s, out, test_seeds)
     module, metrics, seconds, device = run_rl_distillation(cfg, s, out, resume)

@@ -51,8 +51,8 @@ def instances(cfg: DictConfig) -> dict:
         raise ConfigError("distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
                           "output dir or distilled.safetensors>")
     s = settings(cfg)
+    run = Run.open(s.distilled)  # a wrong distilled= refused before the directory is touched
     out = start_job(cfg)
-    run = Run.open(s.distilled)
     d, meta, ic = run.distilled, run.meta, s.instances
     src = run.source
     inner_loss = run.inner_loss

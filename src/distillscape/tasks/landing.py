@@ -51,6 +51,14 @@ def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
     return run
 
 
+def open_run(path, s: LandingJob) -> Run:
+    """The run to analyse, its dataset checked against the config's (before the data is loaded)."""
+    run = Run.open(path)
+    if not run.is_rl:
+        run.check_dataset(s.dataset)
+    return run
+
+
 def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
     """What the per-kind results depend on; a finished kind is reused only when it matches."""
     weights = [run.path / "distilled.safetensors", direct_path]
@@ -122,21 +130,19 @@ def landing(cfg: DictConfig) -> dict:
     """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
-    out = start_job(cfg)
-    if s.distilled:
-        run_dir = Path(s.distilled)
-    elif s.distill_first:
-        run_dir = distill_first(cfg, s, out)
-    else:
+    if not s.distilled and not s.distill_first:
         raise ConfigError("distilled= is not set: pass the output directory of distillscape-distill "
                           "(distilled=outputs/distill/<date>/<time>), or distill_first=true to distill here first")
-    run = Run.open(run_dir)
+    if s.analysis.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
+    # a wrong distilled= or dataset refused before the directory is touched
+    run = open_run(s.distilled, s) if s.distilled else None
+    out = start_job(cfg)
+    if run is None:
+        run = open_run(distill_first(cfg, s, out), s)
     if run.is_rl:
         return rl_landing(cfg, s, run, out)
-    run.check_dataset(s.dataset)  # before the data is loaded
     a = s.analysis
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
     device = torch.device(a.device)
     dm = run.datamodule(s.dataset)
 

@@ -36,7 +36,7 @@ from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane, swept_state)
 from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, read_npz,
-                         surface_summary)
+                         refuse_other_sweeps, surface_summary)
 from ..params import Params, flatten, unflatten
 from ..plots import surface_figure
 from ..resume import fingerprint, holding
@@ -235,6 +235,18 @@ def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, c
 
 
 @dataclass
+class Planned:
+    """A surface of a job before anything of it is written (`Sweep.plan`)."""
+    label: str
+    centre: torch.Tensor
+    sweep_dir: Path
+    axes: list[torch.Tensor]
+    module: LandscapeModule
+    fp: str
+    marks: list[str]
+
+
+@dataclass
 class Sweep:
     """The surfaces of one landscape job: the same directions and costs around each centre, this job's
     shard of every grid computed by `trainer`, the surfaces written under `out`."""
@@ -248,11 +260,10 @@ class Sweep:
     logger: Any = None
     name: str | None = None  # the surfaces' directory under `out` (default: the centre's name)
 
-    def surface(self, centre_name: str) -> Path | None:
-        """One surface: compute this job's shard, merge if every shard is there. Returns surface.npz or None."""
+    def plan(self, centre_name: str) -> "Planned":
+        """One surface of this job, planned: where it goes and the fingerprint its shards must hold. Writes nothing."""
         job, ls = self.job, self.job.landscape
         label, centre = point_label(centre_name), self.points[centre_name]
-        sweep_dir = self.out / (self.name or label)
         axes = grid_axes(sweep_ranges(job.sweep, self.points, centre, self.directions), job.sweep.resolution)
         module = LandscapeModule(self.points.net, centre, self.directions, self.points.swept, self.costs,
                                  self.points.frozen, ls.batching, ls.data_batch)
@@ -262,6 +273,13 @@ class Sweep:
                                                      "experience_seed")})
         fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
+        return Planned(label, centre, self.out / (self.name or label), axes, module, fp, marks)
+
+    def surface(self, planned: "Planned") -> Path | None:
+        """One surface: compute this job's shard, merge if every shard is there. Returns surface.npz or None."""
+        job, ls = self.job, self.job.landscape
+        label, centre, sweep_dir, axes, module, fp, marks = (planned.label, planned.centre, planned.sweep_dir,
+                                                             planned.axes, planned.module, planned.fp, planned.marks)
         with holding(sweep_dir / ".sweep.lock"):  # every shard job writes this file; one at a time
             remove_temporaries(sweep_dir, recursive=False)
             self._write_directions(sweep_dir, label, centre, marks)
@@ -327,7 +345,6 @@ def landscape(cfg: DictConfig) -> list[Path]:
     L.seed_everything(s.seed, workers=True, verbose=False)
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
-    start_job(cfg, exclusive=False)  # shard jobs may share a directory; each claims its shard
     with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)
         return sweep_run(cfg, s, run)
 
@@ -341,22 +358,30 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
     per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
     costs = None if per_centre else build_costs(s, run, dm)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
-    sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir), build_logger(cfg))
-    surfaces = []
+    sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir))
+    planned: list[tuple[Sweep, Planned]] = []
     for centre in centres:
         if per_centre:
             sweep.costs = build_costs(s, run, dm, pts, centre)
-        if (path := sweep.surface(centre)) is not None:
-            surfaces.append(path)
+        planned.append((sweep, sweep.plan(centre)))
     for start, end in s.sweep.lines:  # the lines of the same job: 1-D surfaces, each in <out_dir>/<start>_to_<end>/
         line = replace(s.sweep, directions="line", centres=[start], towards=end, range=[list(s.sweep.line_range)],
                        resolution=[s.sweep.line_resolution], lines=[])
         job = replace(s, sweep=line)
-        directions, direction_names = build_directions(line, pts, start)
-        costs = build_costs(job, run, dm, pts, start) if per_centre else sweep.costs
-        along = Sweep(job, pts, directions, direction_names, costs, trainer, sweep.out, sweep.logger,
+        line_directions, line_names = build_directions(line, pts, start)
+        line_costs = build_costs(job, run, dm, pts, start) if per_centre else sweep.costs
+        along = Sweep(job, pts, line_directions, line_names, line_costs, trainer, sweep.out,
                       name=f"{point_label(start)}_to_{point_label(end)}")
-        if (path := along.surface(start)) is not None:
+        planned.append((along, along.plan(start)))
+    # before anything is written: an output directory holding another sweep's shards is refused as it is
+    for _, surface in planned:
+        refuse_other_sweeps(surface.sweep_dir, surface.fp)
+    start_job(cfg, exclusive=False)  # shard jobs may share a directory; each claims its shard
+    logger = build_logger(cfg)
+    surfaces = []
+    for owner, surface in planned:
+        owner.logger = logger
+        if (path := owner.surface(surface)) is not None:
             surfaces.append(path)
     if surfaces and trainer.is_global_zero:
         console.print(f"surfaces: {', '.join(str(p) for p in surfaces)}")

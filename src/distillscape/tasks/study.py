@@ -100,10 +100,10 @@ def stage_done(marker: Path, fp: str) -> dict | None:
 def study(cfg: DictConfig) -> dict:
     """distillscape-study: every stage in order. Returns the study log (study.json)."""
     settings(cfg)
-    root = start_job(cfg)
     stages = stage_order(cfg)
     if not stages or stage_task(cfg, stages[0]) != "distill":
         raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
+    root = start_job(cfg)
     log = {"stages": {}}
     done: list[str] = []
     for stage in stages:

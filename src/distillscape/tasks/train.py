@@ -43,8 +43,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """distillscape-train: the direct baseline alone. Returns its test metrics."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)  # a missing or corrupt dataset refused before the directory is touched
     out = start_job(cfg)
-    dm = build_datamodule(cfg)
     net = build_net(cfg, dm)
     metrics = train_direct(cfg, s, dm, net, out)
     console.print(f"direct training on {cfg.dataset.name} ({type(net).__name__}): "
