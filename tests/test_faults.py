@@ -22,9 +22,11 @@ import numpy as np
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from conftest import DIGITS_RUN_OVERRIDES, REPO, compose_cfg, make_mnist_like
 from distillscape.artifacts import read_json, read_tensors, write_tensors
+from test_config_properties import BAD_VALUES, KEYS, _typo
 
 TINY = ["dataset=digits", "arch=mlp", "distill.steps=40", "distill.val_every=20", "distill.val_inits=2",
         "distill.eval_inits=4", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
@@ -124,6 +126,45 @@ def test_a_refusal_leaves_a_directory_holding_work_untouched(digits_run, tmp_pat
     assert code == 2, err
     assert needle in one_line(err)
     assert tree(target) == before
+
+
+# the property of test_config_properties.py through the console script, into a finished run: any wrong value or
+# mistyped key is one line (or, where it does not change the job, the finished job's own result) and writes nothing
+DISTILL_KEYS = [k for t, k in KEYS if t == "distill"
+                and not k.startswith("paths.") and k != "skip_complete"]  # these two say: write elsewhere / overwrite
+
+
+@pytest.fixture(scope="module")
+def untouchable_run(digits_run, tmp_path_factory) -> tuple[Path, dict]:
+    copy = tmp_path_factory.mktemp("untouchable") / "run"
+    shutil.copytree(digits_run, copy)
+    return copy, tree(copy)
+
+
+def _bad_rerun(untouchable_run, monkeypatch, capsys, key, value, mistyped, i):
+    run, before = untouchable_run
+    override = f"{_typo(key, i)}=1" if mistyped and _typo(key, i) not in DISTILL_KEYS else f"{key}={value}"
+    t0 = time.perf_counter()
+    code, err = cli("distill", [*DIGITS_RUN_OVERRIDES, override, f"hydra.run.dir={run}"], monkeypatch, capsys)
+    assert time.perf_counter() - t0 < 10, f"{override} took {time.perf_counter() - t0:.1f} s"
+    assert code in (0, 2), (override, code, err)
+    if code == 2:
+        one_line(err)
+    assert "Traceback" not in err, err
+    assert tree(run) == before, override
+
+
+def _bad_reruns():
+    """A fresh hypothesis test of `_bad_rerun` (each test its own: settings and marks are set on the function)."""
+    return given(key=st.sampled_from(DISTILL_KEYS), value=st.sampled_from(BAD_VALUES), mistyped=st.booleans(),
+                 i=st.integers(0, 50))(_bad_rerun)
+
+
+_PER_EXAMPLE = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]  # one run, checked unchanged throughout
+test_any_bad_value_or_key_into_a_finished_run_is_one_line_and_writes_nothing = hsettings(
+    max_examples=40, deadline=None, suppress_health_check=_PER_EXAMPLE)(_bad_reruns())
+test_any_bad_value_or_key_into_a_finished_run_thorough = pytest.mark.slow(hsettings(
+    max_examples=600, deadline=None, suppress_health_check=_PER_EXAMPLE)(_bad_reruns()))
 
 
 def test_marker_of_the_previous_identity_is_still_a_finished_job(finished_run):
