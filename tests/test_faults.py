@@ -189,6 +189,17 @@ def test_mistyped_key_suggests_the_nearest_not_a_plus(tmp_path, monkeypatch, cap
     assert code == 2 and "did you mean sweep.resolution?" in line and "+sweep" not in err
 
 
+def test_a_new_entry_of_a_mapping_is_told_its_plus(tmp_path, monkeypatch, capsys):
+    """A mapping of the schema (study.tasks, study.stages) takes new entries, which Hydra adds with `+`: there
+    the `+` is the right advice (and the nearest entry, for a typo of one), not the nearest key elsewhere."""
+    code, err = cli("study", ["study.tasks.distill=none", f"hydra.run.dir={tmp_path / 'a'}"], monkeypatch, capsys)
+    line = one_line(err)
+    assert code == 2 and "+study.tasks.distill=" in line and "did you mean" not in line
+    code, err = cli("study", ["study.stages.landscpe=[]", f"hydra.run.dir={tmp_path / 'b'}"], monkeypatch, capsys)
+    line = one_line(err)
+    assert code == 2 and "did you mean study.stages.landscape?" in line and "+study.stages.landscpe=" in line
+
+
 def test_yaml_syntax_error_names_file_and_line(tmp_path, monkeypatch, capsys):
     (tmp_path / "conf" / "experiment").mkdir(parents=True)
     (tmp_path / "conf" / "experiment" / "mine.yaml").write_text("# @package _global_\ndistill:\n  steps: [1,\n")

@@ -294,9 +294,17 @@ def unknown_key_line(key: str, config_name: str, overrides: list[str]) -> str:
     try:
         cfg = compose_task(config_name, rest)
         known = sorted(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+        parent = OmegaConf.select(cfg, key.rpartition(".")[0]) if "." in key else None
     except Exception:  # noqa: BLE001 (the suggestion is a courtesy; the line below stands without it)
-        pass
+        parent = None
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if isinstance(parent, DictConfig) and parent._metadata.object_type in (None, dict):
+        # a mapping of the schema (Dict[...], e.g. study.tasks), not a settings dataclass: its entries are the user's
+        siblings = difflib.get_close_matches(key, [k for k in known if k.startswith(key.rpartition(".")[0] + ".")],
+                                             n=1, cutoff=0.6)
+        near = f"did you mean {siblings[0]}? " if siblings else ""
+        return (f"{key} is not an entry of the mapping {key.rpartition('.')[0]}: {near}a new entry is added with "
+                f"+{key}=... (only a mapping's entries take a `+`; other keys are checked against the schemas)")
     hint = f"did you mean {close[0]}?" if close else f"`distillscape-{config_name} --cfg job` lists the keys"
     return f"unknown key {key}: {hint} (keys are checked against the config's schemas; none is added by a typo)"
 
