@@ -61,8 +61,7 @@ def test_sweep_experiment_configs_sweep_what_they_say():
 
 
 def run_app(args: list[str], cwd: Path, env: dict | None = None) -> str:
-    # the console script, as users run it (joblib pickles the task by reference to its module;
-    # under `python -m` it would be __main__.main, pickled by value with unpicklable globals)
+    # the console script, as users run it (`python -m` is tested on its own below)
     proc = subprocess.run([str(Path(sys.executable).parent / "distillscape-distill"), *args], cwd=cwd,
                           env={**{k: v for k, v in os.environ.items() if k not in ("WANDB_API_KEY", "WANDB_MODE")},
                                "WANDB_SILENT": "true", **(env or {})},
@@ -105,3 +104,19 @@ def test_multirun_layout_wandb_group_and_rerun_skips_complete(tmp_path):
     out = run_app([*sweep_args, "hydra/launcher=basic"], tmp_path, env)
     assert out.count("already complete") == 2, out[-3000:]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+
+def test_a_multirun_of_python_m_ships_its_task_to_the_workers(tmp_path):
+    """`python -m distillscape.tasks.distill` makes the task's file __main__; a launcher that ships the task to
+    its workers (joblib here, submitit on SLURM) pickled that copy's functions by value with every global they
+    reach, and failed at submission ("cannot pickle 'generator' object": distill_rl's @one_thread(); for
+    instances, torch.classes). The module now runs under its own name, pickled by reference."""
+    sweep = tmp_path / "multirun"
+    proc = subprocess.run([sys.executable, "-m", "distillscape.tasks.distill", "experiment=sweep_distill",
+                           "distill.images_per_class=1", "arch=mlp", "seed=0,1", *TINY, "logger=none",
+                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for job in ("0", "1"):
+        assert read_json(sweep / job / "metrics.json")["test/onestep_acc_mean"] > 0

@@ -20,7 +20,12 @@ def _stopped_while_starting(signum, frame) -> None:
     os._exit(128 + signum)  # the status a shell gives a process that a signal ended: 143, or 130 for Ctrl-C
 
 
-def _run(task: str) -> None:
+def run(task: str) -> None:
+    """The task's console script; also what `python -m distillscape.tasks.<task>` runs. There the task's file
+    is `__main__`, and a launcher that ships the task to its workers (submitit, joblib) would pickle that copy's
+    functions by value, with every global they reach, some of which cannot be pickled (a @contextmanager's
+    generator, torch.classes): "cannot pickle 'generator' object" at submission. The module imported under its
+    own name is pickled by reference, as for the console script."""
     stops = (signal.SIGTERM, signal.SIGINT)
     previous = {s: signal.signal(s, _stopped_while_starting) for s in stops}
     module = importlib.import_module(f"distillscape.tasks.{task}")
@@ -30,28 +35,28 @@ def _run(task: str) -> None:
 
 
 def distill() -> None:
-    _run("distill")
+    run("distill")
 
 
 def train() -> None:
-    _run("train")
+    run("train")
 
 
 def landscape() -> None:
-    _run("landscape")
+    run("landscape")
 
 
 def landing() -> None:
-    _run("landing")
+    run("landing")
 
 
 def instances() -> None:
-    _run("instances")
+    run("instances")
 
 
 def report() -> None:
-    _run("report")
+    run("report")
 
 
 def study() -> None:
-    _run("study")
+    run("study")

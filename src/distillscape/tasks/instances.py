@@ -166,5 +166,6 @@ def scalar_metrics(result: dict) -> dict[str, float]:
 
 cli = console_script(main, "instances")
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
+    from .entry import run
+    run("instances")

@@ -292,5 +292,6 @@ def main(cfg: DictConfig) -> dict:
 
 cli = console_script(main, "landing")
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
+    from .entry import run
+    run("landing")

@@ -396,5 +396,6 @@ def main(cfg: DictConfig) -> list[Path]:
 
 cli = console_script(main, "landscape")
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
+    from .entry import run
+    run("landscape")

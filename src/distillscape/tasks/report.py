@@ -89,5 +89,6 @@ def main(cfg: DictConfig) -> Path:
 
 cli = console_script(main, "report")
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
+    from .entry import run
+    run("report")

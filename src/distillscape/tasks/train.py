@@ -60,5 +60,6 @@ def main(cfg: DictConfig) -> dict[str, float]:
 
 cli = console_script(main, "train")
 
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
+    from .entry import run
+    run("train")
