@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
+
+import pytest
 
 try:
     import tomllib
@@ -85,3 +88,31 @@ def test_readme_names_every_config_group():
     # `hydra/launcher` names both hydra and hydra/launcher
     missing = [g for g in groups if not re.search("`" + re.escape(g) + "[`/]", readme)]
     assert not missing, f"config groups under conf/ the README does not name: {missing}"
+
+
+def readme_commands() -> list[str]:
+    """Every `distillscape-<task> key=value ...` command the README shows, in code blocks and in the tables."""
+    readme = README.read_text()
+    in_blocks = re.findall(r"^(distillscape-\w+ .*?)(?:\s+#.*)?$", readme, re.M)
+    in_tables = re.findall(r"`(distillscape-\w+ [^`]+)`", readme)
+    return in_blocks + in_tables
+
+
+def test_every_readme_command_composes_and_passes_the_checks(tmp_path):
+    from distillscape.config import settings
+    from distillscape.errors import ConfigError
+    from distillscape.tasks.common import compose_task
+
+    commands = readme_commands()
+    assert len(commands) >= len(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
+    for command in commands:
+        # `<run>` and its kind stand for a directory the user has; composing does not open it
+        args = shlex.split(re.sub(r"<[^>]+>", str(tmp_path / "run"), command))
+        task = args[0].removeprefix("distillscape-")
+        multirun = "-m" in args
+        # a multirun's comma lists compose one job at a time: the first value stands for the sweep
+        overrides = [a.split(",")[0] if multirun and "[" not in a else a for a in args[1:] if a != "-m"]
+        try:
+            settings(compose_task(task, [f"paths.output_dir={tmp_path / 'out'}", *overrides]))
+        except ConfigError as e:  # the range checks every task makes before any work
+            pytest.fail(f"the README's {command!r} is refused: {e}")
