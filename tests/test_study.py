@@ -79,7 +79,10 @@ def test_study_rerun_resumes(study, capsys):
     log = read_json(study / "study.json")["stages"]
     assert {log[s]["status"] for s in ("distill", "landscape", "instances", "report")} == {"finished before"}
     assert (study / "distill" / "distilled.safetensors").stat().st_mtime_ns == before
-    assert "skipped, conf/nosuch.yaml does not exist" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipped, conf/nosuch.yaml does not exist" in out
+    # the prefix as written: rich read `[study]` as a style tag and printed " distill: finished before"
+    assert "[study] distill: finished before" in out and "[study] nosuch: skipped" in out, out
 
 
 @pytest.mark.browser
