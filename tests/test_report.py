@@ -290,7 +290,7 @@ def test_points_mostly_off_the_plane_are_named_not_stacked_on_the_centre():
     ax = grid.axes[0]
     labels = [h.get_label() for h in ax.get_legend().legend_handles] if ax.get_legend() else []
     assert [x.split(" ")[0] for x in ax.get_legend_handles_labels()[1]] == ["minimum", "landing"], labels
-    assert "init (97% off)" in ax.get_title()
+    assert any("init (97% off)" in t.get_text() for t in ax.texts)
 
 
 def test_trajectory_sentences_follow_the_agreement_curve():

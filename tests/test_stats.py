@@ -41,3 +41,25 @@ def test_rate_whiskers_stay_inside_zero_one():
     assert max(tops) <= 1.0 and min(bottoms) >= 0.0
     assert stats[8]["mean"] + stats[8]["std"] > 1.0  # what the std whisker did
     assert all(a > 0 for a in above[:10]) and all(b > 0 for b in below[1:])
+
+
+def test_likeness_figure_keeps_whiskers_in_range_and_its_legend_off_the_bars():
+    import torch
+
+    from distillscape.plots import STAT_GROUPS, likeness_figure
+
+    keys = [k for ks in STAT_GROUPS.values() for k in ks]
+    rates = set(next(iter(STAT_GROUPS.values())))
+
+    def kind(mean):
+        return {k: {"mean": mean if k in rates else 0.5, "std": 0.42 if k in rates else 0.1, "n": 10} for k in keys}
+
+    summary = {"distilled": kind(0.8), "random_real": kind(1.0), "noise": kind(0.0)}
+    names = [f"c{i}" for i in range(10)]
+    fig = likeness_figure(summary, torch.rand(10, 10), torch.arange(10), names, context="digits / MLP")
+    rates_ax, heat = fig.axes[0], fig.axes[3]
+    segments = [seg for coll in rates_ax.collections for seg in coll.get_segments()]
+    assert segments and max(y for seg in segments for _, y in seg) <= 1.0 + 1e-9  # whiskers: 0..1
+    assert min(y for seg in segments for _, y in seg) >= -1e-9
+    assert rates_ax.get_legend() is None and fig.legends  # one legend above the panels, none on the bars
+    assert [t.get_text() for t in heat.get_xticklabels()] == names  # the class names, not the kinds

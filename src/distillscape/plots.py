@@ -167,8 +167,8 @@ def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, c
         ax.tick_params(axis="y", labelsize=7)
     axes[0].set_ylim(0, 1.0)
     # one legend for all panels, above them: inside a panel it covered the bars
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=len(names), fontsize=8, frameon=False,
+    handles, kinds = axes[0].get_legend_handles_labels()
+    fig.legend(handles, kinds, loc="upper center", ncol=len(kinds), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.93))
     order = classes.argsort(stable=True)
     im = axes[3].imshow(cosine[order].numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
@@ -316,10 +316,12 @@ def drawn_marks(surface: dict) -> tuple[list[tuple[int, str, np.ndarray, float]]
             [m for m in marks if m[2] > OFFPLANE_DRAWN])
 
 
-def not_drawn_text(left_out) -> str:
-    """What a figure says of the marked points it leaves out."""
-    return ("not drawn, mostly off this plane: " + ", ".join(f"{n} ({off:.0%} off)" for n, _, off in left_out)
+def not_drawn_text(left_out, width: int | None = None) -> str:
+    """What a figure says of the marked points it leaves out; broken into lines of `width` characters
+    where given (a panel's title)."""
+    text = ("not drawn, mostly off this plane: " + ", ".join(f"{n} ({off:.0%} off)" for n, _, off in left_out)
             if left_out else "")
+    return textwrap.fill(text, width) if width else text
 
 
 def mark_label(name: str, offplane: float) -> str:
@@ -365,8 +367,12 @@ def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: st
             for k, name, xy, off in shown:  # C{k + 1}: a point keeps its colour in every panel
                 ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if off > 1e-3 else f"C{k + 1}",
                         mec=f"C{k + 1}", mew=2, ls="none", label=mark_label(name, off))
-            ax.set_title(f"{metric} around {s.get('centre_name', centre)}"
-                         + (f"\n{not_drawn_text(left_out)}" if left_out else ""), fontsize=9)
+            ax.set_title(f"{metric} around {s.get('centre_name', centre)}", fontsize=9)
+            if left_out:  # under the title, within the panel's width
+                ax.text(0.5, 1.02, not_drawn_text(left_out, 48), transform=ax.transAxes, ha="center",
+                        va="bottom", fontsize=6.5, color="#444")
+                ax.set_title(f"{metric} around {s.get('centre_name', centre)}",
+                             fontsize=9, pad=6 + 9 * (not_drawn_text(left_out, 48).count("\n") + 1))
             dirs = [str(d) for d in s.get("direction_names", [])]
             ax.set_xlabel(dirs[0] if dirs else "axis 0", fontsize=8)
             ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1", fontsize=8)
@@ -508,9 +514,10 @@ def _as_number(v):
 
 
 def learning_curves_figure(csv_path, title: str, path=None):
-    """A distillation's logged metrics (Lightning's csv/metrics.csv: a row per logging step, a column per
-    metric, empty where a row has no value) against the step: a panel each for losses, accuracies, the
-    learned inner learning rate and any other scalar, direct-baseline curves left out (their own axis)."""
+    """A distillation's logged curves (Lightning's csv/metrics.csv: a row per logging step, a column per
+    metric, empty where a row has no value) against the step: a panel each for losses, accuracies (a mean
+    over inits with its min..max band), the learned inner learning rate and any other curve; the
+    direct-baseline curves left out (their own axis)."""
     import csv
 
     with open(csv_path, newline="") as f:
@@ -531,23 +538,32 @@ def learning_curves_figure(csv_path, title: str, path=None):
                 xs, ys = series.setdefault(key, ([], []))
                 xs.append(float(step))
                 ys.append(v)
+    # curves only: metrics logged at least twice (the test and baseline numbers, logged once at the end, are
+    # in the tables), and a mean's spread as a band around it rather than lines of its own
+    spread = {k: series.pop(k) for k in list(series) if k.endswith(("_std", "_min", "_max", "_inits"))}
+    series = {k: v for k, v in series.items() if len(v[0]) >= 2}
     panels = {"losses": [k for k in series if "loss" in k.rsplit("/", 1)[-1]],
               "accuracies": [k for k in series if "acc" in k.rsplit("/", 1)[-1]],
               "inner learning rate": [k for k in series if "lr" in k.rsplit("/", 1)[-1]]}
     used = {k for keys in panels.values() for k in keys}
-    panels["other"] = [k for k in series if k not in used and not k.startswith(("train/peak", "train/seconds"))]
+    panels["other"] = [k for k in series if k not in used]
     panels = {name: keys for name, keys in panels.items() if keys}
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.6), squeeze=False)
     for ax, (name, keys) in zip(axes[0], panels.items()):
         for key in keys:
             xs, ys = series[key]
-            ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, label=key)
+            line, = ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, label=key)
+            base = key.removesuffix("_mean")
+            lo, hi = spread.get(f"{base}_min"), spread.get(f"{base}_max")
+            if key.endswith("_mean") and lo and hi and lo[0] == xs and hi[0] == xs:
+                ax.fill_between(xs, lo[1], hi[1], color=line.get_color(), alpha=0.15, lw=0,
+                                label=f"{base} min..max over inits")
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("outer step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
     if not panels:
-        axes[0, 0].text(0.5, 0.5, "no metric rows in metrics.csv", ha="center", va="center")
+        axes[0, 0].text(0.5, 0.5, "no metric logged more than once in metrics.csv", ha="center", va="center")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     if path is not None:

@@ -364,7 +364,8 @@ CAPTIONS = {
                   "frames) and in the direct model's feature space (green frames). A neighbour's class is "
                   "red when it is not the distilled image's class. Read: same-class neighbours mean the image "
                   "sits among real images of its class.",
-    "likeness": "Likeness statistics (bar: mean, whisker: std over images) of the distilled batch against "
+    "likeness": "Likeness statistics (bar: mean over images; whisker: for a rate its 95% Wilson interval, which "
+                "stays within 0..1, else the std) of the distilled batch against "
                 "random real images and noise, which set the scale; right: every distilled image's cosine to "
                 "each real class mean (rows sorted by label; red: similar). Read: distilled bars near the real "
                 "ones and far from noise mean real-looking images.",
@@ -1058,10 +1059,13 @@ def _links(files: list[Path], out_dir: Path | None) -> list[dict]:
     import os
 
     out = []
+    names = [Path(f).name for f in files]
     for f in files:
         href = Path(os.path.relpath(Path(f).resolve(), Path(out_dir).resolve())).as_posix() if out_dir else \
             Path(f).resolve().as_uri()
-        out.append({"href": href, "name": Path(f).name})
+        # two centres' surface.npz: named with their directory
+        name = Path(f).name if names.count(Path(f).name) == 1 else f"{Path(f).parent.name}/{Path(f).name}"
+        out.append({"href": href, "name": name})
     return out
 
 
