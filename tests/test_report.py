@@ -291,6 +291,9 @@ def test_points_mostly_off_the_plane_are_named_not_stacked_on_the_centre():
     labels = [h.get_label() for h in ax.get_legend().legend_handles] if ax.get_legend() else []
     assert [x.split(" ")[0] for x in ax.get_legend_handles_labels()[1]] == ["minimum", "landing"], labels
     assert any("init (97% off)" in t.get_text() for t in ax.texts)
+    s["marked_offplane"] = np.array([0.0, 0.9, 0.97])  # one point left to draw: still named, in a legend
+    one = surface_3d(s, "around minimum")
+    assert [t.name for t in one.data if t.type == "scatter3d"] == ["minimum", "minimum"] and one.layout.showlegend
 
 
 def test_trajectory_sentences_follow_the_agreement_curve():

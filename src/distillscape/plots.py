@@ -433,6 +433,7 @@ def surface_3d(surface: dict, title: str):
     fig.update_layout(
         title={"text": title + (f"<br><sub>{not_drawn_text(left_out)}</sub>" if left_out else ""), "font": {"size": 13}},
         height=600, margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        showlegend=bool(shown),  # plotly shows no legend for a single named trace: one marked point kept its name
         legend={"x": 0.0, "y": 0.0, "xanchor": "left", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
         # the camera further out than plotly's default (1.25, 1.25, 1.25): there the titles of the two
         # bottom axes ran out of the figure

@@ -954,7 +954,7 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
                     f"({', '.join(loaded)}), a column per cost, one colour scale per column (log10 for losses), so "
                     "rows compare by colour. Filled markers lie in the plane; hollow ones are projections of "
                     "points off it (legend: the share of the point's offset from the centre that lies off the plane); "
-                    "a point more than half off the plane is not drawn and named in the panel's title.",
+                    "a point more than half off the plane is not drawn but named under the panel's title.",
                     f"{g.key} (drawn by the report)", list(g.surfaces.values()))])
             for c, p in g.surfaces.items():
                 if str(p) in made.interactive:
