@@ -83,7 +83,7 @@ def inspect_page(page: Path, screenshot: Path, settle_ms: int = 1500) -> dict:
                   links: links,
                   dangling: links.filter(h => !h.startsWith('#') || !document.getElementById(h.slice(1))),
                   // a command line wider than its box runs off the page (it is to wrap)
-                  overflowing: [...document.querySelectorAll('pre.cmd')].filter(p => p.scrollWidth > p.clientWidth + 1).length,
+                  overflowing: [...document.querySelectorAll('pre')].filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1).length,
                   commands: document.querySelectorAll('pre.cmd').length,
                 };
             }""")
