@@ -421,7 +421,7 @@ def surface_3d(surface: dict, title: str):
                 x, y = float(np.asarray(xy, float)[0]), float(np.asarray(xy, float)[1])
                 fig.add_trace(go.Scatter3d(
                     x=[x], y=[y], z=at([[x, y]]), mode="markers", visible=i == 0, name=mark_label(name, off),
-                    marker={"size": 6, "color": MARK_COLORS[k % len(MARK_COLORS)],
+                    marker={"size": 8, "color": MARK_COLORS[k % len(MARK_COLORS)],
                             "symbol": "circle-open" if off > 1e-3 else "circle", "line": {"width": 2, "color": "black"}},
                     hovertemplate=f"{mark_label(name, off)}<br>%{{x:.3g}}, %{{y:.3g}}: %{{z:.4g}}<extra></extra>"))
                 visible.append(metric)

@@ -4,7 +4,8 @@ table of every metric, the distilled artifact; other loggers: the scalar metrics
 
 Besides reading the runs (`report`), it draws what the page shows but no run drew (`plots`): each
 landscape job's surfaces as one grid with a colour scale per cost, each surface as an interactive 3-D
-figure and as VTK files for ParaView, and a multirun's headline metric against its swept setting."""
+figure and as VTK files for ParaView, a distillation's learning curves (its csv/metrics.csv, logger=csv), and a
+multirun's headline metric against its swept setting."""
 from __future__ import annotations
 
 import json
