@@ -82,6 +82,9 @@ def inspect_page(page: Path, screenshot: Path, settle_ms: int = 1500) -> dict:
                                            && d.querySelector('.updatemenu-container, .legend, .gl-container')).length,
                   links: links,
                   dangling: links.filter(h => !h.startsWith('#') || !document.getElementById(h.slice(1))),
+                  // a command line wider than its box runs off the page (it is to wrap)
+                  overflowing: [...document.querySelectorAll('pre')].filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1).length,
+                  commands: document.querySelectorAll('pre.cmd').length,
                 };
             }""")
             tab.screenshot(path=str(screenshot), full_page=False)
@@ -111,5 +114,6 @@ def check_report(page: Path, tmp_path: Path, min_images: int = 1, min_plots: int
     assert got["images"] >= min_images and got["decoded"] == got["images"], got
     assert got["plots"] >= min_plots and got["drawn"] == got["plots"], got
     assert got["links"] and got["dangling"] == [], got
+    assert got["overflowing"] == 0, got
     assert shot.exists() and shot.stat().st_size > 10_000
     return got

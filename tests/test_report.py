@@ -258,15 +258,42 @@ def test_interactive_surface_switches_costs_and_marks_points_on_it():
     s = synthetic_surface()
     fig = surface_3d(s, "digits / MLP / run: around minimum")
     kinds = [t.type for t in fig.data]
-    assert kinds == ["surface", "scatter3d", "surface", "scatter3d"]
+    assert kinds == ["surface", "scatter3d", "scatter3d", "surface", "scatter3d", "scatter3d"]  # a trace per point
     buttons = fig.layout.updatemenus[0].buttons
     assert [b.label for b in buttons] == ["train/loss", "train/acc"]
-    assert buttons[1].args[0]["visible"] == [False, False, True, True]
-    marks = fig.data[1]
+    assert buttons[1].args[0]["visible"] == [False, False, False, True, True, True]
+    minimum, landing = fig.data[1], fig.data[2]
     # a mark on a grid point sits at that point's value (log10 for a loss)
-    assert marks.z[0] == pytest.approx(np.log10(s["train/loss"][2, 3])) and marks.z[1] == pytest.approx(np.log10(s["train/loss"][3, 6]))
-    assert marks.text[0] == "minimum" and marks.text[1] == "landing (projected; 35% off-plane)"
+    assert minimum.z[0] == pytest.approx(np.log10(s["train/loss"][2, 3]))
+    assert landing.z[0] == pytest.approx(np.log10(s["train/loss"][3, 6]))
+    # named in the legend, not by text labels beside the points (which overlapped when points were close)
+    assert minimum.name == "minimum" and landing.name == "landing (projected; 35% off-plane)"
+    assert minimum.mode == "markers" and minimum.text is None and minimum.showlegend is not False
     assert "digits / MLP" in fig.layout.title.text
+    assert "not drawn" not in fig.layout.title.text
+
+
+def test_points_mostly_off_the_plane_are_named_not_stacked_on_the_centre():
+    """A point whose offset from the centre lies mostly off the plane projects near the centre (all of them,
+    on random planes): drawn there it looked like the centre. It is left out and named in the title."""
+    from distillscape.plots import OFFPLANE_DRAWN, surface_3d, surface_grid_figure
+
+    s = synthetic_surface()
+    s["marked_names"] = np.array(["minimum", "landing", "init"])
+    s["marked_coords"] = np.array([[0.0, 0.0], [0.5, 0.1], [0.01, -0.02]])
+    s["marked_offplane"] = np.array([0.0, 0.35, 0.97])
+    assert 0.35 <= OFFPLANE_DRAWN < 0.97
+    fig = surface_3d(s, "around minimum")
+    names = [t.name for t in fig.data if t.type == "scatter3d"]
+    assert not any(n.startswith("init") for n in names) and "init (97% off)" in fig.layout.title.text
+    grid = surface_grid_figure({"minimum": s}, ["train/loss"], "grid")
+    ax = grid.axes[0]
+    labels = [h.get_label() for h in ax.get_legend().legend_handles] if ax.get_legend() else []
+    assert [x.split(" ")[0] for x in ax.get_legend_handles_labels()[1]] == ["minimum", "landing"], labels
+    assert any("init (97% off)" in t.get_text() for t in ax.texts)
+    s["marked_offplane"] = np.array([0.0, 0.9, 0.97])  # one point left to draw: still named, in a legend
+    one = surface_3d(s, "around minimum")
+    assert [t.name for t in one.data if t.type == "scatter3d"] == ["minimum", "minimum"] and one.layout.showlegend
 
 
 def test_trajectory_sentences_follow_the_agreement_curve():
@@ -309,3 +336,100 @@ def test_missing_and_stale_sweeps_are_marked_not_shown(tmp_path):
     page = render([r], "crashed")
     assert "Missing or failed parts" in page and "surface minimum: missing" in page
     assert "shard_0000_of_0002" not in page
+
+
+def _write_surface(run: Path) -> Path:
+    """A landscape run directory with one swept plane, as the landscape task leaves its surface.npz."""
+    (run / "minimum").mkdir(parents=True, exist_ok=True)
+    np.savez(run / "minimum" / "surface.npz", **synthetic_surface())
+    return run
+
+
+@pytest.fixture(scope="module")
+def surface_report(tmp_path_factory) -> Path:
+    from distillscape.tasks.report import main
+
+    base = tmp_path_factory.mktemp("surface_report")
+    land = _write_surface(base / "landscape")
+    return main(compose_cfg("report", [f"runs=[{land}]", "logger=none"], base / "report"))
+
+
+def test_report_with_a_3d_surface_inlines_the_small_plotly_bundle(surface_report):
+    """4.8 of the report's 5.7 MB was the full plotly.js; the 3-D partial bundle draws every trace it uses."""
+    page = surface_report.read_text()
+    assert page.count("Plotly.newPlot") == 1 and "plotly.js (gl3d - minified)" in page
+    assert len(page.encode()) < 2_300_000, len(page.encode())
+    from distillscape.report import plotly_js
+
+    from plotly.offline import get_plotlyjs
+
+    assert len(plotly_js()) < 0.45 * len(get_plotlyjs())  # the bundle inlined is not the full one
+    # the surface's 3-D figure links the files it shows: its surface.npz and its ParaView file
+    hrefs = re.findall(r'<a href="([^"#][^"]*)">', page)
+    assert "../landscape/minimum/surface.npz" in hrefs and any(h.startswith("vtk/") for h in hrefs), hrefs
+    assert all((surface_report.parent / h).is_file() for h in hrefs), hrefs
+
+
+@pytest.mark.browser
+def test_the_small_plotly_bundle_draws_the_3d_surface_in_chromium(browser_ready, surface_report, tmp_path):  # noqa: F811
+    check_report(surface_report, tmp_path, min_images=1, min_plots=1)
+
+
+def test_study_report_has_its_command_curves_data_links_and_class_coverage(tiny_run, tiny_instances, tmp_path):  # noqa: F811
+    """The report of a study's stages: the study's command at the top, the distillation's learning curves
+    (Lightning's csv/metrics.csv), each figure linked to its data files, and what 'its class' means."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from distillscape.tasks.report import main
+
+    study = tmp_path / "study"
+    shutil.copytree(tiny_run, study / "distill")
+    shutil.copytree(tiny_instances, study / "instances")
+    (study / ".hydra").mkdir()
+    (study / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"task_name": "study", "seed": 0}))
+    (study / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["experiment=study_digits", "study.arch=mlp"]))
+    logger = CSVLogger(save_dir=str(study / "distill"), name="csv", version="")
+    for step in range(0, 30, 5):
+        logger.log_metrics({"train/outer_loss": 2.3 - step / 30, "train/inner_lr": 0.02 + step / 1000}, step=step)
+        if step % 10 == 0:
+            logger.log_metrics({"val/onestep_acc_mean": 0.1 + step / 50}, step=step)
+    logger.save()
+    page = main(compose_cfg("report", [f"runs=[{study / 'distill'},{study / 'instances'}]", "logger=none"],
+                            study / "report")).read_text()
+    top = page.split("<nav class=toc")[0]
+    assert "<pre class=cmd>distillscape-study experiment=study_digits study.arch=mlp</pre>" in top
+    assert "Learning curves of the distillation" in page and (study / "report" / "figures" / "curves_distill.png").exists()
+    hrefs = re.findall(r'<a href="([^"#][^"]*)">', page)
+    import os
+
+    source = json.loads((study / "instances" / "instances.json").read_text())["source"]  # the batch it pages
+    batch = Path(os.path.relpath(Path(source) / "distilled.safetensors", study / "report")).as_posix()
+    for want in ("../distill/csv/metrics.csv", batch, "../instances/instances.json"):
+        assert want in hrefs, (want, hrefs)
+    assert all((study / "report" / h).is_file() for h in hrefs), hrefs
+    assert "soft label&#39;s most likely class" in page or "soft label's most likely class" in page
+    # which classes the batch covers, computed from its per-image labels and the batch's classes
+    inst = json.loads((study / "instances" / "instances.json").read_text())
+    classes = json.loads((Path(inst["source"]) / "distilled.json").read_text())["classes"]
+    missing = [c for c in classes if c not in {p["label"] for p in inst["per_image"]}]
+    if missing:
+        assert f"No distilled image stands for class{'es' if len(missing) > 1 else ''} {', '.join(missing)}" in page
+    else:
+        assert f"Every class has a distilled image that stands for it" in page
+    # command lines wrap instead of running off the page
+    assert re.search(r"pre\.cmd\{[^}]*white-space:pre-wrap", page)
+
+
+def test_class_coverage_names_the_classes_no_image_stands_for():
+    from distillscape.report import class_coverage_summary
+
+    names = [str(c) for c in range(10)]
+    labels = [c for c in names if c not in ("1", "8")] + ["3", "3"]  # 10 images, two of class 3, none of 1 or 8
+    eye = np.eye(10) * 20
+    eye[1, 1], eye[1, 7], eye[8, 8], eye[8, 3] = 2, 18, 4, 16  # one step rarely gets 1 or 8 right
+    inst = {"per_image": [{"index": i, "label": c} for i, c in enumerate(labels)],
+            "confusion_matrices": {"direct model": np.eye(10).tolist(),
+                                   "3 one-step models, pooled (acc 0.8)": eye.tolist()}}
+    line, = class_coverage_summary(inst)
+    assert line.startswith("No distilled image stands for classes 1, 8") and "8 of 10 classes" in line
+    assert "1: 0.10, 8: 0.20" in line and "against 1.00 on the other classes" in line

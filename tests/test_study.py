@@ -37,13 +37,32 @@ TINY = ["study.arch=mlp",
                                               "landscape.train_subsample=200"])]
 
 
+SAID: list[str] = []  # what the first run of the study printed
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
+    import contextlib
+    import io
+
     from distillscape.tasks.study import study
 
     out = tmp_path_factory.mktemp("study")
-    study(compose_cfg("study", TINY, out))
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # not a terminal: progress lines, no bars
+        study(compose_cfg("study", TINY, out))
+    SAID[:] = said.getvalue().splitlines()
     return out
+
+
+def test_every_stage_says_when_it_starts_and_ends(study):
+    """A study printed nothing while a stage ran (8 minutes of distillation without a line)."""
+    ran = [s for s, e in read_json(study / "study.json")["stages"].items() if e["status"] == "ran"]
+    for stage in ran:
+        assert any(line.startswith("[study] ") and f" {stage}" in line and ": started, " in line for line in SAID), stage
+        assert any(line.startswith(f"[study] {stage}: done in ") for line in SAID), (stage, SAID[-40:])
+    # the distillation's Trainer reports its outer steps as it goes (a line every N steps without a terminal)
+    assert any(line.startswith("outer steps ") and "/20" in line for line in SAID)
 
 
 def test_study_runs_every_installed_stage_in_one_dir(study):
@@ -79,7 +98,10 @@ def test_study_rerun_resumes(study, capsys):
     log = read_json(study / "study.json")["stages"]
     assert {log[s]["status"] for s in ("distill", "landscape", "instances", "report")} == {"finished before"}
     assert (study / "distill" / "distilled.safetensors").stat().st_mtime_ns == before
-    assert "skipped, conf/nosuch.yaml does not exist" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipped, conf/nosuch.yaml does not exist" in out
+    # the prefix as written: rich read `[study]` as a style tag and printed " distill: finished before"
+    assert "[study] distill: finished before" in out and "[study] nosuch: skipped" in out, out
 
 
 @pytest.mark.browser

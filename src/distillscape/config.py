@@ -631,6 +631,7 @@ class StudyConfig:
     arch: str = "simple_convnet"
     logger: str = "none"               # every stage's logger: csv | tensorboard | wandb | none
     force: bool = False                # rerun stages that already finished
+    progress_every_s: float = 60.0     # without a terminal: a "still running" line after this many silent seconds (0: none)
     tasks: Dict[str, str] = field(default_factory=dict)  # stage -> task it runs, where they differ; the report runs last
     stages: Dict[str, List[str]] = field(default_factory=lambda: {
         "distill": ["dataset=${study.dataset}", "arch=${study.arch}", "logger=${study.logger}", "seed=${seed}"],
@@ -645,6 +646,7 @@ class StudyConfig:
         _choice("study.dataset", self.dataset, DATASETS)
         _choice("study.arch", self.arch, tuple(ARCH_SCHEMAS))
         _choice("study.logger", self.logger, ("none", *LOGGER_SCHEMAS))
+        _at_least("study.progress_every_s", self.progress_every_s, 0)
         for stage, task in self.tasks.items():
             _choice(f"study.tasks.{stage}", task, STUDY_TASKS)
             if stage not in self.stages:

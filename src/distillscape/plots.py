@@ -3,6 +3,7 @@ backend: no display needed)."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,7 @@ import torch  # noqa: E402
 from .artifacts import atomic_write  # noqa: E402
 from .data import to_pixels  # noqa: E402
 from .inner import label_distribution  # noqa: E402
+from .stats import wilson_interval  # noqa: E402
 
 
 def _lr_text(lrs) -> str:
@@ -124,11 +126,15 @@ def neighbours_figure(distilled_pix: torch.Tensor, real_pix: torch.Tensor, real_
                     s.set_edgecolor("C0" if j == 0 else "C2")
     axes[0, 0].set_title("distilled", fontsize=7)
     height = fig.get_figheight()
-    fig.suptitle(_titled(context, f"nearest real training images: pixel space (blue frames {k}), "
-                          f"direct-model features (green frames {k})"), fontsize=9, y=1 - 0.1 / height)
+    # broken into lines that fit the figure's width: on one line it ran past both edges of a narrow figure
+    title = textwrap.fill(_titled(context, f"nearest real training images: the {k} nearest in pixel space "
+                                           f"(blue frames), then the {k} nearest in direct-model features "
+                                           f"(green frames)"), width=max(30, int(fig.get_figwidth() * 72 / (9 * 0.6))))
+    lines = title.count("\n") + 1
+    fig.suptitle(title, fontsize=9, y=1 - 0.1 / height)
     # fixed margins: tight_layout over this many axes costs seconds
-    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.99, bottom=0.05 / height, top=1 - 0.55 / height,
-                        wspace=0.12, hspace=0.3)
+    fig.subplots_adjust(left=0.6 / fig.get_figwidth(), right=0.99, bottom=0.05 / height,
+                        top=1 - (0.4 + 0.16 * lines) / height, wspace=0.12, hspace=0.3)
     return fig
 
 
@@ -145,19 +151,25 @@ def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, c
                     names: list[str], context: str = ""):
     """Bar charts of every likeness statistic for distilled / random real / noise batches (mean +- std
     over images), and the distilled images' cosine to every class mean."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [1.6, 1, 1, 1.3]})
-    for ax, (title, keys) in zip(axes, STAT_GROUPS.items()):
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.2), gridspec_kw={"width_ratios": [1.6, 1, 1, 1.3]})
+    for g, (ax, (title, keys)) in enumerate(zip(axes, STAT_GROUPS.items())):
         width = 0.8 / len(summary)
         for j, (kind, stats) in enumerate(summary.items()):
             xs = [i + (j - (len(summary) - 1) / 2) * width for i in range(len(keys))]
-            ax.bar(xs, [stats[k]["mean"] for k in keys], width, yerr=[stats[k]["std"] for k in keys],
-                   color=KIND_COLORS.get(kind, f"C{j}"), label=f"{kind} (n={stats[keys[0]]['n']})", capsize=2)
+            means = [stats[k]["mean"] for k in keys]
+            # a rate's whisker: its 95% Wilson interval, inside [0, 1]; mean ± std of 0/1 values ran past 1
+            yerr = (rate_whiskers([stats[k] for k in keys]) if g == 0 else [stats[k]["std"] for k in keys])
+            ax.bar(xs, means, width, yerr=yerr, color=KIND_COLORS.get(kind, f"C{j}"),
+                   label=f"{kind} (n={stats[keys[0]]['n']})", capsize=2)
         ax.set_xticks(range(len(keys)))
         ax.set_xticklabels([k.replace("_", "\n", 2) for k in keys], fontsize=6)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title + (" ± 95% interval" if g == 0 else " ± std"), fontsize=9)
         ax.tick_params(axis="y", labelsize=7)
-    axes[0].legend(fontsize=7)
-    axes[0].set_ylim(0, 1.1)  # a rate's std bar past 1 says nothing
+    axes[0].set_ylim(0, 1.0)
+    # one legend for all panels, above them: inside a panel it covered the bars
+    handles, kinds = axes[0].get_legend_handles_labels()
+    fig.legend(handles, kinds, loc="upper center", ncol=len(kinds), fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.93))
     order = classes.argsort(stable=True)
     im = axes[3].imshow(cosine[order].numpy(), aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
     axes[3].set_xticks(range(len(names)))
@@ -168,8 +180,19 @@ def likeness_figure(summary: dict[str, dict[str, dict]], cosine: torch.Tensor, c
     fig.colorbar(im, ax=axes[3], fraction=0.05)
     if context:
         fig.suptitle(_titled(context, "likeness to real data"), fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.88))  # room for the title and the legend above the panels
     return fig
+
+
+def rate_whiskers(stats: list[dict]) -> np.ndarray:
+    """[2, len(stats)] error bar lengths (below, above the mean) of rates given as {"mean", "n"}: each its
+    95% Wilson interval (stats.wilson_interval), so that no whisker leaves [0, 1]."""
+    out = np.zeros((2, len(stats)))
+    for i, st in enumerate(stats):
+        n, mean = st["n"], st["mean"]
+        lo, hi = wilson_interval(mean * n, n)
+        out[:, i] = (max(0.0, mean - lo), max(0.0, hi - mean)) if math.isfinite(lo) else (0.0, 0.0)
+    return out
 
 
 def confusion_figure(matrices: dict[str, torch.Tensor], names: list[str], context: str = ""):
@@ -236,13 +259,16 @@ def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool 
                      surface.get("marked_offplane", [])))
     dirs = [str(d) for d in surface.get("direction_names", [])]
     fig, ax = plt.subplots(figsize=(5.2, 4.2))
+    left_out = []
     if values.ndim == 2:
         a, b = surface["axis0"], surface["axis1"]
         cs = ax.contourf(a, b, (np.log10(values) if logged else values).T, levels=30, cmap="viridis")
         fig.colorbar(cs, ax=ax, label=f"log10 {metric}" if logged else metric)
-        for k, (name, xy, off) in enumerate(marks):
+        shown, left_out = drawn_marks(surface)
+        for k, name, xy, off in shown:
             ax.plot(xy[0], xy[1], marker="o", ms=7, mfc="none" if off > 1e-3 else f"C{k + 1}",
-                    mec=f"C{k + 1}", ls="none", label=f"{name}" + (" (projected)" if off > 1e-3 else ""))
+                    mec=f"C{k + 1}", ls="none", label=mark_label(name, off))
+        marks = [m[1:] for m in shown]
         ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1")
     else:
         a = surface["axis0"]
@@ -255,7 +281,8 @@ def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool 
     ax.set_xlabel(dirs[0] if dirs else "axis 0")
     if marks:
         ax.legend(fontsize=7)
-    ax.set_title(_titled(context, f"{metric} around {surface.get('centre_name', 'centre')}"), fontsize=9)
+    ax.set_title(_titled(context, f"{metric} around {surface.get('centre_name', 'centre')}")
+                 + (f"\n{not_drawn_text(left_out)}" if left_out else ""), fontsize=9)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
@@ -273,6 +300,28 @@ def _surface_values(surface: dict, metric: str) -> tuple[np.ndarray, bool]:
 def _marks(surface: dict) -> list[tuple[str, np.ndarray, float]]:
     return list(zip([str(n) for n in surface.get("marked_names", [])], surface.get("marked_coords", []),
                     [float(o) for o in surface.get("marked_offplane", [])]))
+
+
+# a marked point with more than this share of its offset from the centre off the plane is not drawn: its
+# projection tells little of where it is and nears the centre as the share nears 1 (off-plane points of
+# random planes all sat on the centre's marker); the figure names it instead (`not_drawn_text`)
+OFFPLANE_DRAWN = 0.5
+
+
+def drawn_marks(surface: dict) -> tuple[list[tuple[int, str, np.ndarray, float]], list[tuple[str, np.ndarray, float]]]:
+    """The marked points drawn on a plane (in it, or near it), each with its index among all marked points
+    (its colour), and those left out (mostly off it)."""
+    marks = _marks(surface)
+    return ([(k, *m) for k, m in enumerate(marks) if m[2] <= OFFPLANE_DRAWN],
+            [m for m in marks if m[2] > OFFPLANE_DRAWN])
+
+
+def not_drawn_text(left_out, width: int | None = None) -> str:
+    """What a figure says of the marked points it leaves out; broken into lines of `width` characters
+    where given (a panel's title)."""
+    text = ("not drawn, mostly off this plane: " + ", ".join(f"{n} ({off:.0%} off)" for n, _, off in left_out)
+            if left_out else "")
+    return textwrap.fill(text, width) if width else text
 
 
 def mark_label(name: str, offplane: float) -> str:
@@ -314,15 +363,21 @@ def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: st
                     ax.legend(fontsize=6, loc="upper right", framealpha=0.7)
                 continue
             cs = ax.contourf(s["axis0"], s["axis1"], values.T, levels=levels, cmap="viridis")
-            for k, (name, xy, off) in enumerate(_marks(s)):
-                ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if off > 1e-3 else f"C{k + 1}", mec=f"C{k + 1}",
-                        mew=2, ls="none", label=mark_label(name, off))
+            shown, left_out = drawn_marks(s)
+            for k, name, xy, off in shown:  # C{k + 1}: a point keeps its colour in every panel
+                ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if off > 1e-3 else f"C{k + 1}",
+                        mec=f"C{k + 1}", mew=2, ls="none", label=mark_label(name, off))
             ax.set_title(f"{metric} around {s.get('centre_name', centre)}", fontsize=9)
+            if left_out:  # under the title, within the panel's width
+                ax.text(0.5, 1.02, not_drawn_text(left_out, 48), transform=ax.transAxes, ha="center",
+                        va="bottom", fontsize=6.5, color="#444")
+                ax.set_title(f"{metric} around {s.get('centre_name', centre)}",
+                             fontsize=9, pad=6 + 9 * (not_drawn_text(left_out, 48).count("\n") + 1))
             dirs = [str(d) for d in s.get("direction_names", [])]
             ax.set_xlabel(dirs[0] if dirs else "axis 0", fontsize=8)
             ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1", fontsize=8)
             ax.tick_params(labelsize=7)
-            if _marks(s):
+            if shown:
                 ax.legend(fontsize=6, loc="upper right", framealpha=0.7)
         if cs is not None:
             logged = any(lg for _, lg in grids.values())
@@ -351,32 +406,39 @@ def surface_3d(surface: dict, title: str):
     a, b = np.asarray(surface["axis0"], float), np.asarray(surface["axis1"], float)
     dirs = [str(d) for d in surface.get("direction_names", [])] or ["axis 0", "axis 1"]
     fig, visible = go.Figure(), []
+    shown, left_out = drawn_marks(surface)
     for i, metric in enumerate(metrics):
         values, logged = _surface_values(surface, metric)
         label = f"log10 {metric}" if logged else metric
         fig.add_trace(go.Surface(x=a, y=b, z=values.T, colorscale="Viridis", name=label, visible=i == 0,
                                  colorbar={"title": {"text": label}}, hovertemplate="%{x:.3g}, %{y:.3g}: %{z:.4g}"))
         visible.append(metric)
-        marks = _marks(surface)
-        if marks:
+        if shown:
             finite = np.where(np.isfinite(values), values, np.nanmax(np.where(np.isfinite(values), values, -np.inf)))
             at = RegularGridInterpolator((a, b), finite, bounds_error=False, fill_value=None)
-            xy = np.array([m[1][:2] for m in marks], dtype=float)
-            fig.add_trace(go.Scatter3d(
-                x=xy[:, 0], y=xy[:, 1], z=at(xy), mode="markers+text", visible=i == 0,
-                text=[mark_label(n, off) for n, _, off in marks], textposition="top center",
-                marker={"size": 6, "color": [MARK_COLORS[k % len(MARK_COLORS)] for k in range(len(marks))],
-                        "line": {"width": 2, "color": "black"}},
-                name=f"marked points ({metric})", showlegend=False))
-            visible.append(metric)
+            for k, name, xy, off in shown:
+                # a legend entry per point, not a text label beside it: labels of nearby points overlapped
+                x, y = float(np.asarray(xy, float)[0]), float(np.asarray(xy, float)[1])
+                fig.add_trace(go.Scatter3d(
+                    x=[x], y=[y], z=at([[x, y]]), mode="markers", visible=i == 0, name=mark_label(name, off),
+                    marker={"size": 8, "color": MARK_COLORS[k % len(MARK_COLORS)],
+                            "symbol": "circle-open" if off > 1e-3 else "circle", "line": {"width": 2, "color": "black"}},
+                    hovertemplate=f"{mark_label(name, off)}<br>%{{x:.3g}}, %{{y:.3g}}: %{{z:.4g}}<extra></extra>"))
+                visible.append(metric)
     buttons = [{"label": m, "method": "update",
                 "args": [{"visible": [v == m for v in visible]},
                          {"scene.zaxis.title.text": f"log10 {m}" if _surface_values(surface, m)[1] else m}]}
                for m in metrics]
     first = metrics[0] if metrics else ""
     fig.update_layout(
-        title={"text": title, "font": {"size": 13}}, height=560, margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        scene={"xaxis": {"title": {"text": dirs[0]}}, "yaxis": {"title": {"text": dirs[1] if len(dirs) > 1 else "axis 1"}},
+        title={"text": title + (f"<br><sub>{not_drawn_text(left_out)}</sub>" if left_out else ""), "font": {"size": 13}},
+        height=600, margin={"l": 10, "r": 10, "t": 60, "b": 10},
+        showlegend=bool(shown),  # plotly shows no legend for a single named trace: one marked point kept its name
+        legend={"x": 0.0, "y": 0.0, "xanchor": "left", "yanchor": "bottom", "bgcolor": "rgba(255,255,255,0.8)"},
+        # the camera further out than plotly's default (1.25, 1.25, 1.25): there the titles of the two
+        # bottom axes ran out of the figure
+        scene={"camera": {"eye": {"x": 1.55, "y": 1.55, "z": 1.05}},
+               "xaxis": {"title": {"text": dirs[0]}}, "yaxis": {"title": {"text": dirs[1] if len(dirs) > 1 else "axis 1"}},
                "zaxis": {"title": {"text": (f"log10 {first}" if first and _surface_values(surface, first)[1] else first)}}},
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.0,
                       "yanchor": "top", "showactive": True}] if len(metrics) > 1 else [])
@@ -450,3 +512,61 @@ def _as_number(v):
         return float(v)
     except (TypeError, ValueError):
         return v
+
+
+def learning_curves_figure(csv_path, title: str, path=None):
+    """A distillation's logged curves (Lightning's csv/metrics.csv: a row per logging step, a column per
+    metric, empty where a row has no value) against the step: a panel each for losses, accuracies (a mean
+    over inits with its min..max band), the learned inner learning rate and any other curve; the
+    direct-baseline curves left out (their own axis)."""
+    import csv
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for row in rows:
+        step = row.get("step")
+        if not step:
+            continue
+        for key, value in row.items():
+            if key in ("step", "epoch") or not value or key.startswith("direct/"):
+                continue
+            try:
+                v = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(v):
+                xs, ys = series.setdefault(key, ([], []))
+                xs.append(float(step))
+                ys.append(v)
+    # curves only: metrics logged at least twice (the test and baseline numbers, logged once at the end, are
+    # in the tables), and a mean's spread as a band around it rather than lines of its own
+    spread = {k: series.pop(k) for k in list(series) if k.endswith(("_std", "_min", "_max", "_inits"))}
+    series = {k: v for k, v in series.items() if len(v[0]) >= 2}
+    panels = {"losses": [k for k in series if "loss" in k.rsplit("/", 1)[-1]],
+              "accuracies": [k for k in series if "acc" in k.rsplit("/", 1)[-1]],
+              "inner learning rate": [k for k in series if "lr" in k.rsplit("/", 1)[-1]]}
+    used = {k for keys in panels.values() for k in keys}
+    panels["other"] = [k for k in series if k not in used]
+    panels = {name: keys for name, keys in panels.items() if keys}
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.6 * max(1, len(panels)), 3.6), squeeze=False)
+    for ax, (name, keys) in zip(axes[0], panels.items()):
+        for key in keys:
+            xs, ys = series[key]
+            line, = ax.plot(xs, ys, marker="o" if len(xs) <= 12 else None, ms=3, label=key)
+            base = key.removesuffix("_mean")
+            lo, hi = spread.get(f"{base}_min"), spread.get(f"{base}_max")
+            if key.endswith("_mean") and lo and hi and lo[0] == xs and hi[0] == xs:
+                ax.fill_between(xs, lo[1], hi[1], color=line.get_color(), alpha=0.15, lw=0,
+                                label=f"{base} min..max over inits")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("outer step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    if not panels:
+        axes[0, 0].text(0.5, 0.5, "no metric logged more than once in metrics.csv", ha="center", va="center")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig

@@ -104,6 +104,7 @@ class Run:
     arch: str | None = None
     varying: set[str] | None = None                          # a multirun's keys that differ between its jobs
     missing: list[str] = field(default_factory=list)         # parts that did not finish, said plainly
+    curves: Path | None = None                               # Lightning's csv/**/metrics.csv (logger=csv)
 
     @property
     def label(self) -> str:
@@ -241,7 +242,9 @@ def read_run(path) -> Run:
                      key=_figure_order)
     surfaces = sorted(p for p in files if p.name == "surface.npz" and p.parent not in unfinished)
     dataset, arch = _identity(config, results, path)
-    return Run(path, task, results, figures, surfaces, config, command, args, None, dataset, arch, missing=missing)
+    curves = next(iter(sorted((path / "csv").rglob("metrics.csv"))), None) if (path / "csv").is_dir() else None
+    return Run(path, task, results, figures, surfaces, config, command, args, None, dataset, arch, missing=missing,
+               curves=curves)
 
 
 def missing_parts(path: Path, task: str | None) -> tuple[list[str], set[Path]]:
@@ -361,7 +364,8 @@ CAPTIONS = {
                   "frames) and in the direct model's feature space (green frames). A neighbour's class is "
                   "red when it is not the distilled image's class. Read: same-class neighbours mean the image "
                   "sits among real images of its class.",
-    "likeness": "Likeness statistics (bar: mean, whisker: std over images) of the distilled batch against "
+    "likeness": "Likeness statistics (bar: mean over images; whisker: for a rate its 95% Wilson interval, which "
+                "stays within 0..1, else the std) of the distilled batch against "
                 "random real images and noise, which set the scale; right: every distilled image's cosine to "
                 "each real class mean (rows sorted by label; red: similar). Read: distilled bars near the real "
                 "ones and far from noise mean real-looking images.",
@@ -387,10 +391,29 @@ def caption_of(path: Path) -> str:
     return f"A figure the run wrote ({stem.replace('_', ' ')})."
 
 
+# what a run's figure was drawn from, by the figure's name (beside it in the run directory)
+FIGURE_DATA = {"distilled": ("distilled.safetensors", "distilled.json"),
+               "likeness": ("instances.json",), "neighbours": ("instances.json",), "confusion": ("instances.json",),
+               "trajectory": ("landing_stats.json", "landing_stats.csv")}
+
+
+def data_files(run: Run, path: Path) -> list[Path]:
+    """The files a run's figure shows the numbers of, where they exist: a surface's surface.npz, the
+    distilled batch's tensors, the instances' or the landing's results."""
+    if (path.parent / "surface.npz").exists():
+        return [path.parent / "surface.npz"]
+    names = next((v for k, v in FIGURE_DATA.items() if path.stem.startswith(k)), ())
+    here = [run.path / n for n in names if (run.path / n).exists()]
+    source = run.results.get("instances.json", {}).get("source")
+    if not here and isinstance(source, str):  # the instances' pages of the batch: the batch's own files
+        here = [Path(source) / n for n in names if (Path(source) / n).exists()]
+    return here
+
+
 def _figure(run: Run, path: Path, caption: str | None = None) -> dict:
     rel = path.relative_to(run.path).as_posix()
     return {"src": _data_uri(path), "caption": caption or caption_of(path), "file": f"{run.label}/{rel}",
-            "alt": f"{path.stem} of {run.identity}"}
+            "alt": f"{path.stem} of {run.identity}", "data": data_files(run, path)}
 
 
 def _by_stem(run: Run, prefix: str) -> list[Path]:
@@ -537,6 +560,54 @@ def likeness_summary(instances: dict) -> list[str]:
         out.append(f"In pixel space the distilled images lie {where}: RMS distance to the nearest real training "
                    f"image {d:.3g} (random real {r:.3g}, noise {z:.3g}).")
     return out
+
+
+def class_coverage(instances: dict) -> tuple[list[str], list[str]]:
+    """(every class, the classes no distilled image stands for) of an instances.json: an image stands for
+    its soft label's most likely class (per_image[i].label); the classes are those of the batch's
+    distilled.json (its `source`), else those its confusion matrices span."""
+    meta = _read_json(Path(instances["source"]) / "distilled.json") if isinstance(instances.get("source"), str) else None
+    classes = [str(c) for c in (meta or {}).get("classes") or []]
+    if not classes and instances.get("confusion_matrices"):
+        size = len(next(iter(instances["confusion_matrices"].values())))
+        classes = [str(c) for c in range(size)]
+    stood_for = {str(p.get("label")) for p in instances.get("per_image") or [] if isinstance(p, dict)}
+    return classes, [c for c in classes if c not in stood_for]
+
+
+def one_step_recall(instances: dict) -> dict[str, float]:
+    """class -> recall of the pooled one-step models (the diagonal of their row-normalised test confusion
+    matrix), where instances.json holds it."""
+    matrices = instances.get("confusion_matrices") or {}
+    key = next((k for k in matrices if "one-step models, pooled" in k), None)
+    if key is None:
+        return {}
+    m = np.asarray(matrices[key], dtype=float)
+    if m.ndim != 2 or m.shape[0] != m.shape[1]:
+        return {}
+    classes, _ = class_coverage(instances)
+    names = classes if len(classes) == len(m) else [str(i) for i in range(len(m))]
+    rows = m.sum(1)
+    return {names[i]: float(m[i, i] / rows[i]) for i in range(len(m)) if rows[i] > 0}
+
+
+def class_coverage_summary(instances: dict) -> list[str]:
+    """Which classes no distilled image stands for, and how one step does on them."""
+    classes, missing = class_coverage(instances)
+    if not classes:
+        return []
+    if not missing:
+        return [f"Every class has a distilled image that stands for it (its soft label's most likely class): "
+                f"{len(classes)} of {len(classes)}."]
+    recall = one_step_recall(instances)
+    text = (f"No distilled image stands for class{'es' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(no image's soft label has {'them' if len(missing) > 1 else 'it'} as its most likely class): "
+            f"{len(classes) - len(missing)} of {len(classes)} classes are covered.")
+    if recall:
+        others = [v for c, v in recall.items() if c not in missing]
+        text += (" One step's test recall on " + ", ".join(f"{c}: {recall[c]:.2f}" for c in missing if c in recall)
+                 + (f", against {np.mean(others):.2f} on the other classes." if others else "."))
+    return [text]
 
 
 def landing_kinds(stats: dict) -> dict[str, dict]:
@@ -749,6 +820,8 @@ class Made:
     interactive: dict[str, dict] = field(default_factory=dict)   # surface.npz path -> Plotly figure (JSON dict)
     vtk: dict[str, Path] = field(default_factory=dict)           # surface.npz path -> its .vtu
     sweep_figures: dict[str, Path] = field(default_factory=dict)
+    curves: dict[str, Path] = field(default_factory=dict)        # run directory -> its learning curves figure
+    out: Path | None = None                                      # the report's directory (vtk paths are relative to it)
 
 
 @functools.lru_cache(maxsize=1)
@@ -763,8 +836,9 @@ def _data_uri(path: Path) -> str:
     return f"data:{MIME[path.suffix.lower()]};base64,{data}"
 
 
-def _plain_figure(path: Path, caption: str, name: str) -> dict:
-    return {"src": _data_uri(path), "caption": caption, "file": name, "alt": caption.split(":")[0]}
+def _plain_figure(path: Path, caption: str, name: str, data: list[Path] | None = None) -> dict:
+    return {"src": _data_uri(path), "caption": caption, "file": name, "alt": caption.split(":")[0],
+            "data": list(data or [])}
 
 
 def _section(id: str, title: str, question: str) -> dict:
@@ -804,6 +878,18 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
         sec["tables"].append({"caption": f"{measure[0].upper()}{measure[1:]}: mean ± std over the inits the models "
                                          "start from (n: how many).", "header": ["training", measure, "n (inits)"],
                               "rows": rows})
+        for run in runs:
+            if str(run.path) in made.curves:
+                sec["figures"] += take([_plain_figure(
+                    made.curves[str(run.path)], f"Learning curves of the distillation {run.identity}: every "
+                    "logged metric against the outer step, a panel per kind (losses, accuracies, the learned inner "
+                    "learning rate, the rest). Read: a validation accuracy still rising at the end means more "
+                    "outer steps would help.", f"{run.label}/{run.curves.relative_to(run.path).as_posix()} "
+                    "(drawn by the report)", [run.curves])])
+            elif run.task == "distill" and "test/onestep_acc_mean" in _metrics(run):
+                sec["notes"].append(f"No learning curves of {run.identity}: the distillation ran without a "
+                                    "metrics logger (logger=csv, in a study study.logger=csv, keeps them in "
+                                    "csv/metrics.csv).")
         out.append(sec)
 
     # 2 instances
@@ -821,9 +907,11 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
             header, rows = likeness_pivot(inst)
             if rows:
                 sec["tables"].append({"caption": f"Likeness of {run.identity}: per-image statistics against the "
-                                                 "real training split, mean ± std over images; rates as images/total.",
+                                                 "real training split, mean ± std over images; rates as images/total. "
+                                                 "An image's class (\"its class\") is its soft label's most likely "
+                                                 "class: the red bar beside it in the distilled batch's figure.",
                                       "header": header, "rows": rows})
-                sec["summary"] += likeness_summary(inst)
+                sec["summary"] += likeness_summary(inst) + class_coverage_summary(inst)
             figs += [_figure(run, p, f"{CAPTIONS[k]} ({run.identity})")
                      for k in ("likeness", "neighbours", "confusion") for p in _by_stem(run, k)]
         sec["figures"] += take(figs)
@@ -865,15 +953,18 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
                     f"Cost surfaces of {g.run.identity}{' / ' + g.name if g.name else ''}: a row per centre "
                     f"({', '.join(loaded)}), a column per cost, one colour scale per column (log10 for losses), so "
                     "rows compare by colour. Filled markers lie in the plane; hollow ones are projections of "
-                    "points off it (legend: the share of the point's offset from the centre that lies off the plane).", f"{g.key} (drawn by the report)")])
+                    "points off it (legend: the share of the point's offset from the centre that lies off the plane); "
+                    "a point more than half off the plane is not drawn but named under the panel's title.",
+                    f"{g.key} (drawn by the report)", list(g.surfaces.values()))])
             for c, p in g.surfaces.items():
                 if str(p) in made.interactive:
                     vtk = made.vtk.get(str(p))
                     sec["interactive"].append({
                         "id": f"surface-{len(sec['interactive']) + 1}", "figure": made.interactive[str(p)],
                         "caption": f"Interactive: the surface around {c} of {g.run.identity} in 3-D (drag to turn, "
-                                   "scroll to zoom; the menu switches the cost). Marked points sit on the surface "
-                                   "at their projections." + (f" ParaView: {vtk}" if vtk else "")})
+                                   "scroll to zoom; the menu switches the cost; the legend names the marked "
+                                   "points, which sit on the surface at their projections).",
+                        "data": [p] + ([made.out / vtk] if vtk and made.out else [])})
         out.append(sec)
 
     # 5 early training
@@ -933,22 +1024,69 @@ def _appendix_run(run: Run, shown: set[Path]) -> dict:
             "other_figures": [str(p.relative_to(run.path)) for p in rest]}
 
 
-def render(runs: list[Run], title: str, max_figures: int = 80, made: Made | None = None) -> str:
+PLOTLY_BUNDLE = "vendor/plotly-gl3d.min.js"  # plotly.js's 3-D partial bundle, 1.8 of the full 4.8 MB (vendor/README.md)
+
+
+@functools.lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """The plotly.js the page inlines: the package's vendored gl3d bundle (every trace the report draws:
+    surface, scatter3d)."""
+    import importlib.resources
+
+    return (importlib.resources.files("distillscape") / PLOTLY_BUNDLE).read_text(encoding="utf-8")
+
+
+def study_command(runs: list[Run]) -> str | None:
+    """The distillscape-study command line that made these runs, when they are the stages of one study: their
+    common parent directory holds the study's Hydra record (.hydra/config.yaml with task_name: study)."""
+    parents = {r.path.resolve().parent for r in runs}
+    if len(parents) != 1:
+        return None
+    root = parents.pop() / ".hydra"
+    try:
+        config = yaml.safe_load((root / "config.yaml").read_text())
+        overrides = yaml.safe_load((root / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict) or config.get("task_name") != "study" or not isinstance(overrides, list):
+        return None
+    return " ".join(["distillscape-study", *(_quote(str(a)) for a in overrides)])
+
+
+def _links(files: list[Path], out_dir: Path | None) -> list[dict]:
+    """A figure's data files as links: relative to the page where it is written (the study directory moves
+    as a whole), else absolute."""
+    import os
+
+    out = []
+    names = [Path(f).name for f in files]
+    for f in files:
+        href = Path(os.path.relpath(Path(f).resolve(), Path(out_dir).resolve())).as_posix() if out_dir else \
+            Path(f).resolve().as_uri()
+        # two centres' surface.npz: named with their directory
+        name = Path(f).name if names.count(Path(f).name) == 1 else f"{Path(f).parent.name}/{Path(f).name}"
+        out.append({"href": href, "name": name})
+    return out
+
+
+def render(runs: list[Run], title: str, max_figures: int = 80, made: Made | None = None,
+           out_dir: Path | None = None) -> str:
+    """The page. `out_dir`: where it is written (links to the figures' data files are relative to it)."""
     made = made or Made()
     body = sections(runs, made, max_figures)
+    for sec in body:
+        for fig in [*sec["figures"], *sec["interactive"]]:
+            fig["data"] = _links(fig.get("data") or [], out_dir)
     shown_names = {f["file"] for sec in body for f in sec["figures"]}
     shown = {p for r in runs for p in r.figures if f"{r.label}/{p.relative_to(r.path).as_posix()}" in shown_names}
     appendix = [_appendix_run(r, shown) for r in runs]
     interactive = any(sec["interactive"] for sec in body)
-    plotly_js = ""
-    if interactive:
-        from plotly.offline import get_plotlyjs
-
-        plotly_js = markupsafe.Markup(get_plotlyjs())  # the library's own code, inlined once: no network
+    # the library's own code, inlined once: no network
+    js = markupsafe.Markup(plotly_js()) if interactive else ""
     contents = [{"id": s["id"], "title": s["title"]} for s in body] + [{"id": "appendix", "title": "Appendix: runs, settings, raw numbers, versions"}]
     return _environment().get_template(TEMPLATE).render(
         title=title, written=datetime.now().isoformat(timespec="seconds"), runs=appendix, sections=body,
-        contents=contents, plotly_js=plotly_js, max_figures=max_figures,
+        contents=contents, plotly_js=js, max_figures=max_figures, study_command=study_command(runs),
         versions=[[k, v] for k, v in versions().items()], commands=[r.command for r in runs if r.command])
 
 

@@ -33,3 +33,15 @@ def flat_summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
     Lightning's logged metrics, e.g. test/onestep_acc_mean)."""
     d = describe(values)
     return {f"{prefix}_{k}": float(d[k]) for k in ("mean", "std", "min", "max")}
+
+
+def wilson_interval(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a rate, k successes of n (95% for z=1.96): the rates p whose own
+    binomial standard error puts k/n within z of them. It stays inside [0, 1] and is not empty at 0/n or
+    n/n, where mean ± std of 0/1 values runs past the ends or shrinks to a point. (nan, nan) for n < 1."""
+    if not n >= 1:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -17,6 +17,7 @@ inside the helpers that use it.
 """
 from __future__ import annotations
 
+import math
 import netrc
 import os
 import struct
@@ -85,10 +86,60 @@ class JobWandbLogger(WandbLogger):
     """A WandbLogger whose run config is the resolved job config, handed over once at the start.
     Lightning would also merge every LightningModule's and DataModule's `hparams` into it at the top
     level, at each fit / test (the datamodule's data settings twice over, beside the config that
-    already holds them): that is left out."""
+    already holds them): that is left out.
+
+    A second fit in the same run (a distillation's direct baseline, before the distillation) logs on its
+    own step axis while `step_prefix` is set (`own_step_axis`): its metrics, `epoch` included, go under the
+    prefix and are drawn against `<prefix>step` (wandb's define_metric), so `trainer/global_step` and
+    `epoch` belong to the distillation alone and never restart or zig-zag."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Lightning always hands wandb.init `anonymous` (None by default), a setting wandb has deprecated:
+        # "The anonymous setting has no effect" was printed by every run
+        self._wandb_init.pop("anonymous", None)
+        self.step_prefix: str | None = None
+        self._on_own_axis: set[str] = set()
 
     def log_hyperparams(self, params, *args, **kwargs) -> None:  # noqa: D102
         return None
+
+    def log_metrics(self, metrics, step=None) -> None:  # noqa: D102
+        prefix = self.step_prefix
+        if prefix is None:
+            return super().log_metrics(metrics, step)
+        row = {k if k.startswith(prefix) else prefix + k: v for k, v in metrics.items()}
+        axis = f"{prefix}step"
+        if step is not None:
+            row[axis] = step
+        run = self.experiment
+        for key in row:
+            # each name defined exactly (an exact definition wins over Lightning's "*" glob on
+            # trainer/global_step), before its first value
+            if key not in self._on_own_axis:
+                if key == axis:
+                    run.define_metric(key)
+                else:
+                    run.define_metric(key, step_metric=axis)
+                self._on_own_axis.add(key)
+        run.log(row)
+
+
+class own_step_axis:
+    """`with own_step_axis(logger, "direct/"):` a fit logged on its own step axis (JobWandbLogger); any
+    other logger is left as it is."""
+
+    def __init__(self, logger, prefix: str):
+        self.logger, self.prefix = logger, prefix
+
+    def __enter__(self):
+        if isinstance(self.logger, JobWandbLogger):
+            self.logger.step_prefix = self.prefix
+        return self.logger
+
+    def __exit__(self, *exc) -> None:
+        if isinstance(self.logger, JobWandbLogger):
+            self.logger.step_prefix = None
 
 
 _STAGING_SET: str | None = None  # the WANDB_DATA_DIR this process set for its last run (not the user's)
@@ -107,6 +158,19 @@ def stage_artifacts_in(save_dir: str | os.PathLike) -> None:
     os.environ["WANDB_DATA_DIR"] = _STAGING_SET
 
 
+RL_KEYS = ("env", "rl")  # what only an RL task (env=...) reads
+
+
+def task_config(config: dict) -> dict:
+    """The job config as the run shows it: the blocks of the other kind of task left out. A dataset task's
+    config holds the RL defaults (env: null, rl: {...}) and an RL task's the default dataset group, none of
+    which it reads; on W&B they read as settings of the run and clutter its comparisons."""
+    if "env" not in config and "rl" not in config:
+        return config
+    unused = ("dataset",) if config.get("env") is not None else RL_KEYS
+    return {k: v for k, v in config.items() if k not in unused}
+
+
 def wandb_logger(cfg: DictConfig) -> WandbLogger:
     kw = OmegaConf.to_container(cfg.logger, resolve=True)
     kw.pop("_target_")
@@ -114,7 +178,7 @@ def wandb_logger(cfg: DictConfig) -> WandbLogger:
     offline = offline_mode(kw.pop("offline", None))
     group = kw.pop("group", None) or sweep_group()
     tags = list(dict.fromkeys([*(kw.pop("tags", None) or []), *override_tags()]))
-    config = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    config = task_config(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
     config = scrub(config, [os.environ.get("WANDB_API_KEY", "")])
     Path(kw["save_dir"]).mkdir(parents=True, exist_ok=True)
     return JobWandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)
@@ -174,14 +238,26 @@ def log_artifact(logger, name: str, kind: str, files: Iterable[str | os.PathLike
     run.log_artifact(art)
 
 
+SNAPSHOT_PX = 64  # each image of a snapshot is shown at least this many pixels across
+
+
+def snapshot_grid(pixels):
+    """The snapshot image: the batch ([N, C, H, W] in [0, 1]) as a grid of up to 10 a row, each image
+    enlarged by an integer factor (nearest neighbour: pixels stay sharp squares) to at least SNAPSHOT_PX
+    pixels; digits' 8x8 images made a 91x10-pixel grid that no one could read. [C, H', W'] in [0, 1]."""
+    from torchvision.utils import make_grid
+
+    scale = max(1, math.ceil(SNAPSHOT_PX / max(pixels.shape[-2:])))
+    big = pixels.float().clamp(0, 1).repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    return make_grid(big, nrow=min(10, len(pixels)), padding=2, pad_value=1.0)
+
+
 def log_snapshot(logger, pixels, step: int) -> None:
     """The distilled images at an outer step ([N, C, H, W] in [0, 1]) as one grid image under
     `distilled/snapshot`: W&B's media panel steps through them with its slider."""
     if _run(logger) is None:
         return
-    from torchvision.utils import make_grid
-
-    grid = make_grid(pixels.float().clamp(0, 1), nrow=min(10, len(pixels)), padding=1, pad_value=1.0)
+    grid = snapshot_grid(pixels)
     logger.log_image(key="distilled/snapshot", images=[grid.permute(1, 2, 0).numpy()], step=step,
                      caption=[f"outer step {step}"])
 
@@ -195,8 +271,39 @@ def log_distilled(logger, out: Path) -> None:
     log_images(logger, {"distilled/images": out / "distilled.png"})
     files = [out / f for f in ("distilled.safetensors", "distilled.json", "distilled.png", "metrics.json",
                                "direct_minimum.safetensors", "direct_minimum.json") if (out / f).exists()]
-    name = f"distilled-{read_json(out / 'distilled.json')['dataset']}-{logger.experiment.id}"
-    log_artifact(logger, name, "distilled", files, metadata=read_json(out / "metrics.json"))
+    log_artifact(logger, artifact_name(read_json(out / "distilled.json")), "distilled", files,
+                 metadata=read_json(out / "metrics.json"))
+
+
+def artifact_name(meta: dict, fallback: str = "distilled") -> str:
+    """The W&B artifact of a distilled batch, named by what it is: `distilled-<dataset or env>-<arch>-
+    <method>` (method: label mode, inner loss, inner steps). Runs of the same kind become versions of one
+    artifact (W&B keeps each batch as a version, and one whose files did not change as the same version);
+    a run id in the name made every run an artifact of its own. `meta`: the batch's distilled.json."""
+    import re
+
+    arch = str((meta.get("arch") or {}).get("_target_", "")).rsplit(".", 1)[-1]
+    inner = meta.get("inner") or {}
+    label_mode = ((meta.get("config") or {}).get("distill") or {}).get("label_mode")
+    steps = inner.get("steps")
+    parts = [meta.get("env") or meta.get("dataset"), arch, label_mode, inner.get("loss"),
+             f"{steps}step" if steps is not None else None]
+    name = "-".join(str(p) for p in ["distilled", *parts] if p).lower()
+    name = re.sub(r"[^a-z0-9_.-]+", "_", name)  # W&B's artifact names: letters, digits, - _ .
+    return name if name != "distilled" else fallback
+
+
+DIRECT_TEST = {"direct/acc": "direct/test/acc", "direct/loss": "direct/test/loss"}  # metrics.json -> the curve's name
+
+
+def log_direct_test(logger, metrics: dict[str, float]) -> None:
+    """The test numbers of a direct baseline this run did not train (reused after a resume, or copied from
+    direct.checkpoint), under the names and the step axis a trained one logs them with (`direct/test/*`);
+    the job's own `direct/acc` is the same number and is not logged again."""
+    if not isinstance(logger, JobWandbLogger):
+        return
+    with own_step_axis(logger, "direct/"):
+        logger.log_metrics({DIRECT_TEST[k]: v for k, v in metrics.items() if k in DIRECT_TEST}, step=0)
 
 
 REPORT_COLUMNS = ["run", "file", "metric", "mean", "std", "n"]
@@ -253,7 +360,7 @@ def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]], made=
     """A study report for a logger. W&B: every figure of the runs and of the report under its own key
     (`figure_keys`), every cost surface as a table (`surface_tables`), one table of `rows` (run, file,
     metric, mean, std, n), the page itself, and each
-    distilled batch as an artifact `distilled-<run dir>`; any other logger: the numbers
+    distilled batch as an artifact (`artifact_name`); any other logger: the numbers
     (`<run>/<file>/<metric>` means). `runs` are the report's read runs (anything with .path, .label,
     .figures, .results); `made` what the report drew (report.Made) or None."""
     if (run := _run(logger)) is not None:
@@ -266,12 +373,24 @@ def log_report(logger, runs: list, html_path: Path, rows: list[list[Any]], made=
         log_table(logger, "metrics", REPORT_COLUMNS, rows)
         for r in runs:
             if (r.path / "distilled.safetensors").exists():
-                log_artifact(logger, f"distilled-{r.path.name}", "distilled",
+                meta = _read_meta(r.path / "distilled.json")
+                log_artifact(logger, artifact_name(meta, f"distilled-{r.path.name}"), "distilled",
                              [r.path / f for f in DISTILLED_FILES if (r.path / f).exists()],
                              metadata=r.results.get("metrics.json", {}))
     else:
         logger.log_metrics({f"{r[0]}/{r[1].removesuffix('.json')}/{r[2]}": r[3] for r in rows})
     logger.save()
+
+
+def _read_meta(path: Path) -> dict:
+    """A distilled.json, or {} where it cannot be read (the artifact is then named by its directory)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def log_surface(logger, name: str, figures: dict[str, Path], summary: dict[str, float]) -> None:

@@ -62,7 +62,10 @@ class _Console(Console):
 
     def print(self, *objects, **kwargs) -> None:
         """Print with rich, and log the same as plain text (Hydra's job log, tasks/progress.py)."""
+        if progress.soft_wrap(objects):
+            kwargs.setdefault("soft_wrap", True)
         super().print(*objects, **kwargs)
+        progress.said()
         if progress.recording:
             progress.record(progress.plain_text(*objects))
 
@@ -71,7 +74,11 @@ def _the_console() -> Console:
     return console
 
 
-console = _Console(stderr=False, highlight=False)
+console = _Console(stderr=False, highlight=False, **progress.console_options())
+# every process that runs a task imports this module before Hydra composes its config: the console script,
+# and a joblib worker unpickling its task; Hydra's and the libraries' notes a user cannot act on are dropped
+# from the start (`task` drops them again, a test's warning filters being reset in between)
+progress.quiet_libraries()
 
 # exit statuses of a job stopped by a signal, as a shell reports a process killed by it (128 + signal)
 SIGTERM_EXIT = 143

@@ -32,7 +32,7 @@ from ..stats import flat_summary
 from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
-from ..tracking import finish_run, log_distilled, log_snapshot
+from ..tracking import DIRECT_TEST, finish_run, log_direct_test, log_distilled, log_snapshot, own_step_axis
 from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
                      build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
 from .train import train_direct
@@ -70,21 +70,28 @@ def direct_fingerprint(cfg: DictConfig) -> str:
 def direct_baseline(cfg: DictConfig, s: DistillJob, dm, out: Path, logger=False) -> dict[str, float]:
     """Load the direct minimum given by `direct.checkpoint`, reuse the one this job trained before it was
     stopped (a resumed run), or train one now. A W&B `logger` (the distillation's own run) gets the
-    direct-training curves as `direct/train/loss`, `direct/val/acc`, ...; other loggers get none, since
-    their files (metrics.csv, event files) are the distillation's step-ordered history."""
+    direct-training curves as `direct/train/loss`, `direct/val/acc`, ..., on their own step axis
+    (`direct/step`, `direct/epoch`: tracking.own_step_axis), and a baseline not trained now its test numbers;
+    other loggers get none, since their files (metrics.csv, event files) are the distillation's step-ordered
+    history."""
     net = build_net(cfg, dm)
     fp = direct_fingerprint(cfg)
     if not s.direct.checkpoint and (done := finished(out / "direct_minimum.json", fp, on_mismatch="redo")):
         load_direct_minimum(out, net)
         console.print(f"direct baseline: reusing {out / 'direct_minimum.safetensors'} (trained before the resume)")
-        return {k: v for k, v in done.get("metrics", {}).items() if k.startswith("direct/")}
+        metrics = {k: v for k, v in done.get("metrics", {}).items() if k.startswith("direct/")}
+        log_direct_test(logger, metrics)
+        return metrics
     if s.direct.checkpoint:
         net, meta = load_direct_minimum(s.direct.checkpoint, net)
         # a copy in the run dir: the analyses of this run (landscape, landing, instances) find it there
         save_direct_minimum(out, net, {**meta, "copied_from": str(Path(s.direct.checkpoint).absolute())})
-        return {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
+        metrics = {k: v for k, v in meta.get("metrics", {}).items() if k.startswith("direct/")}
+        log_direct_test(logger, metrics)
+        return metrics
     curves = logger if isinstance(logger, WandbLogger) else False
-    return train_direct(cfg, s, dm, net, out, logger=curves, fingerprint=fp, metric_prefix="direct/")
+    with own_step_axis(curves, "direct/"):
+        return train_direct(cfg, s, dm, net, out, logger=curves, fingerprint=fp, metric_prefix="direct/")
 
 
 def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str, float]) -> dict:
@@ -249,7 +256,9 @@ def distill(cfg: DictConfig) -> dict[str, float]:
                      context=f"{cfg.dataset.name} / {str(cfg.arch._target_).rsplit('.', 1)[-1]}")
     logger = module.logger
     if logger:
-        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))},
+        # direct/acc and direct/loss are the baseline's direct/test/* numbers, logged with its curves
+        logger.log_metrics({k: v for k, v in metrics.items() if not k.startswith(("val/", "test/"))
+                            and not (k in DIRECT_TEST and isinstance(logger, WandbLogger))},
                            step=module.global_step)
         logger.save()
     log_distilled(logger, out)

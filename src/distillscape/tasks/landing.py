@@ -121,8 +121,9 @@ def summary_table(summary: dict) -> Table:
                                   for c in cells))
     t.add_section()
     dm = summary["direct_minimum"]
-    t.add_row("direct minimum", "1", " ".join(f"{k} {dm[k]:.4g}" for k in DIRECT_STATS[:4]),
-              *(" ".join(f"{k} {dm[k]:.4g}" for k in DIRECT_STATS[4:]) if i == 0 else "" for i in range(len(kinds) - 1)))
+    # a line per statistic: the cells stay as narrow as the others' at any console width
+    t.add_row("direct minimum", "1", "\n".join(f"{k} {dm[k]:.4g}" for k in DIRECT_STATS[:4]),
+              *("\n".join(f"{k} {dm[k]:.4g}" for k in DIRECT_STATS[4:]) if i == 0 else "" for i in range(len(kinds) - 1)))
     return t
 
 

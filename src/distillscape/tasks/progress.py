@@ -7,14 +7,24 @@
 - Messages: once the job has started (claimed its directory), our console lines also go to the
   `distillscape` logger, so Hydra's job log (<output dir>/<task>.log) holds them
   (conf/hydra/default.yaml sends that logger to the file only, the console already showed them).
-- Noise: Lightning's advertising tips, its "TPU available: False" lines and library deprecation
-  warnings that the user cannot act on are dropped; warnings that call for action stay.
+- Noise: Lightning's advertising tips, its "TPU available: False" lines, its lines that repeat what we
+  configured (`val_check_interval=1.0`, a fit ending at its `max_epochs` / `max_steps`), Hydra's note about
+  the launcher plugins' schema matching and library deprecation warnings that the user cannot act on are
+  dropped; warnings that call for action stay.
+- A study's stages: a line when a stage starts and ends (with the time it took) and, where no terminal
+  shows a bar, a line every `every_s` seconds in which nothing else was said (`Heartbeat`), so that a
+  SLURM .out file or a redirect shows the job is alive through stages without a Trainer (the landing).
+- Width: rich wraps at 80 columns when stdout is not a terminal, which cut table columns and numbers
+  mid-value in redirected output; there the console is `WIDE` columns (or $COLUMNS) and never wraps a
+  plain line (`console_options`).
 """
 from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
+import threading
 import time
 import warnings
 
@@ -28,10 +38,39 @@ log = logging.getLogger("distillscape")
 recording = False
 
 
+# when this process last said something on the console (our messages, progress lines): a heartbeat is
+# printed only after `every_s` seconds of silence
+last_said = time.monotonic()
+
+
+def said() -> None:
+    global last_said
+    last_said = time.monotonic()
+
+
 def record(line: str, level: int = logging.INFO) -> None:
     """`line` to the job log, once the job has started."""
     if recording:
         log.log(level, line)
+
+
+WIDE = 200  # columns of the console where stdout is not a terminal and $COLUMNS is unset
+
+
+def console_options() -> dict:
+    """rich Console settings: a terminal keeps its own width; elsewhere (a redirect, a SLURM .out file, a
+    pipe) tables get WIDE columns (or $COLUMNS) instead of rich's 80 (see `soft_wrap` for plain lines)."""
+    if is_terminal():
+        return {}
+    columns = os.environ.get("COLUMNS", "")
+    return {"width": int(columns) if columns.isdigit() and int(columns) > 0 else WIDE}
+
+
+def soft_wrap(objects: tuple) -> bool:
+    """Whether a print of `objects` leaves line breaking to the reader: plain messages where there is no
+    terminal (one message stays one line: grep finds it, no number or path is split); a table still fits
+    its cells to the console's width."""
+    return not is_terminal() and all(isinstance(o, str) for o in objects)
 
 LINES = 20  # a non-terminal run prints about this many progress lines
 
@@ -100,6 +139,7 @@ class ProgressLines(Callback):
         eta = f", {eta_text((self.total - n) / rate)} left" if self.total and rate > 0 else ""
         line = f"{what} {n}{total}: {rate:.3g}/s{eta}" + (f"; {metrics}" if metrics else "")
         self.emit(line)
+        said()
         record(line)
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -145,7 +185,11 @@ def plain_text(*objects) -> str:
     return " ".join(parts)
 
 
-NOT_ACTIONABLE = ("💡 Tip:", "TPU available:", "HPU available:", "GPU available: False")
+NOT_ACTIONABLE = ("💡 Tip:", "TPU available:", "HPU available:", "GPU available: False",
+                  # what we configured, said back: the direct baseline validates once an epoch by our choice,
+                  # and a fit that ends at its planned length is followed by our own summary
+                  "`Trainer(val_check_interval=", "`Trainer.fit` stopped: `max_epochs=",
+                  "`Trainer.fit` stopped: `max_steps=")
 
 
 class _DropNotActionable(logging.Filter):
@@ -160,6 +204,10 @@ def quiet_libraries() -> None:
         lg = logging.getLogger(name)
         if not any(isinstance(f, _DropNotActionable) for f in lg.filters):
             lg.addFilter(_DropNotActionable())
+    # our conf/hydra/launcher/<name>.yaml carry the launcher plugins' schemas' names (so that
+    # hydra/launcher=joblib takes our defaults); Hydra 1.3 calls that a deprecated match at every composition,
+    # in every joblib worker too, and there is nothing a user can change about it
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/[\w-]+' is validated against ConfigStore schema")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|lightning|wandb|hydra|omegaconf)\b")
     warnings.filterwarnings("ignore", message=r".*is deprecated.*")  # LightningDeprecationWarning and kin
@@ -170,3 +218,37 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     # an RL distillation (manual optimisation) checkpoints the state after its step, which is what it resumes from
     warnings.filterwarnings("ignore", message=r"Using ModelCheckpoint with manual optimization")
+
+
+# -- a study's stages ---------------------------------------------------------------------------------------
+class Heartbeat:
+    """While a stage runs (`with Heartbeat(...)`): `emit` a line every `every_s` seconds in which nothing else
+    was said (`said`), with the stage's elapsed time, from a daemon thread. Nothing is printed in a terminal,
+    where Lightning's bar moves, nor when every_s <= 0."""
+
+    def __init__(self, what: str, every_s: float, emit, terminal: bool | None = None):
+        self.what, self.every_s, self.emit = what, float(every_s), emit
+        self.on = self.every_s > 0 and not (is_terminal() if terminal is None else terminal)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "Heartbeat":
+        self.t0 = time.monotonic()
+        if self.on:
+            self._thread = threading.Thread(target=self._beat, name="distillscape-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self.every_s, 1.0)):
+            now = time.monotonic()
+            if now - max(last_said, self.t0) >= self.every_s:
+                line = f"{self.what}: still running, {eta_text(now - self.t0)} so far"
+                self.emit(line)
+                said()
+                record(line)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -4,7 +4,8 @@ table of every metric, the distilled artifact; other loggers: the scalar metrics
 
 Besides reading the runs (`report`), it draws what the page shows but no run drew (`plots`): each
 landscape job's surfaces as one grid with a colour scale per cost, each surface as an interactive 3-D
-figure and as VTK files for ParaView, and a multirun's headline metric against its swept setting."""
+figure and as VTK files for ParaView, a distillation's learning curves (its csv/metrics.csv, logger=csv), and a
+multirun's headline metric against its swept setting."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..artifacts import atomic_write
 from ..config import ConfigError, settings
-from ..plots import surface_3d, surface_grid_figure, surface_vtk, sweep_figure
+from ..plots import learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
 from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
 from ..tracking import log_report
@@ -26,7 +27,12 @@ from .common import console_script, CONF_DIR, build_logger, console, start_job, 
 
 def draw(runs, out: Path) -> Made:
     """The report's own figures, written under <out>/figures and <out>/vtk."""
-    made = Made()
+    made = Made(out=out)
+    for run in runs:
+        if run.task == "distill" and run.curves is not None:
+            path = out / "figures" / f"curves_{run.path.name}.png"
+            plt.close(learning_curves_figure(run.curves, f"learning curves: {run.identity}", path))
+            made.curves[str(run.path)] = path
     for i, group in enumerate(surface_groups(runs), 1):
         loaded = {centre: read_surface(p) for centre, p in group.surfaces.items()}
         # the costs only (losses; an RL task's return): the 2x2 of centres x costs; accuracies are in the
@@ -68,13 +74,13 @@ def report(cfg: DictConfig) -> Path:
     runs = read_runs(dirs)
     out = start_job(cfg)
     made = draw(runs, out)
-    page = render(runs, s.report.title, s.report.max_figures, made)
+    page = render(runs, s.report.title, s.report.max_figures, made, out_dir=out)
     path = atomic_write(out / s.report.file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     rows = all_rows(runs)
     logger = build_logger(cfg)
     if logger:
         log_report(logger, runs, path, rows, made)
-    n_figs = sum(len(r.figures) for r in runs) + len(made.surface_grids) + len(made.sweep_figures)
+    n_figs = sum(len(r.figures) for r in runs) + len(made.surface_grids) + len(made.sweep_figures) + len(made.curves)
     msg = (f"report: {path} ({len(page) / 1e6:.1f} MB, {n_figs} figures, {len(made.interactive)} interactive "
            f"surfaces, {len(rows)} metrics from {len(runs)} runs)")
     console.print(msg)

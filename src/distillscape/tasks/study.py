@@ -18,7 +18,8 @@ from pathlib import Path
 
 import hydra
 import yaml
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
+from rich.markup import escape
 from rich.table import Table
 
 from ..artifacts import atomic_write, read_json, write_json
@@ -26,6 +27,7 @@ from ..config import settings
 from ..errors import ConfigError
 from ..resume import finished, fingerprint, mark_finished
 from .common import console_script, CONF_DIR, compose_task, console, start_job, task
+from .progress import Heartbeat, eta_text, is_terminal
 
 ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
 
@@ -97,6 +99,11 @@ def stage_done(marker: Path, fp: str) -> dict | None:
     return finished(marker, fp, on_mismatch="redo")
 
 
+def say(line: str) -> None:
+    """A study line: `[study]` and any path in it printed as written, not read as rich markup."""
+    console.print(escape(line))
+
+
 def study(cfg: DictConfig) -> dict:
     """distillscape-study: every stage in order. Returns the study log (study.json)."""
     settings(cfg)
@@ -106,46 +113,50 @@ def study(cfg: DictConfig) -> dict:
     root = start_job(cfg)
     log = {"stages": {}}
     done: list[str] = []
-    for stage in stages:
+    started = time.perf_counter()
+    for number, stage in enumerate(stages, 1):
         stage_dir = root / stage
         marker = stage_dir / "study_stage.json"
         fp = stage_fingerprint(cfg, stage)
         if not cfg.study.force and (previous := stage_done(marker, fp)) is not None:
-            console.print(f"[study] {stage}: finished before ({marker}), skipped (study.force=true reruns it)")
+            say(f"[study] {stage}: finished before ({marker}), skipped (study.force=true reruns it)")
             log["stages"][stage] = {**{k: v for k, v in previous.items() if k != "fingerprint"}, "status": "finished before"}
             done.append(stage)
             continue
         task_name = stage_task(cfg, stage)
         reason = missing_reason(task_name)
         if reason:
-            console.print(f"[study] {stage}: skipped, {reason}")
+            say(f"[study] {stage}: skipped, {reason}")
             log["stages"][stage] = {"status": "skipped", "reason": reason}
             continue
         overrides = stage_overrides(cfg, stage, root, done)
-        stage_cfg = compose_stage(task_name, overrides)
-        if "trainer" in stage_cfg:
-            with open_dict(stage_cfg):
-                stage_cfg.trainer.enable_progress_bar = False
+        stage_cfg = compose_stage(task_name, overrides)  # its Trainers show their progress (tasks/progress.py)
         record(stage_dir, stage_cfg, overrides)
-        console.rule(f"[study] {stage}")
+        title = f"[study] {number}/{len(stages)} {stage}" + (f" ({task_name})" if task_name != stage else "")
+        if is_terminal():
+            console.rule(escape(title))
+        say(f"{title}: started, {eta_text(time.perf_counter() - started)} into the study")
         t0 = time.perf_counter()
         run_task = getattr(importlib.import_module(f"distillscape.tasks.{task_name}"), task_name)
-        run_task(stage_cfg)
-        entry = {"status": "ran", "task": task_name, "seconds": round(time.perf_counter() - t0, 1),
-                 "overrides": overrides}
+        with Heartbeat(f"[study] {stage}", cfg.study.progress_every_s, say):
+            run_task(stage_cfg)
+        seconds = time.perf_counter() - t0
+        say(f"[study] {stage}: done in {eta_text(seconds)}")
+        entry = {"status": "ran", "task": task_name, "seconds": round(seconds, 1), "overrides": overrides}
         mark_finished(marker, fp, **entry)
         log["stages"][stage] = entry
         done.append(stage)
         write_json(root / "study.json", log)
     write_json(root / "study.json", log)
-    t = Table(title=f"study in {root}")
+    t = Table(title=escape(f"study in {root}"))
     for col in ("stage", "status", "seconds"):
         t.add_column(col)
     for stage, e in log["stages"].items():
-        t.add_row(stage, e["status"] + (f": {e['reason']}" if "reason" in e else ""), str(e.get("seconds", "")))
+        t.add_row(*(escape(x) for x in (stage, e["status"] + (f": {e['reason']}" if "reason" in e else ""),
+                                         str(e.get("seconds", "")))))
     console.print(t)
     if "report" in done:
-        console.print(f"report: {root / 'report' / 'report.html'}")
+        say(f"report: {root / 'report' / 'report.html'}")
     return log
 
 
