@@ -33,3 +33,26 @@ def flat_summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
     Lightning's logged metrics, e.g. test/onestep_acc_mean)."""
     d = describe(values)
     return {f"{prefix}_{k}": float(d[k]) for k in ("mean", "std", "min", "max")}
+
+
+def interval(values: torch.Tensor, level: float = 0.95) -> dict[str, float | int]:
+    """Mean of the finite entries of `values` with its t-interval at `level` (the sample standard error
+    times Student's t quantile with n-1 degrees of freedom): {"mean", "lo", "hi", "std", "n"}; lo and hi
+    are nan with fewer than two values (no spread to judge by)."""
+    from scipy.stats import t
+
+    d = describe(values)
+    n = d["n"]
+    half = t.ppf(0.5 + level / 2, n - 1) * d["std"] / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": d["mean"], "lo": d["mean"] - half, "hi": d["mean"] + half, "std": d["std"], "n": n}
+
+
+def separated(a: dict, b: dict | float) -> int:
+    """+1 when interval a lies wholly above b (an interval, or a number), -1 wholly below, 0 when they
+    overlap or either is undefined: a reading is stated only when its interval excludes the alternative."""
+    lo_b, hi_b = (b, b) if isinstance(b, (int, float)) else (b.get("lo", math.nan), b.get("hi", math.nan))
+    if a.get("lo", math.nan) > hi_b:
+        return 1
+    if a.get("hi", math.nan) < lo_b:
+        return -1
+    return 0
