@@ -335,12 +335,12 @@ class LandingAnalysis:
         """Statistics at the inits, computed once and shared by every kind (all start from them)."""
         return self.point(inits, "init", min(self.s.curvature_inits, stack_len(inits)))
 
-    def trajectory(self, inits: Params) -> dict[str, object]:
-        """The direct-training run from the first `trajectory_inits` inits, at `trajectory_steps`
+    def trajectory(self, inits: Params, count: int | None = None) -> dict[str, object]:
+        """The direct-training run from the first `trajectory_inits` (or `count`) inits, at `trajectory_steps`
         (computed once and shared by every kind, like the statistics at the inits): per checkpoint
         its train loss [T, P], test accuracy [T, P], test predictions [T, P, N] and flat weights [T, P, D]."""
         s, names = self.s, self.loop.names
-        p = min(s.trajectory_inits, stack_len(inits))
+        p = min(s.trajectory_inits if count is None else count, stack_len(inits))
         steps = sorted({0, *s.trajectory_steps})
         states = sgd_checkpoints(self.loop, head(inits, p), *self.polish_data, steps, s.polish_lr, s.polish_momentum,
                                  s.polish_batch_size, self._gen("trajectory"), s.init_chunk)
