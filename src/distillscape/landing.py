@@ -92,6 +92,7 @@ STATS = {
     "agreement_peak_step": "the checkpoint step of that highest agreement",
     "agreement_at_match": "test-prediction agreement with the checkpoint of steps_to_match (nan when none)",
     "agreement_last": "test-prediction agreement with the last direct-training checkpoint",
+    "agreement_drop": "agreement_peak - agreement_last: how far agreement falls after its peak (per landing)",
     "nearest_step": "the direct-training checkpoint nearest to the landing in parameter space",
     "nearest_distance_ratio": "distance to that checkpoint / step_length (<= 1: the init is checkpoint 0)",
 }
@@ -372,7 +373,7 @@ class LandingAnalysis:
             1, first_match(run_losses, target)[:, None])[:, 0]
         return {"steps_to_match": steps_to_match(run_losses, steps, target), "agreement_peak": peak,
                 "agreement_peak_step": steps[at].double(),
-                "agreement_at_match": at_match, "agreement_last": agree[:, -1],
+                "agreement_at_match": at_match, "agreement_last": agree[:, -1], "agreement_drop": peak - agree[:, -1],
                 "nearest_step": steps[where].double(), "nearest_distance_ratio": nearest / step_length[:p],
                 "curve/agreement": agree, "curve/distance": dist}
 

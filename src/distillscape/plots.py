@@ -280,6 +280,8 @@ def controls_figure(summary: dict, path: Path) -> Path:
     land = summary["landing_test_acc"]
     axes[0].axhspan(land["lo"], land["hi"], color="C0", alpha=0.3, label="landings")
     axes[0].set_xscale("log")
+    axes[0].set_xticks([r["fraction"] for r in fr], [f"{r['fraction']:g}" for r in fr])
+    axes[0].minorticks_off()
     axes[0].set_xlabel("fraction of the training split")
     axes[0].set_ylabel("test accuracy")
     axes[0].legend(fontsize=8)

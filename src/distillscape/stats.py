@@ -39,12 +39,16 @@ def interval(values: torch.Tensor, level: float = 0.95) -> dict[str, float | int
     """Mean of the finite entries of `values` with its t-interval at `level` (the sample standard error
     times Student's t quantile with n-1 degrees of freedom): {"mean", "lo", "hi", "std", "n"}; lo and hi
     are nan with fewer than two values (no spread to judge by)."""
+    d = describe(values)
+    return interval_of(d["mean"], d["std"], d["n"], level)
+
+
+def interval_of(mean: float, std: float, n: int, level: float = 0.95) -> dict[str, float | int]:
+    """`interval` from a summary already taken (mean, Bessel std, n), e.g. a stat of landing_stats.json."""
     from scipy.stats import t
 
-    d = describe(values)
-    n = d["n"]
-    half = t.ppf(0.5 + level / 2, n - 1) * d["std"] / math.sqrt(n) if n > 1 else math.nan
-    return {"mean": d["mean"], "lo": d["mean"] - half, "hi": d["mean"] + half, "std": d["std"], "n": n}
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "std": std, "n": n}
 
 
 def separated(a: dict, b: dict | float) -> int:
