@@ -110,3 +110,73 @@ def test_train_on_subsets_is_full_batch_momentum_descent(tiny):
                 p[k] = (v - 0.1 * vel[k]).detach().requires_grad_()
         for k in p:
             torch.testing.assert_close(got[k][m], p[k].detach(), atol=1e-5, rtol=1e-5)
+
+
+# -- the landing task's early parts, end to end -------------------------------------------------------------
+TINY_EARLY = ["analysis.kinds=[distilled]", "analysis.inits=4", "analysis.polish_inits=0", "analysis.curvature_inits=0",
+              "analysis.train_examples=300", "analysis.trajectory_inits=4", "analysis.trajectory_steps=[1,5,20]",
+              "baseline.tune_inits=2", "baseline.lr_grid=[0.1,1.0]", "analysis.early_inits=4",
+              "analysis.mixing_per_class=[0,2]", "analysis.control_fractions=[0.01,0.05]", "analysis.control_models=2",
+              "analysis.control_steps=5", "analysis.fair_steps=5", "analysis.fair_direct_seeds=2",
+              "analysis.fair_direct_epochs=1", "analysis.influence_top=3"]
+
+
+def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
+    from distillscape.artifacts import read_json
+    from distillscape.tasks.landing import landing
+    from test_landing import compose_landing
+
+    out = tmp_path / "landing"
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY,
+                             "analysis.early=[influence,mixing,controls,fair_baselines]"], out))
+    early = read_json(out / "early.json")
+    assert list(early) == ["influence", "mixing", "controls", "fair_baselines"]
+    assert read_json(out / "landing_stats.json")["early"]["parts"] == list(early)
+    for name in early:
+        assert (out / f"{name}.png").stat().st_size > 5_000, name
+    n_images = read_json(digits_run / "distilled.json")["num_classes"]  # images_per_class=1
+    inf = early["influence"]
+    assert len(inf["images"]) == n_images and all(len(d["helps_most"]) == 3 for d in inf["images"])
+    assert all(d["delta_test_loss"]["n"] == 4 for d in inf["images"])
+    mix = early["mixing"]["rows"]
+    assert [r["per_class"] for r in mix] == [0, 2] and mix[0]["real_alone"] is None and mix[1]["real_lr"] in (0.1, 1.0)
+    c = early["controls"]
+    n_train = len(__import__("distillscape.run", fromlist=["Run"]).Run.open(digits_run).datamodule().train_y)
+    assert c["chosen"] in (0.01, 0.05) and [f["images"] for f in c["fractions"]] == [round(0.01 * n_train), round(0.05 * n_train)]
+    assert set(c["agreement"]) == {"landing_checkpoint", "landing_controls", "controls_controls", "checkpoint_controls"}
+    assert all(0 <= v["mean"] <= 1 and v["n"] == 4 for v in c["agreement"].values())
+    fair = early["fair_baselines"]
+    assert fair["learned_images_unchanged"] and fair["direct"]["test_acc"]["n"] == 2
+    assert set(fair["arms"]) == {"real_hard_labels", "real_learned_labels", "distilled"}
+    # the distilled arm and the mixing row k=0 are the same landings of the same inits
+    assert fair["arms"]["distilled"]["test_acc"]["mean"] == pytest.approx(mix[0]["mixed"]["test_acc"]["mean"])
+
+    # a rerun reuses every part; another mixing setting redoes mixing alone (and keeps the landing kinds)
+    capsys.readouterr()
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY,
+                             "analysis.early=[influence,mixing,controls,fair_baselines]"], out))
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 5 and read_json(out / "early.json") == early
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, "analysis.mixing_per_class=[0,3]",
+                             "analysis.early=[influence,mixing]"], out))
+    printed = capsys.readouterr().out
+    assert "distilled: reusing" in printed and "early influence: reusing" in printed and "early mixing: done" in printed
+    assert [r["per_class"] for r in read_json(out / "early.json")["mixing"]["rows"]] == [0, 3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analysis.early=[influence,oops]"], "analysis.early entry"),
+    (["analysis.control_models=1"], "analysis.control_models=1"),
+    (["analysis.mixing_per_class=[0,5000]"], "analysis.mixing_per_class"),
+    (["analysis.control_fractions=[0,0.1]"], "analysis.control_fractions"),
+])
+def test_bad_early_input_is_one_line_before_the_job_record(digits_run, tmp_path, capsys, args, message):
+    from distillscape.tasks.landing import main
+    from test_landing import compose_landing
+
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as e:
+        main(compose_landing([f"distilled={digits_run}", "logger=none", "analysis.early=[mixing]", *args], out))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir())
