@@ -592,7 +592,8 @@ class LandingConfig:
         _at_least("analysis.fair_direct_epochs", self.fair_direct_epochs, 1)
         _at_least("analysis.control_steps", self.control_steps, 0)
         _at_least("analysis.control_models", self.control_models, 2)  # the controls' agreement among themselves needs pairs
-        if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in self.mixing_per_class):
+        if not self.mixing_per_class or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= MAX_MODELS
+                                                for k in self.mixing_per_class):
             raise ConfigError(f"analysis.mixing_per_class={list(self.mixing_per_class)}: give non-negative integers "
                               f"(real images per class added to the distilled batch), e.g. [0,2,10,50]")
         if not self.control_fractions or not all(0 < f <= 1 for f in self.control_fractions):
