@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from .inner import InnerLoop
-from .params import Params, head, stack_len
+from .params import Params, stack_len
 from .stats import interval
 
 
-def stack_pairs(stack: Params, m: int) -> Params:
+def merged(stack: Params) -> Params:
     """A stack whose first two dims [R, M] are merged into one of R * M models."""
-    return {k: v.reshape(-1, *v.shape[2:]) for k, v in stack.items()} if m else stack
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in stack.items()}
 
 
 # -- leave-one-out influence ------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def influence(loop: InnerLoop, inits: Params, images, labels, lrs, test_x, test_
     delta_test_loss / delta_test_acc [n, M] (without image i minus with the whole batch, per init) and
     per_test_delta [n, T] (the change of each test image's loss, mean over inits; > 0: image i helps it)."""
     n, m = images.shape[0], stack_len(inits)
-    landed = stack_pairs(leave_one_out_landings(loop, inits, images, labels, lrs, chunk), m)
+    landed = merged(leave_one_out_landings(loop, inits, images, labels, lrs, chunk))
     loss, correct = (t.view(n + 1, m, -1) for t in per_example_test(loop, landed, test_x, test_y, data_chunk))
     mean_loss, acc = loss.mean(2), correct.mean(2)
     return {"delta_test_loss": (mean_loss[1:] - mean_loss[0]).cpu(), "delta_test_acc": (acc[1:] - acc[0]).cpu(),
@@ -171,7 +171,3 @@ def nearest_checkpoint(checkpoint_acc: torch.Tensor, landing_acc: torch.Tensor) 
 
 def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
     return {k: interval(v) for k, v in values.items()}
-
-
-def first(stack: Params, n: int) -> Params:
-    return head(stack, min(n, stack_len(stack)))

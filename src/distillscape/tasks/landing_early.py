@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..artifacts import read_json, write_json
+from ..artifacts import write_json
 from ..baseline import tune_random_real_lr
 from ..config import DistillConfig, LandingJob, as_settings
 from ..direct import DirectModule
@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..inner import InitSampler, InnerLoop
 from ..landing import LandingAnalysis, random_real_batches
 from ..models import init_parameters_
-from ..params import detached, head, stack_len
+from ..params import detached, stack_len
 from ..plots import controls_figure, fair_figure, influence_figure, mixing_figure
 from ..resume import finished, fingerprint, mark_finished
 from ..run import Run
@@ -171,12 +171,18 @@ def learn_labels_and_rates(e: Early, real: torch.Tensor) -> DistillModule:
                                     "val_every": e.a.fair_steps, "batching": "vmap", "init_mode": "random"})
     module = DistillModule(e.run.net(), e.run.num_classes, tuple(e.run.meta["image_shape"]), c, real_images=real)
     module.images.requires_grad_(False)  # Adam skips a parameter without a gradient: the images stay the real ones
-    L.seed_everything(seed_for(e.a.seed, "analysis", "fair_distill"), workers=True, verbose=False)
-    trainer = L.Trainer(max_steps=e.a.fair_steps, accelerator="gpu" if e.device.type == "cuda" else "cpu", devices=1,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0)
-    trainer.fit(module, e.dm)
+    fit(e, module, seed_for(e.a.seed, "analysis", "fair_distill"), max_steps=e.a.fair_steps)
     return module
+
+
+def fit(e: Early, module: L.LightningModule, seed: int, **limits) -> None:
+    """Fit a module on the run's data with a quiet Trainer of its own (no logger, checkpoints or validation:
+    these networks are measured by the part itself), on the analysis' device, from a seeded global RNG."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    trainer = L.Trainer(accelerator="gpu" if e.device.type == "cuda" else "cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, **limits)
+    trainer.fit(module, e.dm)
 
 
 def train_directly(e: Early, seed: int) -> dict:
@@ -187,12 +193,7 @@ def train_directly(e: Early, seed: int) -> dict:
         torch.manual_seed(seed)
         init_parameters_(net, e.run.init_scheme)
     module = DirectModule(net, lr=direct.get("lr", 1e-3), weight_decay=direct.get("weight_decay", 0.0))
-    L.seed_everything(seed, workers=True, verbose=False)
-    trainer = L.Trainer(max_epochs=e.a.fair_direct_epochs or direct.get("epochs", 20),
-                        accelerator="gpu" if e.device.type == "cuda" else "cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0)
-    trainer.fit(module, e.dm)
+    fit(e, module, seed, max_epochs=e.a.fair_direct_epochs or direct.get("epochs", 20))
     return {k: v.detach().to(e.device).unsqueeze(0) for k, v in net.named_parameters()}
 
 
