@@ -307,6 +307,30 @@ def fair_figure(summary: dict, path: Path) -> Path:
     return _save(fig, path, f"fair baselines ({summary['inits']} inits; direct: {summary['direct_seeds']} seeds; 95% intervals)")
 
 
+def recognition_figure(summary: dict, path: Path) -> Path:
+    """Accuracy on the distilled images (labelled by their labels' argmax) of directly trained networks: left,
+    along direct training from the held-out inits, beside their test accuracy; right, per architecture
+    against training epochs."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    along = summary["along_training"]
+    steps = [r["step"] for r in along]
+    _errorbar(axes[0], steps, [r["distilled_acc"] for r in along], color="C0", label="on the distilled images")
+    _errorbar(axes[0], steps, [r["test_acc"] for r in along], color="k", label="on the test set")
+    axes[0].set_xscale("symlog", linthresh=1)
+    axes[0].set_xlabel("direct-training step from the held-out inits")
+    axes[0].legend(fontsize=8)
+    for i, arch in enumerate(dict.fromkeys(r["arch"] for r in summary["archs"])):
+        rows = [r for r in summary["archs"] if r["arch"] == arch]
+        _errorbar(axes[1], [r["epochs"] for r in rows], [r["distilled_acc"] for r in rows], color=f"C{i}", label=arch)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("epochs of direct training")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_ylabel("accuracy")
+    return _save(fig, path, f"recognition of the distilled images ({summary['inits']} inits; {summary['seeds']} "
+                            f"networks per architecture; 95% intervals)")
+
+
 def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None, context: str = ""):
     """Contour plot (plane) or line plot (line) of one metric of a cost surface (the arrays of its
     surface.npz), with the marked points at their coordinates (hollow markers: the point lies off the

@@ -38,6 +38,7 @@ ANALYSIS_STREAMS = {
     "fair_distill": 20,        # ... the inits of that learning (Lightning's global seed)
     "fair_tune": 21,           # ... the rate of those images with hard labels
     "fair_direct": 22,         # ... the directly trained networks (seed + 0, 1, ...)
+    "recognition": 40,         # ... the networks of other architectures (seed + 0, 1, ...; 40: room for fair_direct's)
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}

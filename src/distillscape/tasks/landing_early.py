@@ -7,25 +7,26 @@ gathers them for the report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 
 from ..artifacts import write_json
 from ..baseline import tune_random_real_lr
-from ..config import DistillConfig, LandingJob, as_settings
+from ..config import ARCH_SCHEMAS, DistillConfig, LandingJob, as_settings
 from ..direct import DirectModule
 from ..distill import DistillModule, label_targets
 from ..early import (control_agreements, influence, influence_summary, intervals, mixed_batches, nearest_checkpoint,
                      random_subsets, train_on_subsets)
 from ..errors import ConfigError
-from ..inner import InitSampler, InnerLoop
+from ..inner import InitSampler, InnerLoop, evaluate_stack
 from ..landing import LandingAnalysis, random_real_batches
 from ..models import init_parameters_
-from ..params import detached, stack_len
-from ..plots import controls_figure, fair_figure, influence_figure, mixing_figure
+from ..params import detached, stack_len, unflatten_stack
+from ..plots import controls_figure, fair_figure, influence_figure, mixing_figure, recognition_figure
 from ..resume import finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
@@ -57,6 +58,12 @@ class Early:
     def accuracies(self, landed) -> dict[str, torch.Tensor]:
         """Train (the analysis' subsample) and test accuracy of a stack [M]."""
         return {"train_acc": self.analysis.train.evaluate(landed)[0].cpu(), "test_acc": self.analysis.test.evaluate(landed)[0].cpu()}
+
+    def trajectory(self) -> dict:
+        """Direct training from every held-out init (LandingAnalysis.trajectory), once for the parts that use it."""
+        if not hasattr(self, "_trajectory"):
+            self._trajectory = self.analysis.trajectory(self.inits, count=stack_len(self.inits))
+        return self._trajectory
 
     def distilled_landings(self):
         return self.run.land(self.inits, self.loop, self.a.init_chunk)
@@ -131,7 +138,7 @@ def part_controls(e: Early, out: Path) -> dict:
     """Accuracy-matched controls from the landings' own inits (see distillscape.early)."""
     a, test, dm = e.a, e.analysis.test, e.dm
     m = stack_len(e.inits)
-    traj = e.analysis.trajectory(e.inits, count=m)
+    traj = e.trajectory()
     landed = e.distilled_landings()
     landing_acc, landing_pred = test.evaluate(landed)[0].cpu(), test.predictions(landed).cpu()
     g = generator(a.seed, "analysis", "control_subsets")
@@ -231,12 +238,69 @@ def part_fair_baselines(e: Early, out: Path) -> dict:
     return summary
 
 
-PARTS = {"influence": part_influence, "fair_baselines": part_fair_baselines, "mixing": part_mixing,
+class AtEpochs(L.Callback):
+    """Measures the module's network after each of `epochs` (counted from 1) with `measure(net)`."""
+
+    def __init__(self, epochs, measure):
+        self.epochs, self.measure, self.rows = set(epochs), measure, {}
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch + 1 in self.epochs:
+            with torch.no_grad():
+                self.rows[trainer.current_epoch + 1] = self.measure(module.net)
+
+
+def part_recognition(e: Early, out: Path) -> dict:
+    """Accuracy on the distilled images, labelled by their soft labels' argmax, of networks trained directly: along
+    direct training from the held-out inits (the trajectory's checkpoints), and for other architectures and
+    training lengths (DirectModule, the run's direct settings)."""
+    a = e.a
+    images, labels, _ = e.batch()
+    y = labels.argmax(-1)
+    traj = e.trajectory()
+    like = {k: e.inits[k][0] for k in e.loop.names}
+    along = [{"step": int(step), "distilled_acc": interval(evaluate_stack(e.loop, unflatten_stack(traj["weights"][t], like),
+                                                                          images, y)[0].cpu()),
+              "test_acc": interval(traj["test_acc"][t].cpu())} for t, step in enumerate(traj["steps"].tolist())]
+    test_x, test_y = e.analysis.test.x, e.analysis.test.y
+    direct = dict(e.run.meta.get("config", {}).get("direct") or {})
+    c, h, w = e.run.meta["image_shape"]
+
+    def measure(net):
+        dev = next(net.parameters()).device
+        return {"distilled_acc": (net(images.to(dev)).argmax(-1) == y.to(dev)).float().mean().item(),
+                "test_acc": torch.cat([net(test_x[i:i + a.data_chunk].to(dev)).argmax(-1) for i in range(0, len(test_y), a.data_chunk)])
+                .eq(test_y.to(dev)).float().mean().item()}
+
+    archs = []
+    for arch in a.recognition_archs:
+        seen = []
+        for i in range(a.recognition_seeds):
+            seed = seed_for(a.seed, "analysis", "recognition") + i
+            net = instantiate(asdict(ARCH_SCHEMAS[arch]()))(in_channels=c, height=h, width=w, num_classes=e.run.num_classes)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                init_parameters_(net, e.run.init_scheme)
+            at = AtEpochs(a.recognition_epochs, measure)
+            fit(e, DirectModule(net, lr=direct.get("lr", 1e-3), weight_decay=direct.get("weight_decay", 0.0)), seed,
+                max_epochs=max(a.recognition_epochs), callbacks=[at])
+            seen.append(at.rows)
+        for epochs in sorted(a.recognition_epochs):
+            archs.append({"arch": arch, "epochs": epochs, **{k: interval(torch.tensor([r[epochs][k] for r in seen]))
+                                                              for k in ("distilled_acc", "test_acc")}})
+    summary = {"inits": stack_len(e.inits), "images": int(images.shape[0]), "seeds": a.recognition_seeds,
+               "along_training": along, "archs": archs}
+    recognition_figure(summary, out / "recognition.png")
+    return summary
+
+
+PARTS = {"influence": part_influence, "recognition": part_recognition, "fair_baselines": part_fair_baselines, "mixing": part_mixing,
          "controls": part_controls}
 # the analysis keys each part depends on beyond those of the landing kinds (and early_inits, shared by all)
 PART_KEYS = {"influence": ("influence_top",), "mixing": ("mixing_per_class",),
              "fair_baselines": ("fair_steps", "fair_direct_seeds", "fair_direct_epochs"),
-             "controls": ("control_fractions", "control_models", "control_steps")}
+             "controls": ("control_fractions", "control_models", "control_steps"),
+             "recognition": ("recognition_archs", "recognition_epochs", "recognition_seeds")}
 EARLY_KEYS = {"early", "early_inits", *(k for keys in PART_KEYS.values() for k in keys)}
 
 
