@@ -118,7 +118,9 @@ TINY_EARLY = ["analysis.kinds=[distilled]", "analysis.inits=4", "analysis.polish
               "baseline.tune_inits=2", "baseline.lr_grid=[0.1,1.0]", "analysis.early_inits=4",
               "analysis.mixing_per_class=[0,2]", "analysis.control_fractions=[0.01,0.05]", "analysis.control_models=2",
               "analysis.control_steps=5", "analysis.fair_steps=5", "analysis.fair_direct_seeds=2",
-              "analysis.fair_direct_epochs=1", "analysis.influence_top=3"]
+              "analysis.fair_direct_epochs=1", "analysis.influence_top=3", "analysis.recognition_archs=[mlp]",
+              "analysis.recognition_epochs=[1,2]", "analysis.recognition_seeds=2"]
+ALL_PARTS = "analysis.early=[influence,mixing,controls,fair_baselines,recognition]"
 
 
 def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
@@ -127,10 +129,9 @@ def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
     from test_landing import compose_landing
 
     out = tmp_path / "landing"
-    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY,
-                             "analysis.early=[influence,mixing,controls,fair_baselines]"], out))
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, ALL_PARTS], out))
     early = read_json(out / "early.json")
-    assert list(early) == ["influence", "mixing", "controls", "fair_baselines"]
+    assert list(early) == ["influence", "mixing", "controls", "fair_baselines", "recognition"]
     assert read_json(out / "landing_stats.json")["early"]["parts"] == list(early)
     for name in early:
         assert (out / f"{name}.png").stat().st_size > 5_000, name
@@ -151,12 +152,25 @@ def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
     # the distilled arm and the mixing row k=0 are the same landings of the same inits
     assert fair["arms"]["distilled"]["test_acc"]["mean"] == pytest.approx(mix[0]["mixed"]["test_acc"]["mean"])
 
+    # recognition: at step 0 (the inits themselves) against a direct count of the distilled images they classify
+    # as their labels' argmax; every architecture at every listed epoch
+    from distillscape.run import Run
+    run = Run.open(digits_run)
+    inits = run.inits(4, seed=compose_landing([f"distilled={digits_run}"], out).analysis.init_seed)
+    d = run.distilled
+    direct_count = [sum(int(p == t) for p, t in zip(run.loop().forward({k: v[i] for k, v in inits.items()}, d.images)
+                                                     .argmax(-1).tolist(), d.labels.argmax(-1).tolist())) / len(d.labels)
+                    for i in range(4)]
+    rec = early["recognition"]
+    assert rec["along_training"][0]["step"] == 0
+    assert rec["along_training"][0]["distilled_acc"]["mean"] == pytest.approx(sum(direct_count) / 4, abs=1e-6)
+    assert [(r["arch"], r["epochs"], r["distilled_acc"]["n"]) for r in rec["archs"]] == [("mlp", 1, 2), ("mlp", 2, 2)]
+
     # a rerun reuses every part; another mixing setting redoes mixing alone (and keeps the landing kinds)
     capsys.readouterr()
-    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY,
-                             "analysis.early=[influence,mixing,controls,fair_baselines]"], out))
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, ALL_PARTS], out))
     printed = capsys.readouterr().out
-    assert printed.count("reusing") == 5 and read_json(out / "early.json") == early
+    assert printed.count("reusing") == 6 and read_json(out / "early.json") == early
     landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, "analysis.mixing_per_class=[0,3]",
                              "analysis.early=[influence,mixing]"], out))
     printed = capsys.readouterr().out

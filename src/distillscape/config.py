@@ -584,7 +584,7 @@ class LandingConfig:
     control_steps: int = 200           # full-batch gradient steps on the subset (polish_lr, polish_momentum)
     recognition_archs: List[str] = field(default_factory=lambda: ["mlp", "simple_convnet"])  # trained directly (their defaults) ...
     recognition_epochs: List[int] = field(default_factory=lambda: [1, 5, 20])  # ... and measured on the distilled images after these epochs
-    recognition_seeds: int = 2         # networks per architecture
+    recognition_seeds: int = 3         # networks per architecture
 
     def __post_init__(self):
         for k in self.kinds:

@@ -381,6 +381,10 @@ CAPTIONS = {
                       "soft labels and rates, on the distilled batch, and of direct training (95% intervals). Read: "
                       "the gap hard -> learned labels is what the labels carry, learned labels -> distilled what "
                       "the images carry.",
+    "recognition": "Accuracy on the distilled images, each labelled by its label's argmax: left, of direct training "
+                   "from the held-out inits, step by step, beside its test accuracy; right, of other architectures "
+                   "trained directly, by epochs (95% intervals). Read: recognition that peaks early and falls later "
+                   "marks an early-training summary.",
     "influence": "Change of test loss when the one step is taken without each distilled image (95% intervals over "
                  "inits), sorted. Read: above 0 the image helps.",
     "trajectory": "The one-step landings against direct training on real data from the same inits: left, the "
@@ -753,6 +757,23 @@ def early_training(stats: dict, early: dict) -> tuple[list[str], list[list[str]]
                    f"training: {f['direct']['test_acc']['mean']:.1%} ± {f['direct']['test_acc']['std']:.1%} test accuracy "
                    f"over {f['direct_seeds']} seeds.")
 
+    r = early.get("recognition")
+    if r:
+        along = r["along_training"]
+        for a in along:
+            row(f"recognition: step {a['step']} on the distilled images", a["distilled_acc"], f"test set: {ci_text(a['test_acc'], True)}", True)
+        for a in r["archs"]:
+            row(f"recognition: {a['arch']} after {a['epochs']} epochs", a["distilled_acc"], f"test set: {ci_text(a['test_acc'], True)}", True)
+        best = max(along, key=lambda a: a["distilled_acc"]["mean"] if _is_number(a["distilled_acc"]["mean"]) else -1)
+        last = along[-1]
+        falls = separated(best["distilled_acc"], last["distilled_acc"])
+        out.append(f"Recognition (labels' argmax): along direct training the distilled images are recognised best at step "
+                   f"{best['step']} ({ci_text(best['distilled_acc'], True)}) and at {ci_text(last['distilled_acc'], True)} "
+                   f"at the last checkpoint (step {last['step']}): " +
+                   ("recognition falls as training goes on, beyond the intervals (as an early-training summary would)."
+                    if falls > 0 else "no fall after the best step beyond the intervals: later networks recognise them as "
+                    "well as earlier ones."))
+
     i = early.get("influence")
     if i:
         n = len(i["images"])
@@ -1044,7 +1065,7 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
                                                  "use these values (mean [95% interval] (n)).",
                                       "header": ["statistic", "value", "what it is"], "rows": rows})
         sec["figures"] += take([_figure(run, p, f"{CAPTIONS[k]} ({run.identity})")
-                                for k in ("trajectory", "controls", "mixing", "fair_baselines", "influence")
+                                for k in ("trajectory", "controls", "mixing", "fair_baselines", "recognition", "influence")
                                 for p in _by_stem(run, k)])
     if sec["summary"] or sec["figures"]:
         out.append(sec)
