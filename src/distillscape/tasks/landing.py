@@ -141,13 +141,14 @@ def landing(cfg: DictConfig) -> dict:
     # a wrong distilled= or dataset refused before the directory is touched
     run = open_run(s.distilled, s) if s.distilled else None
     dm = None
-    if run is not None and not run.is_rl and s.analysis.early:  # early parts this data cannot do: refused here too
-        dm = run.datamodule(s.dataset)
+    if run is not None and s.analysis.early:  # early parts this run or data cannot do: refused here too
+        dm = None if run.is_rl else run.datamodule(s.dataset)
         check_early(s, run, dm)
     out = start_job(cfg)
     if run is None:
         run = open_run(distill_first(cfg, s, out), s)
     if run.is_rl:
+        check_early(s, run)
         return rl_landing(cfg, s, run, out)
     a = s.analysis
     device = torch.device(a.device)

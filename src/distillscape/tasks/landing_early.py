@@ -80,10 +80,15 @@ class Early:
             return detached(self.loop.run_stack(self.inits, x, targets, lrs, self.a.init_chunk, batched_data=True))
 
 
-def check_early(s: LandingJob, run: Run, dm) -> None:
+def check_early(s: LandingJob, run: Run, dm=None) -> None:
     """Refuse, in one line and before any work, early parts this run or dataset cannot do."""
     a = s.analysis
     if not a.early:
+        return
+    if run.is_rl:
+        raise ConfigError(f"analysis.early={list(a.early)} needs a run distilled from a dataset; {run.path} is an RL "
+                          f"run: leave analysis.early empty")
+    if dm is None:  # the data is checked once it is loaded
         return
     smallest = min(int((dm.train_y == c).sum()) for c in range(dm.num_classes))
     if "mixing" in a.early and max(a.mixing_per_class) > smallest:
