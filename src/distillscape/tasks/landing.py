@@ -219,6 +219,10 @@ def landing(cfg: DictConfig) -> dict:
         log_csv_table(logger, "landing/table", out / "landing_stats.csv")  # W&B only
         logger.save()
     console.print(summary_table(summary))
+    if a.early:  # the report's early-training sentences, from the same files
+        from ..report import early_training
+        for line in early_training(summary, early)[0]:
+            console.print(line)
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")
     return summary
 
