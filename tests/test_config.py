@@ -106,7 +106,8 @@ def test_logger_options_write_their_files(tmp_path, logger, expected):
 # every experiment config, composed with the task it is for (a new experiment must be listed here)
 EXPERIMENT_TASKS = {"mnist_onestep": "distill", "sweep_distill": "distill", "surfaces_2x2": "landscape",
                     "plane_minima": "landscape", "surface_evolution": "landscape", "surface_subsets": "landscape",
-                    "sweep_landscape_shards": "landscape", "landing_stats": "landing", "study_digits": "study",
+                    "sweep_landscape_shards": "landscape", "landing_stats": "landing", "early_training": "landing",
+                    "study_digits": "study",
                     "study_mnist": "study", "cartpole": "distill",
                     "centipede": "distill", "rl_surfaces_2x2": "landscape", "rl_return_surfaces": "landscape",
                     "rl_init_space": "landscape", "study_cartpole": "study"}

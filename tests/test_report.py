@@ -296,17 +296,64 @@ def test_points_mostly_off_the_plane_are_named_not_stacked_on_the_centre():
     assert [t.name for t in one.data if t.type == "scatter3d"] == ["minimum", "minimum"] and one.layout.showlegend
 
 
-def test_trajectory_sentences_follow_the_agreement_curve():
-    from distillscape.report import trajectory_summary
+def _summary(values):
+    t = torch.tensor(values, dtype=torch.float64)
+    return {"mean": t.mean().item(), "std": t.std().item(), "n": len(values)}
 
-    stats = {"trajectory": {"steps": [0, 10, 100, 500],
-                            "agreement": {"distilled": [0.1, 0.9, 0.7, 0.6], "random_real": [0.1, 0.2, 0.22, 0.2],
-                                          "random_synthetic": [0.2, 0.85, 0.9, 0.89]}},
-             "kinds": {"distilled": {"steps_to_match": {"mean": 12.0, "std": 1.0, "n": 5}}}}
-    d, r, s = trajectory_summary(stats)
-    assert "peaks at step 10 (90.0%" in d and "early point of training" in d and "needs 12 steps" in d
+
+def test_trajectory_sentences_use_the_tables_statistics_with_intervals():
+    """The sentence reads the per-landing statistics the landing table shows (issue 25: it read the argmax of
+    the mean curve, 100, while the table said 80 ± 27); a reading only when the intervals separate it."""
+    from distillscape.report import landing_pivot, trajectory_summary
+
+    early = {"agreement_peak_step": _summary([10, 10, 20, 10, 10]), "agreement_peak": _summary([0.9, 0.91, 0.88, 0.9, 0.92]),
+             "agreement_last": _summary([0.6, 0.62, 0.58, 0.61, 0.6]), "agreement_drop": _summary([0.3, 0.29, 0.3, 0.29, 0.32]),
+             "steps_to_match": _summary([12, 11, 13, 12, 12])}
+    late = {"agreement_peak_step": _summary([100, 500, 50, 500, 250]), "agreement_peak": _summary([0.84, 0.85, 0.83, 0.84, 0.84]),
+            "agreement_last": _summary([0.83, 0.85, 0.82, 0.84, 0.83]), "agreement_drop": _summary([0.01, 0.0, 0.01, 0.0, 0.01])}
+    unlike = {"agreement_peak_step": _summary([10, 100, 10, 10, 100]), "agreement_peak": _summary([0.2, 0.22, 0.21, 0.2, 0.2]),
+              "agreement_last": _summary([0.2, 0.2, 0.2, 0.2, 0.2]), "agreement_drop": _summary([0.0, 0.02, 0.01, 0.0, 0.0])}
+    stats = {"trajectory": {"steps": [0, 10, 100, 500]},
+             "kinds": {"distilled": early, "random_synthetic": late, "random_real": unlike}}
+    d, s, r = trajectory_summary(stats)
+    assert "peaks at step 12 [" in d and "earlier point of training" in d
+    assert "needs 12 [" in d
+    # the sentence's peak step is the table's agreement_peak_step, not the argmax of a mean curve
+    header, rows = landing_pivot(stats)
+    table_step = next(row for row in rows if row[0] == "agreement_peak_step")[header.index("distilled")]
+    assert table_step.startswith("12 ±") and "inconclusive" in s and "reaches the last checkpoint" in s
     assert "unlike direct training" in r
-    assert "peaks at step 100" in s and "resembles trained networks" in s
+
+
+def _interval(mean, half, n=10):
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "std": half, "n": n}
+
+
+def _early(diff_mean, half):
+    agreement = {k: _interval(0.8, 0.02) for k in ("landing_checkpoint", "landing_controls", "controls_controls",
+                                                     "checkpoint_controls")}
+    return {"controls": {"inits": 10, "controls_per_init": 3, "control_steps": 100, "chosen": 0.02,
+                         "fractions": [{"fraction": 0.02, "images": 24, "test_acc": _interval(0.8, 0.02)}],
+                         "landing_test_acc": _interval(0.8, 0.02), "checkpoint_test_acc": _interval(0.8, 0.02),
+                         "checkpoint_step": _interval(20, 5), "agreement": agreement,
+                         "difference": {"checkpoint_minus_controls": _interval(diff_mean, half),
+                                        "landing_minus_among_controls": _interval(0.0, 0.01)}}}
+
+
+@pytest.mark.parametrize("diff, half, reading", [
+    (0.10, 0.03, "Reading: distilled data encodes early training"),
+    (-0.10, 0.03, "Reading: not early training"),
+    (0.10, 0.2, "Reading: inconclusive"),     # the interval reaches 0: no reading
+    (0.0, 0.001, "Reading: inconclusive"),
+])
+def test_early_reading_only_when_the_interval_separates_it(diff, half, reading):
+    from distillscape.report import early_training
+
+    lines, rows = early_training({}, _early(diff, half))
+    assert lines[0].startswith(reading), lines[0]
+    diff_row = next(r for r in rows if r[0] == "controls: checkpoint − controls")
+    assert diff_row[1] in lines[-1]  # the sentence quotes the table's value
+    assert early_training({}, {})[0][0].startswith("Reading: inconclusive — no accuracy-matched controls")
 
 
 def test_missing_and_stale_sweeps_are_marked_not_shown(tmp_path):

@@ -41,6 +41,7 @@ SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train
 RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
 DATASET_COSTS = ("train", "test", "train_subsets")
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
+EARLY_PARTS = ("influence", "fair_baselines", "mixing", "controls", "recognition")  # the early-training analyses (issue 25, distillscape.early)
 STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report", "none")  # none: the stage is left out
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "auto")
 MAX_SEED = 2**32 - 1  # numpy's seeds (seed_everything seeds numpy too) are 32-bit
@@ -193,6 +194,7 @@ class AtariActorConfig:
 ARCH_SCHEMAS = {"mlp": MLPConfig, "lenet": LeNetConfig, "simple_convnet": SimpleConvNetConfig,
                 "convnet": ConvNetConfig, "policy_mlp": PolicyMLPConfig, "atari_actor": AtariActorConfig}
 POLICY_ARCHS = ("distillscape.models.PolicyMLP", "distillscape.models.AtariActor")
+IMAGE_ARCHS = ("mlp", "lenet", "simple_convnet", "convnet")  # the architectures of image classification
 ARCHS = tuple(s._target_ for s in ARCH_SCHEMAS.values())
 
 
@@ -569,10 +571,44 @@ class LandingConfig:
     data_chunk: int = 1000             # examples per forward
     init_chunk: Optional[int] = None   # models per vmapped forward (lower it if memory runs out)
     device: str = "cpu"                # cpu | cuda
+    # -- does the distilled batch only encode early training? (issue 25; distillscape.early; [] runs none)
+    early: List[str] = field(default_factory=list)  # any of influence, fair_baselines, mixing, controls
+    early_inits: int = 20              # the first this many of the M inits are the held-out inits of every early part
+    influence_top: int = 5             # test images listed per distilled image: those its removal hurts most
+    mixing_per_class: List[int] = field(default_factory=lambda: [0, 2, 10, 50])  # real images per class added
+    fair_steps: int = 300              # outer steps learning soft labels and rates for random real images
+    fair_direct_seeds: int = 5         # directly trained networks (the run's direct settings), one per seed
+    fair_direct_epochs: Optional[int] = None  # their epochs (null: the run's direct.epochs)
+    control_fractions: List[float] = field(default_factory=lambda: [0.005, 0.01, 0.02, 0.05])  # real subsets
+    control_models: int = 10           # networks trained per subset fraction (each its own subset and init)
+    control_steps: int = 200           # full-batch gradient steps on the subset (polish_lr, polish_momentum)
+    recognition_archs: List[str] = field(default_factory=lambda: ["mlp", "simple_convnet"])  # trained directly (their defaults) ...
+    recognition_epochs: List[int] = field(default_factory=lambda: [1, 5, 20])  # ... and measured on the distilled images after these epochs
+    recognition_seeds: int = 3         # networks per architecture
 
     def __post_init__(self):
         for k in self.kinds:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
+        for k in self.early:
+            _choice("analysis.early entry", k, EARLY_PARTS)
+        for k in self.recognition_archs:
+            _choice("analysis.recognition_archs entry", k, IMAGE_ARCHS)
+        if not self.recognition_epochs or not all(isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= 10_000
+                                                  for k in self.recognition_epochs):
+            raise ConfigError(f"analysis.recognition_epochs={list(self.recognition_epochs)}: give epochs from 1 to "
+                              f"10000 after which the directly trained networks are measured, e.g. [1,5,20]")
+        for k in ("early_inits", "influence_top", "fair_steps", "fair_direct_seeds", "control_models", "recognition_seeds"):
+            _count(f"analysis.{k}", getattr(self, k))
+        _at_least("analysis.fair_direct_epochs", self.fair_direct_epochs, 1)
+        _at_least("analysis.control_steps", self.control_steps, 0)
+        _at_least("analysis.control_models", self.control_models, 2)  # the controls' agreement among themselves needs pairs
+        if not self.mixing_per_class or not all(isinstance(k, int) and not isinstance(k, bool) and 0 <= k <= MAX_MODELS
+                                                for k in self.mixing_per_class):
+            raise ConfigError(f"analysis.mixing_per_class={list(self.mixing_per_class)}: give non-negative integers "
+                              f"(real images per class added to the distilled batch), e.g. [0,2,10,50]")
+        if not self.control_fractions or not all(0 < f <= 1 for f in self.control_fractions):
+            raise ConfigError(f"analysis.control_fractions={list(self.control_fractions)}: give fractions of the "
+                              f"training split in (0, 1], e.g. [0.005,0.01,0.02,0.05]")
         for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk"):
             _count(f"analysis.{k}", getattr(self, k))
         for k in ("polish_inits", "curvature_inits", "trajectory_inits"):

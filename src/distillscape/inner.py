@@ -45,6 +45,19 @@ def inner_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.
     raise ValueError(f"unknown inner loss {kind!r}; allowed: {', '.join(INNER_LOSSES)}")
 
 
+def weighted_inner_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, kind: str) -> torch.Tensor:
+    """`inner_loss` with a weight per example, normalized by the weights' sum: weights of ones give
+    inner_loss, and a 0 removes an example exactly as leaving it out of the batch does (so one vmapped
+    batch of weight vectors runs every leave-one-out step at once, where slicing could not be vmapped)."""
+    if kind == "mse":
+        per = (logits - targets).pow(2).mean(-1)  # F.mse_loss averages over examples and classes alike
+    elif kind == "soft_ce":
+        per = torch.sum(-F.softmax(targets, dim=-1) * F.log_softmax(logits, dim=-1), dim=-1)
+    else:
+        raise ValueError(f"unknown inner loss {kind!r}; allowed: {', '.join(INNER_LOSSES)}")
+    return (weights * per).sum() / weights.sum()
+
+
 def param_names(net: nn.Module) -> list[str]:
     return [n for n, _ in net.named_parameters()]
 
@@ -104,20 +117,26 @@ class InnerLoop:
     def _loss(self, params: Params, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return inner_loss(self.forward(params, x), targets, self.loss)
 
-    def run(self, params: Params, x: torch.Tensor, targets: torch.Tensor, lrs: torch.Tensor) -> Params:
-        """Landing of ONE init (unbatched params). Differentiable in x, targets and lrs."""
+    def _weighted_loss(self, params: Params, x: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return weighted_inner_loss(self.forward(params, x), targets, weights, self.loss)
+
+    def run(self, params: Params, x: torch.Tensor, targets: torch.Tensor, lrs: torch.Tensor,
+            weights: torch.Tensor | None = None) -> Params:
+        """Landing of ONE init (unbatched params). Differentiable in x, targets and lrs. `weights` [B]:
+        a weight per example of the batch (weighted_inner_loss); None: the plain inner loss."""
+        loss = self._loss if weights is None else (lambda p, x, t: self._weighted_loss(p, x, t, weights))
         for t in range(lrs.shape[0]):
-            g = grad(self._loss)(params, x, targets)
+            g = grad(loss)(params, x, targets)
             params = {k: params[k] - lrs[t, i if lrs.shape[1] > 1 else 0] * g[k]
                       for i, k in enumerate(self.names)}
         return params
 
     def run_stack(self, stack: Params, x, targets, lrs, chunk_size: int | None = None,
-                  batched_data: bool = False) -> Params:
+                  batched_data: bool = False, weights: torch.Tensor | None = None) -> Params:
         """Landings of a stack of inits, vmapped over the init dimension (and over x / targets
-        too when `batched_data`: each init trained on its own batch)."""
+        too when `batched_data`: each init trained on its own batch); `weights` [B]: see `run`."""
         d = 0 if batched_data else None
-        return vmap(self.run, in_dims=(0, d, d, None), chunk_size=chunk_size)(stack, x, targets, lrs)
+        return vmap(self.run, in_dims=(0, d, d, None, None), chunk_size=chunk_size)(stack, x, targets, lrs, weights)
 
     def forward_stack(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """Logits [n_inits, batch, classes] of every model of the stack on the same inputs."""

@@ -92,6 +92,7 @@ STATS = {
     "agreement_peak_step": "the checkpoint step of that highest agreement",
     "agreement_at_match": "test-prediction agreement with the checkpoint of steps_to_match (nan when none)",
     "agreement_last": "test-prediction agreement with the last direct-training checkpoint",
+    "agreement_drop": "agreement_peak - agreement_last: how far agreement falls after its peak (per landing)",
     "nearest_step": "the direct-training checkpoint nearest to the landing in parameter space",
     "nearest_distance_ratio": "distance to that checkpoint / step_length (<= 1: the init is checkpoint 0)",
 }
@@ -335,12 +336,12 @@ class LandingAnalysis:
         """Statistics at the inits, computed once and shared by every kind (all start from them)."""
         return self.point(inits, "init", min(self.s.curvature_inits, stack_len(inits)))
 
-    def trajectory(self, inits: Params) -> dict[str, object]:
-        """The direct-training run from the first `trajectory_inits` inits, at `trajectory_steps`
+    def trajectory(self, inits: Params, count: int | None = None) -> dict[str, object]:
+        """The direct-training run from the first `trajectory_inits` (or `count`) inits, at `trajectory_steps`
         (computed once and shared by every kind, like the statistics at the inits): per checkpoint
         its train loss [T, P], test accuracy [T, P], test predictions [T, P, N] and flat weights [T, P, D]."""
         s, names = self.s, self.loop.names
-        p = min(s.trajectory_inits, stack_len(inits))
+        p = min(s.trajectory_inits if count is None else count, stack_len(inits))
         steps = sorted({0, *s.trajectory_steps})
         states = sgd_checkpoints(self.loop, head(inits, p), *self.polish_data, steps, s.polish_lr, s.polish_momentum,
                                  s.polish_batch_size, self._gen("trajectory"), s.init_chunk)
@@ -372,7 +373,7 @@ class LandingAnalysis:
             1, first_match(run_losses, target)[:, None])[:, 0]
         return {"steps_to_match": steps_to_match(run_losses, steps, target), "agreement_peak": peak,
                 "agreement_peak_step": steps[at].double(),
-                "agreement_at_match": at_match, "agreement_last": agree[:, -1],
+                "agreement_at_match": at_match, "agreement_last": agree[:, -1], "agreement_drop": peak - agree[:, -1],
                 "nearest_step": steps[where].double(), "nearest_distance_ratio": nearest / step_length[:p],
                 "curve/agreement": agree, "curve/distance": dist}
 

@@ -248,6 +248,112 @@ def trajectory_figure(summary: dict, path: Path) -> Path:
     return path
 
 
+# -- the early-training parts of the landing analysis (distillscape.early) ----------------------------
+def _errorbar(ax, x, summaries: list[dict], **kw) -> None:
+    """Means with their 95% intervals (the {"mean", "lo", "hi"} summaries of stats.interval)."""
+    mean = np.array([d["mean"] if d else np.nan for d in summaries], dtype=float)
+    lo = np.array([d["lo"] if d else np.nan for d in summaries], dtype=float)
+    hi = np.array([d["hi"] if d else np.nan for d in summaries], dtype=float)
+    ax.errorbar(x, mean, yerr=np.nan_to_num(np.stack([mean - lo, hi - mean])), fmt="o", capsize=3, **kw)
+
+
+def _save(fig, path: Path, title: str) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def influence_figure(summary: dict, path: Path) -> Path:
+    """Per distilled image, the change of test loss when the step is taken without it (95% interval over
+    inits), images sorted by it: above 0 the image helps the step, below it harms."""
+    rows = sorted(summary["images"], key=lambda d: -d["delta_test_loss"]["mean"])
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.18 * len(rows) + 2), 3.4))
+    _errorbar(ax, np.arange(len(rows)), [d["delta_test_loss"] for d in rows], color="C0")
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(np.arange(len(rows)), [f"{d['image']}\n(c{d['class']})" for d in rows], fontsize=6)
+    ax.set_xlabel("distilled image (class of its label)")
+    ax.set_ylabel("test loss without it − with it")
+    return _save(fig, path, f"leave-one-out influence of each distilled image ({summary['inits']} inits, 95% intervals)")
+
+
+def mixing_figure(summary: dict, path: Path) -> Path:
+    """One-step test accuracy against real images per class: the distilled batch with them added, and
+    the same real images alone."""
+    rows = summary["rows"]
+    k = np.array([r["per_class"] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    _errorbar(ax, k, [r["mixed"]["test_acc"] for r in rows], color="C0", label="distilled + real")
+    _errorbar(ax, k, [r["real_alone"]["test_acc"] if r["real_alone"] else None for r in rows], color="C1",
+              label="real alone")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("real images per class")
+    ax.set_ylabel("one-step test accuracy")
+    ax.legend(fontsize=8)
+    return _save(fig, path, f"mixing real images into the distilled batch ({summary['inits']} inits, 95% intervals)")
+
+
+def controls_figure(summary: dict, path: Path) -> Path:
+    """Left: the subset controls' test accuracy per subset size beside the landings'. Right: agreement of the
+    landing with its accuracy-matched checkpoint, with the controls, and of the controls among themselves."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fr = summary["fractions"]
+    _errorbar(axes[0], [r["fraction"] for r in fr], [r["test_acc"] for r in fr], color="C1", label="subset controls")
+    land = summary["landing_test_acc"]
+    axes[0].axhspan(land["lo"], land["hi"], color="C0", alpha=0.3, label="landings")
+    axes[0].set_xscale("log")
+    axes[0].set_xticks([r["fraction"] for r in fr], [f"{r['fraction']:g}" for r in fr])
+    axes[0].minorticks_off()
+    axes[0].set_xlabel("fraction of the training split")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend(fontsize=8)
+    names = list(summary["agreement"])
+    _errorbar(axes[1], np.arange(len(names)), [summary["agreement"][n] for n in names], color="C0")
+    axes[1].set_xticks(np.arange(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
+    axes[1].set_ylabel("test predictions agreeing")
+    return _save(fig, path, f"accuracy-matched controls (subset {summary['chosen']:g}, {summary['inits']} inits, "
+                            f"95% intervals)")
+
+
+def fair_figure(summary: dict, path: Path) -> Path:
+    """Train and test accuracy of each arm: real images with hard labels, with learned labels and rates, the
+    distilled batch, and direct training (mean over seeds)."""
+    arms = {**summary["arms"], "direct": summary["direct"]}
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    x = np.arange(len(arms))
+    for i, split in enumerate(("train_acc", "test_acc")):
+        _errorbar(ax, x + (i - 0.5) * 0.2, [arms[a][split] for a in arms], color=f"C{i}", label=split.replace("_", " "))
+    ax.set_xticks(x, [a.replace("_", "\n") for a in arms], fontsize=7)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    return _save(fig, path, f"fair baselines ({summary['inits']} inits; direct: {summary['direct_seeds']} seeds; 95% intervals)")
+
+
+def recognition_figure(summary: dict, path: Path) -> Path:
+    """Accuracy on the distilled images (labelled by their labels' argmax) of directly trained networks: left,
+    along direct training from the held-out inits, beside their test accuracy; right, per architecture
+    against training epochs."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    along = summary["along_training"]
+    steps = [r["step"] for r in along]
+    _errorbar(axes[0], steps, [r["distilled_acc"] for r in along], color="C0", label="on the distilled images")
+    _errorbar(axes[0], steps, [r["test_acc"] for r in along], color="k", label="on the test set")
+    axes[0].set_xscale("symlog", linthresh=1)
+    axes[0].set_xlabel("direct-training step from the held-out inits")
+    axes[0].legend(fontsize=8)
+    for i, arch in enumerate(dict.fromkeys(r["arch"] for r in summary["archs"])):
+        rows = [r for r in summary["archs"] if r["arch"] == arch]
+        _errorbar(axes[1], [r["epochs"] for r in rows], [r["distilled_acc"] for r in rows], color=f"C{i}", label=arch)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("epochs of direct training")
+    axes[1].legend(fontsize=8)
+    for ax in axes:
+        ax.set_ylabel("accuracy")
+    return _save(fig, path, f"recognition of the distilled images ({summary['inits']} inits; {summary['seeds']} "
+                            f"networks per architecture; 95% intervals)")
+
+
 def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None, context: str = ""):
     """Contour plot (plane) or line plot (line) of one metric of a cost surface (the arrays of its
     surface.npz), with the marked points at their coordinates (hollow markers: the point lies off the

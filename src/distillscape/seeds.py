@@ -31,6 +31,14 @@ ANALYSIS_STREAMS = {
     "rl_episodes": 13,         # RL runs: the episode seeds every policy is measured on
     "rl_experience": 14,       # ... the static experience set of the PPO loss (the PPO minimum acting)
     "rl_polish": 15,           # ... the PPO polish from the landings
+    "mixing_real": 16,         # early parts (distillscape.early): the real images mixed into the distilled batch
+    "mixing_tune": 17,         # ... the rate of those real images alone
+    "control_subsets": 18,     # ... the random subsets the accuracy-matched controls train on
+    "fair_images": 19,         # ... the random real images whose labels and rates are learned
+    "fair_distill": 20,        # ... the inits of that learning (Lightning's global seed)
+    "fair_tune": 21,           # ... the rate of those images with hard labels
+    "fair_direct": 22,         # ... the directly trained networks (seed + 0, 1, ...)
+    "recognition": 40,         # ... the networks of other architectures (seed + 0, 1, ...; 40: room for fair_direct's)
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}

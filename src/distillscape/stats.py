@@ -45,3 +45,30 @@ def wilson_interval(k: float, n: float, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def interval(values: torch.Tensor, level: float = 0.95) -> dict[str, float | int]:
+    """Mean of the finite entries of `values` with its t-interval at `level` (the sample standard error
+    times Student's t quantile with n-1 degrees of freedom): {"mean", "lo", "hi", "std", "n"}; lo and hi
+    are nan with fewer than two values (no spread to judge by)."""
+    d = describe(values)
+    return interval_of(d["mean"], d["std"], d["n"], level)
+
+
+def interval_of(mean: float, std: float, n: int, level: float = 0.95) -> dict[str, float | int]:
+    """`interval` from a summary already taken (mean, Bessel std, n), e.g. a stat of landing_stats.json."""
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"mean": mean, "lo": mean - half, "hi": mean + half, "std": std, "n": n}
+
+
+def separated(a: dict, b: dict | float) -> int:
+    """+1 when interval a lies wholly above b (an interval, or a number), -1 wholly below, 0 when they
+    overlap or either is undefined: a reading is stated only when its interval excludes the alternative."""
+    lo_b, hi_b = (b, b) if isinstance(b, (int, float)) else (b.get("lo", math.nan), b.get("hi", math.nan))
+    if a.get("lo", math.nan) > hi_b:
+        return 1
+    if a.get("hi", math.nan) < lo_b:
+        return -1
+    return 0

@@ -24,7 +24,7 @@ from ..baseline import tune_random_real_lr
 from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
 from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
-from ..params import detached, stack_len
+from ..params import detached, head, stack_len
 from ..rl import Collector, episode_returns, episode_seeds, log_probs, one_thread, ppo_batch, ppo_surrogate, train_ppo
 from ..plots import trajectory_figure
 from ..resume import finished, fingerprint, mark_finished
@@ -32,6 +32,7 @@ from ..run import Run
 from ..seeds import generator, seed_for
 from ..stats import describe
 from ..tracking import log_csv_table
+from .landing_early import EARLY_KEYS, Early, check_early, early_parts
 from .common import console_script, CONF_DIR, build_logger, compose_task, console, start_job, resolved, task
 
 
@@ -60,9 +61,11 @@ def open_run(path, s: LandingJob) -> Run:
 
 
 def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
-    """What the per-kind results depend on; a finished kind is reused only when it matches."""
+    """What the per-kind results depend on; a finished kind is reused only when it matches (the early parts'
+    own keys left out: adding one to a finished analysis keeps its kinds)."""
     weights = [run.path / "distilled.safetensors", direct_path]
-    what = {"analysis": resolved(cfg.analysis), "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
+    analysis = {k: v for k, v in resolved(cfg.analysis).items() if k not in EARLY_KEYS}
+    what = {"analysis": analysis, "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
             "distilled": str(run.path.resolve()), "direct_minimum": str(cfg.direct_minimum),
             "mtimes": [p.stat().st_mtime_ns if p.exists() else None for p in weights]}
     return fingerprint(data=what)
@@ -138,14 +141,21 @@ def landing(cfg: DictConfig) -> dict:
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
     # a wrong distilled= or dataset refused before the directory is touched
     run = open_run(s.distilled, s) if s.distilled else None
+    dm = None
+    if run is not None and s.analysis.early:  # early parts this run or data cannot do: refused here too
+        dm = None if run.is_rl else run.datamodule(s.dataset)
+        check_early(s, run, dm)
     out = start_job(cfg)
     if run is None:
         run = open_run(distill_first(cfg, s, out), s)
     if run.is_rl:
+        check_early(s, run)
         return rl_landing(cfg, s, run, out)
     a = s.analysis
     device = torch.device(a.device)
-    dm = run.datamodule(s.dataset)
+    if dm is None:
+        dm = run.datamodule(s.dataset)
+        check_early(s, run, dm)
 
     loop, sampler = run.loop(device), run.sampler()
     direct_path = run.direct_minimum_path(s.direct_minimum)
@@ -195,6 +205,10 @@ def landing(cfg: DictConfig) -> dict:
             **{c: {kind: r[f"curve/{c}"].mean(dim=0).tolist() for kind, r in results.items() if f"curve/{c}" in r}
                for c in CURVES}}
         trajectory_figure(summary, out / "trajectory.png")
+    if a.early:
+        held_out = head(inits, min(a.early_inits, a.inits))
+        early = early_parts(Early(s, run, loop, sampler, dm, analysis, held_out, device), out, stamp)
+        summary["early"] = {"parts": list(early), "file": "early.json"}
     write_json(out / "landing_stats.json", summary)
     write_csv(out / "landing_stats.csv", results)
 
@@ -206,6 +220,10 @@ def landing(cfg: DictConfig) -> dict:
         log_csv_table(logger, "landing/table", out / "landing_stats.csv")  # W&B only
         logger.save()
     console.print(summary_table(summary))
+    if a.early:  # the report's early-training sentences, from the same files
+        from ..report import early_training
+        for line in early_training(summary, early)[0]:
+            console.print(line)
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")
     return summary
 

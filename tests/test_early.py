@@ -1,0 +1,196 @@
+"""The early-training analyses (issue 25): leave-one-out influence against retraining without each image,
+one at a time; agreement against a direct count; the scaled labels and the subset training against hand
+computations; and the landing task's early parts end to end on a real distillation run."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillscape.early import (agreement, control_agreements, influence, influence_summary, nearest_checkpoint,
+                                scaled_onehot, train_on_subsets)
+from distillscape.inner import InitSampler, InnerLoop, evaluate_stack, inner_loss, weighted_inner_loss
+from distillscape.models import MLP
+from distillscape.params import unstack
+
+
+@pytest.fixture(scope="module", params=["mse", "soft_ce"])
+def tiny(request):
+    torch.manual_seed(0)
+    net = MLP(1, 4, 4, 3, hidden=[8])
+    loop = InnerLoop(net, request.param)
+    images, labels = torch.randn(6, 1, 4, 4), torch.randn(6, 3)
+    lrs = torch.tensor([[0.3], [0.2]])  # two inner steps: the removal must hold through every step
+    test_x, test_y = torch.randn(40, 1, 4, 4), torch.randint(0, 3, (40,))
+    return loop, InitSampler(net).sample(4, seed=3), images, labels, lrs, test_x, test_y
+
+
+def test_weighted_loss_of_ones_is_the_inner_loss_and_a_zero_removes(tiny):
+    loop, inits, images, labels, *_ = tiny
+    logits = loop.forward(unstack(inits, 0), images)
+    torch.testing.assert_close(weighted_inner_loss(logits, labels, torch.ones(6), loop.loss),
+                               inner_loss(logits, labels, loop.loss))
+    w = torch.ones(6)
+    w[2] = 0
+    keep = [0, 1, 3, 4, 5]
+    torch.testing.assert_close(weighted_inner_loss(logits, labels, w, loop.loss),
+                               inner_loss(logits[keep], labels[keep], loop.loss))
+
+
+def test_influence_matches_retraining_without_each_image(tiny):
+    """The vmapped removals against the slow, obviously correct path: for each image, the inner steps
+    run from scratch on the batch with that image sliced out, and the test loss measured directly."""
+    loop, inits, images, labels, lrs, test_x, test_y = tiny
+    got = influence(loop, inits, images, labels, lrs, test_x, test_y, data_chunk=16)
+    full = loop.run_stack(inits, images, labels, lrs)
+    full_acc, full_loss = evaluate_stack(loop, {k: v.detach() for k, v in full.items()}, test_x, test_y)
+    for i in range(images.shape[0]):
+        keep = [j for j in range(images.shape[0]) if j != i]
+        without = loop.run_stack(inits, images[keep], labels[keep], lrs)
+        without = {k: v.detach() for k, v in without.items()}
+        acc, loss = evaluate_stack(loop, without, test_x, test_y)
+        torch.testing.assert_close(got["delta_test_loss"][i], loss - full_loss, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(got["delta_test_acc"][i], acc - full_acc, atol=1e-6, rtol=0)
+        per_test = torch.stack([F.cross_entropy(loop.forward(unstack(without, m), test_x), test_y, reduction="none")
+                                - F.cross_entropy(loop.forward(unstack(full, m), test_x), test_y, reduction="none")
+                                for m in range(4)]).mean(0)
+        torch.testing.assert_close(got["per_test_delta"][i], per_test.detach(), atol=1e-5, rtol=1e-4)
+    summary = influence_summary(got, labels, test_y, top=3)
+    best = got["per_test_delta"][0].argsort(descending=True)[:3].tolist()
+    assert [h["test_index"] for h in summary["images"][0]["helps_most"]] == best
+    d = summary["images"][0]["delta_test_loss"]
+    assert d["lo"] < d["mean"] < d["hi"] and d["n"] == 4
+
+
+def test_agreement_against_a_direct_count():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 3, (4, 30), generator=g), torch.randint(0, 3, (5, 30), generator=g)
+    got = agreement(a, b)
+    for i, j in itertools.product(range(4), range(5)):
+        same = sum(1 for n in range(30) if a[i, n].item() == b[j, n].item())
+        assert got[i, j].item() == pytest.approx(same / 30)
+    landing, ckpt, controls = a[:2], b[:2], torch.randint(0, 3, (2, 3, 30), generator=g)
+    out = control_agreements(landing, ckpt, controls)
+    for p in range(2):
+        def count(u, v):
+            return sum(1 for n in range(30) if u[n].item() == v[n].item()) / 30
+        assert out["landing_checkpoint"][p].item() == pytest.approx(count(landing[p], ckpt[p]))
+        assert out["landing_controls"][p].item() == pytest.approx(sum(count(landing[p], c) for c in controls[p]) / 3)
+        pairs = [count(controls[p][i], controls[p][j]) for i in range(3) for j in range(3) if i != j]
+        assert out["controls_controls"][p].item() == pytest.approx(sum(pairs) / len(pairs))
+        assert out["checkpoint_controls"][p].item() == pytest.approx(sum(count(ckpt[p], c) for c in controls[p]) / 3)
+
+
+def test_nearest_checkpoint_by_accuracy():
+    acc = torch.tensor([[0.1, 0.1], [0.5, 0.8], [0.9, 0.9]])  # [T=3, P=2]
+    assert nearest_checkpoint(acc, torch.tensor([0.6, 0.83])).tolist() == [1, 1]
+    assert nearest_checkpoint(acc, torch.tensor([0.0, 1.0])).tolist() == [0, 2]
+
+
+def test_scaled_onehot_has_the_distilled_labels_mean_margin():
+    labels = torch.tensor([[1.0, 0.0, 0.2], [0.1, 2.0, 0.1]])  # margins 0.9 and 1.9; other entries 0.1 on average
+    got = scaled_onehot(torch.tensor([2, 0]), labels, 3)
+    torch.testing.assert_close(got, torch.tensor([[0.1, 0.1, 1.5], [1.5, 0.1, 0.1]]))
+
+
+def test_train_on_subsets_is_full_batch_momentum_descent(tiny):
+    loop, inits, *_ = tiny
+    g = torch.Generator().manual_seed(1)
+    xs, ys = torch.randn(4, 5, 1, 4, 4, generator=g), torch.randint(0, 3, (4, 5), generator=g)
+    got = train_on_subsets(loop, inits, xs, ys, steps=2, lr=0.1, momentum=0.9)
+    for m in range(4):
+        p = {k: v.clone().requires_grad_() for k, v in unstack(inits, m).items()}
+        vel = {k: torch.zeros_like(v) for k, v in p.items()}
+        for _ in range(2):
+            gs = torch.autograd.grad(F.cross_entropy(loop.forward(p, xs[m]), ys[m]), list(p.values()))
+            for (k, v), gk in zip(list(p.items()), gs):
+                vel[k] = 0.9 * vel[k] + gk
+                p[k] = (v - 0.1 * vel[k]).detach().requires_grad_()
+        for k in p:
+            torch.testing.assert_close(got[k][m], p[k].detach(), atol=1e-5, rtol=1e-5)
+
+
+# -- the landing task's early parts, end to end -------------------------------------------------------------
+TINY_EARLY = ["analysis.kinds=[distilled]", "analysis.inits=4", "analysis.polish_inits=0", "analysis.curvature_inits=0",
+              "analysis.train_examples=300", "analysis.trajectory_inits=4", "analysis.trajectory_steps=[1,5,20]",
+              "baseline.tune_inits=2", "baseline.lr_grid=[0.1,1.0]", "analysis.early_inits=4",
+              "analysis.mixing_per_class=[0,2]", "analysis.control_fractions=[0.01,0.05]", "analysis.control_models=2",
+              "analysis.control_steps=5", "analysis.fair_steps=5", "analysis.fair_direct_seeds=2",
+              "analysis.fair_direct_epochs=1", "analysis.influence_top=3", "analysis.recognition_archs=[mlp]",
+              "analysis.recognition_epochs=[1,2]", "analysis.recognition_seeds=2"]
+ALL_PARTS = "analysis.early=[influence,mixing,controls,fair_baselines,recognition]"
+
+
+def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
+    from distillscape.artifacts import read_json
+    from distillscape.tasks.landing import landing
+    from test_landing import compose_landing
+
+    out = tmp_path / "landing"
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, ALL_PARTS], out))
+    early = read_json(out / "early.json")
+    assert list(early) == ["influence", "mixing", "controls", "fair_baselines", "recognition"]
+    assert read_json(out / "landing_stats.json")["early"]["parts"] == list(early)
+    for name in early:
+        assert (out / f"{name}.png").stat().st_size > 5_000, name
+    n_images = read_json(digits_run / "distilled.json")["num_classes"]  # images_per_class=1
+    inf = early["influence"]
+    assert len(inf["images"]) == n_images and all(len(d["helps_most"]) == 3 for d in inf["images"])
+    assert all(d["delta_test_loss"]["n"] == 4 for d in inf["images"])
+    mix = early["mixing"]["rows"]
+    assert [r["per_class"] for r in mix] == [0, 2] and mix[0]["real_alone"] is None and mix[1]["real_lr"] in (0.1, 1.0)
+    c = early["controls"]
+    n_train = len(__import__("distillscape.run", fromlist=["Run"]).Run.open(digits_run).datamodule().train_y)
+    assert c["chosen"] in (0.01, 0.05) and [f["images"] for f in c["fractions"]] == [round(0.01 * n_train), round(0.05 * n_train)]
+    assert set(c["agreement"]) == {"landing_checkpoint", "landing_controls", "controls_controls", "checkpoint_controls"}
+    assert all(0 <= v["mean"] <= 1 and v["n"] == 4 for v in c["agreement"].values())
+    fair = early["fair_baselines"]
+    assert fair["learned_images_unchanged"] and fair["direct"]["test_acc"]["n"] == 2
+    assert set(fair["arms"]) == {"real_hard_labels", "real_learned_labels", "distilled"}
+    # the distilled arm and the mixing row k=0 are the same landings of the same inits
+    assert fair["arms"]["distilled"]["test_acc"]["mean"] == pytest.approx(mix[0]["mixed"]["test_acc"]["mean"])
+
+    # recognition: at step 0 (the inits themselves) against a direct count of the distilled images they classify
+    # as their labels' argmax; every architecture at every listed epoch
+    from distillscape.run import Run
+    run = Run.open(digits_run)
+    inits = run.inits(4, seed=compose_landing([f"distilled={digits_run}"], out).analysis.init_seed)
+    d = run.distilled
+    direct_count = [sum(int(p == t) for p, t in zip(run.loop().forward({k: v[i] for k, v in inits.items()}, d.images)
+                                                     .argmax(-1).tolist(), d.labels.argmax(-1).tolist())) / len(d.labels)
+                    for i in range(4)]
+    rec = early["recognition"]
+    assert rec["along_training"][0]["step"] == 0
+    assert rec["along_training"][0]["distilled_acc"]["mean"] == pytest.approx(sum(direct_count) / 4, abs=1e-6)
+    assert [(r["arch"], r["epochs"], r["distilled_acc"]["n"]) for r in rec["archs"]] == [("mlp", 1, 2), ("mlp", 2, 2)]
+
+    # a rerun reuses every part; another mixing setting redoes mixing alone (and keeps the landing kinds)
+    capsys.readouterr()
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, ALL_PARTS], out))
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 6 and read_json(out / "early.json") == early
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, "analysis.mixing_per_class=[0,3]",
+                             "analysis.early=[influence,mixing]"], out))
+    printed = capsys.readouterr().out
+    assert "distilled: reusing" in printed and "early influence: reusing" in printed and "early mixing: done" in printed
+    assert [r["per_class"] for r in read_json(out / "early.json")["mixing"]["rows"]] == [0, 3]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analysis.early=[influence,oops]"], "analysis.early entry"),
+    (["analysis.control_models=1"], "analysis.control_models=1"),
+    (["analysis.mixing_per_class=[0,5000]"], "analysis.mixing_per_class"),
+    (["analysis.control_fractions=[0,0.1]"], "analysis.control_fractions"),
+])
+def test_bad_early_input_is_one_line_before_the_job_record(digits_run, tmp_path, capsys, args, message):
+    from distillscape.tasks.landing import main
+    from test_landing import compose_landing
+
+    out = tmp_path / "bad"
+    with pytest.raises(SystemExit) as e:
+        main(compose_landing([f"distilled={digits_run}", "logger=none", "analysis.early=[mixing]", *args], out))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() or not any(out.iterdir())
