@@ -33,3 +33,11 @@ def flat_summary(values: torch.Tensor, prefix: str) -> dict[str, float]:
     Lightning's logged metrics, e.g. test/onestep_acc_mean)."""
     d = describe(values)
     return {f"{prefix}_{k}": float(d[k]) for k in ("mean", "std", "min", "max")}
+
+
+def interval95(values: torch.Tensor) -> tuple[float, float]:
+    """A 95% interval for the mean of the finite `values`: mean -+ 1.96 standard errors (the normal
+    approximation, fine for the >= 100 inits it is used with)."""
+    d = describe(values)
+    half = 1.96 * d["std"] / math.sqrt(d["n"]) if d["n"] else math.nan
+    return d["mean"] - half, d["mean"] + half
