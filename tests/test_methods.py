@@ -224,3 +224,31 @@ def test_an_imported_set_runs_the_whole_job_and_its_run_lands_by_its_protocol(tm
         assert metrics[f"test/{key}_acc_mean"] == pytest.approx(acc.mean().item(), abs=1e-6), key
     assert metrics["test/yang_acc_ci95_low"] < metrics["test/yang_acc_mean"] < metrics["test/yang_acc_ci95_high"]
     assert read_json(out / "metrics.json") == metrics and (out / "direct_minimum.safetensors").exists()
+
+
+def test_mtt_resumes_from_its_checkpoint_as_if_never_stopped_and_reuses_its_experts(tmp_path):
+    """A trajectory-matching run stopped after 4 outer steps and resumed (ckpt_path=last) to 6 ends with the
+    images of an unbroken 6-step run; the resumed run reads the expert trajectories instead of retraining them."""
+    from distillscape.config import settings
+    from distillscape.data import TensorDataModule
+    from distillscape.tasks.distill import resume_checkpoint, run_distillation
+
+    common = ["arch=mlp", "logger=none", "distill.method=mtt", "distill.optim.schedule=constant", "distill.val_every=100",
+              "distill.eval_inits=4", "distill.val_inits=2", "distill.mtt.experts=2", "distill.mtt.expert_train_epochs=4",
+              "distill.mtt.syn_steps=3", "checkpoint_every=2", "snapshot_every=0"]
+    dm = TensorDataModule("digits")
+    dm.setup()
+    images = {}
+    for name, steps in (("unbroken", [6]), ("resumed", [4, 6])):
+        out = tmp_path / name
+        for n in steps:
+            cfg = compose_cfg("distill", [*common, f"distill.steps={n}", "ckpt_path=last"], out)
+            s = settings(cfg)
+            torch.manual_seed(s.seed)
+            if n == 6 and name == "resumed":
+                expert_mtime = (out / "experts" / "expert_00.safetensors").stat().st_mtime_ns
+            module, _, _, _ = run_distillation(cfg, s, dm, out, resume_checkpoint(s, out))
+            images[f"{name}{n}"] = module.images.detach()
+    assert (tmp_path / "resumed" / "experts" / "expert_00.safetensors").stat().st_mtime_ns == expert_mtime
+    assert not torch.equal(images["resumed4"], images["resumed6"])  # the resumed steps changed the images
+    torch.testing.assert_close(images["resumed6"], images["unbroken6"], rtol=0, atol=0)

@@ -299,7 +299,7 @@ class MTTConfig:
 
     def __post_init__(self):
         for k in ("experts", "expert_train_epochs", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn"):
-            _at_least(f"distill.mtt.{k}", getattr(self, k), 1)
+            _count(f"distill.mtt.{k}", getattr(self, k))
         _at_most("distill.mtt.syn_steps", self.syn_steps, 1000, "each step is kept for backprop")
         _rate("distill.mtt.lr_teacher", self.lr_teacher)
         _rate("distill.mtt.lr_lr", self.lr_lr)
