@@ -749,6 +749,8 @@ class StudyConfig:
     dataset: str = "digits"
     arch: str = "simple_convnet"
     logger: str = "none"               # every stage's logger: csv | tensorboard | wandb | none
+    method: str = "meta"               # a stage list may pass it on (distill.method=${study.method}): experiment=atlas
+    protocol: str = "one_step"         # the same for distill.eval.protocol
     force: bool = False                # rerun stages that already finished
     tasks: Dict[str, str] = field(default_factory=dict)  # stage -> task it runs, where they differ; the report runs last
     stages: Dict[str, List[str]] = field(default_factory=lambda: {
@@ -764,6 +766,8 @@ class StudyConfig:
         _choice("study.dataset", self.dataset, DATASETS)
         _choice("study.arch", self.arch, tuple(ARCH_SCHEMAS))
         _choice("study.logger", self.logger, ("none", *LOGGER_SCHEMAS))
+        _choice("study.method", self.method, METHODS)
+        _choice("study.protocol", self.protocol, EVAL_PROTOCOLS)
         for stage, task in self.tasks.items():
             _choice(f"study.tasks.{stage}", task, STUDY_TASKS)
             if stage not in self.stages:
