@@ -129,8 +129,7 @@ class RateTuned(DistillModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(f"the {self.s.method} loss became {loss.item()} at step {self.global_step}: "
                                      f"lower distill.optim.lr_images and rerun")
-        if self.global_step == self.first_step:
-            self.first_outer_loss = loss.item()
+        # first_outer_loss stays None: the job's at-chance hint compares it with ln(classes), a meta-loss scale
         self.log(f"train/{self.s.method}_loss", loss, prog_bar=True)
         return loss
 
@@ -224,7 +223,8 @@ class ImportedModule(RateTuned):
 
     def __init__(self, net, num_classes, image_shape, settings, images: torch.Tensor, targets: torch.Tensor,
                  lr: float | None):
-        super().__init__(net, num_classes, image_shape, settings)
+        # its images come from the file: nothing to draw (image_init) for them
+        super().__init__(net, num_classes, image_shape, replace(as_settings(DistillConfig, settings), image_init="noise"))
         self.images = nn.Parameter(images.clone())
         self.register_buffer("labels", targets.clone())
         self.register_buffer("classes", targets.argmax(-1))
