@@ -252,3 +252,23 @@ def test_mtt_resumes_from_its_checkpoint_as_if_never_stopped_and_reuses_its_expe
     assert (tmp_path / "resumed" / "experts" / "expert_00.safetensors").stat().st_mtime_ns == expert_mtime
     assert not torch.equal(images["resumed4"], images["resumed6"])  # the resumed steps changed the images
     torch.testing.assert_close(images["resumed6"], images["unbroken6"], rtol=0, atol=0)
+
+
+def test_k_steps_of_one_is_the_batchs_own_step_and_k_splits_its_rate():
+    """k_steps with k=1 is the one step the batch was made for (per-tensor rates included); with k=3 and no
+    k_lr, three plain gradient steps at a third of that rate."""
+    net, loop, params = tiny()
+    g = torch.Generator().manual_seed(6)
+    images, targets = torch.randn(5, 1, 3, 3, generator=g), F.one_hot(torch.arange(5) % 4, 4).float()
+    lrs = torch.tensor([[0.3, 0.1, 0.2, 0.4]])  # one rate per parameter tensor
+    stack = as_stack_of_one(params)
+    one = train_with_protocol(loop, stack, images, targets, lrs, EvalConfig(protocol="one_step"))
+    k1 = train_with_protocol(loop, stack, images, targets, lrs, EvalConfig(protocol="k_steps", k=1))
+    three = train_with_protocol(loop, stack, images, targets, lrs, EvalConfig(protocol="k_steps", k=3))
+    by_hand = unstack(stack, 0)
+    for _ in range(3):
+        by_hand = loop.run(by_hand, images, targets, lrs / 3)
+    for k in params:
+        torch.testing.assert_close(k1[k], one[k])
+        torch.testing.assert_close(three[k][0], by_hand[k])
+    assert not torch.allclose(three["net.1.weight"], one["net.1.weight"])
