@@ -110,7 +110,7 @@ EXPERIMENT_TASKS = {"mnist_onestep": "distill", "sweep_distill": "distill", "sur
                     "study_digits": "study",
                     "study_mnist": "study", "cartpole": "distill",
                     "centipede": "distill", "rl_surfaces_2x2": "landscape", "rl_return_surfaces": "landscape",
-                    "rl_init_space": "landscape", "study_cartpole": "study"}
+                    "rl_init_space": "landscape", "study_cartpole": "study", "atlas": "study"}
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENT_TASKS))

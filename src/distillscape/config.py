@@ -35,6 +35,8 @@ IMAGE_INITS = ("noise", "real")
 LABEL_MODES = ("soft", "onehot")
 INIT_MODES = ("random", "fixed")
 BATCHINGS = ("auto", "vmap", "loop")
+METHODS = ("meta", "dm", "mtt", "gm", "import")  # how a batch is distilled (distill.method)
+EVAL_PROTOCOLS = ("one_step", "k_steps", "yang", "minibatch")  # how a batch trains a model (distill.eval.protocol)
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
 SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
@@ -217,6 +219,111 @@ class DistillOptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    """How the distilled batch trains a model from each held-out init (`distill.eval.*`), for every method.
+    The test reports one step always and this protocol beside it (mean, std and a 95% interval over
+    distill.eval_inits inits); the analyses (landing, landscape, instances) take the model this protocol
+    produces as the landing."""
+    protocol: str = "one_step"     # one_step: the batch's own inner steps and rates | k_steps | yang | minibatch
+    k: int = 10                    # k_steps: full-batch gradient steps
+    k_lr: Optional[float] = None   # k_steps: the rate of each step; null: the batch's total rate split over k steps
+    # Yang et al., ICML 2024 (what "training on distilled data" means there): 300 full-batch SGD steps,
+    # momentum 0.9, learning rate 0.01
+    yang_steps: int = 300
+    yang_lr: float = 0.01
+    yang_momentum: float = 0.9
+    # minibatch: SGD with momentum, each step on a fresh random subset of the batch (its own per init)
+    minibatch_size: int = 4
+    minibatch_epochs: int = 50     # steps = epochs x ceil(batch / minibatch_size)
+    minibatch_lr: float = 0.01
+    minibatch_momentum: float = 0.9
+    # the one-step rate of a method that does not learn one (dm, gm, mtt, import without a rate): the rate of
+    # this grid with the best mean val accuracy over distill.val_inits held-out inits, as baseline.lr_grid
+    lr_grid: List[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+
+    def __post_init__(self):
+        _choice("distill.eval.protocol", self.protocol, EVAL_PROTOCOLS)
+        for k in ("k", "yang_steps", "minibatch_size", "minibatch_epochs"):
+            _at_least(f"distill.eval.{k}", getattr(self, k), 1)
+            _at_most(f"distill.eval.{k}", getattr(self, k), 100_000, "steps run one after another")
+        for k in ("k_lr", "yang_lr", "minibatch_lr"):
+            _rate(f"distill.eval.{k}", getattr(self, k))
+        for k in ("yang_momentum", "minibatch_momentum"):
+            if not 0 <= getattr(self, k) < 1:
+                raise ConfigError(f"distill.eval.{k}={getattr(self, k)} must be in [0, 1)")
+        if not self.lr_grid or any(not math.isfinite(v) or v <= 0 for v in self.lr_grid):
+            raise ConfigError(f"distill.eval.lr_grid={list(self.lr_grid)} must be a non-empty list of positive rates")
+
+
+@dataclass
+class DMConfig:
+    """Distribution matching (Zhao & Bilen, WACV 2023): per class, the mean embedding (the net's penultimate
+    features) of real and synthetic images under freshly sampled random networks, matched in squared distance.
+    The paper: one random ConvNet per iteration, 256 real images per class, 20k iterations, SGD (lr 1,
+    momentum 0.5) on real-initialized images, DSA augmentation. Here: the run's arch, the real batch of an
+    outer step (dataset.batch_size, all classes), the outer optimizer of distill.optim, no augmentation."""
+    nets_per_step: int = 1         # random networks per outer step (paper: 1)
+
+    def __post_init__(self):
+        _count("distill.dm.nets_per_step", self.nets_per_step)
+
+
+@dataclass
+class GMConfig:
+    """Gradient matching (Zhao, Mopuri & Bilen, ICLR 2021): per class, the gradient of the loss on real and on
+    synthetic images at a random network, matched layer by layer in 1 - cosine per output unit (biases left
+    out, as the paper's distance). The paper also trains the network on the synthetic set between matchings
+    (its outer/inner loops); here each outer step draws fresh networks and matches at them only."""
+    nets_per_step: int = 1
+
+    def __post_init__(self):
+        _count("distill.gm.nets_per_step", self.nets_per_step)
+
+
+@dataclass
+class MTTConfig:
+    """Trajectory matching (Cazenavette et al., CVPR 2022): from epoch t of an expert trajectory, `syn_steps`
+    SGD steps on the synthetic batch with a learned rate, the end matched to epoch t + expert_epochs:
+    ||student - expert_{t+M}||^2 / ||expert_t - expert_{t+M}||^2. Paper (CIFAR-10, 1 image per class):
+    100 experts of 50 epochs, SGD lr 0.01, syn_steps 50, expert_epochs 2, max_start_epoch 2. Scaled to our
+    small sets: fewer, shorter experts and fewer student steps. The experts are trained with the run's
+    inner loss (cross-entropy as the paper: distill.inner_loss=soft_ce)."""
+    experts: int = 5               # expert trajectories (paper: 100)
+    expert_train_epochs: int = 10  # epochs of each (paper: 50); the trajectory keeps every epoch's weights
+    lr_teacher: float = 0.01       # the experts' SGD rate, and the student's initial rate (paper: 0.01)
+    expert_seed: int = 0           # expert i starts from init seed expert_seed + i and shuffles with it
+    expert_dir: Optional[str] = None  # where the trajectories are kept and reused (null: <run dir>/experts)
+    syn_steps: int = 10            # student steps (paper: 50 on CIFAR-10, 1 image per class)
+    expert_epochs: int = 2         # M (paper: 2)
+    max_start_epoch: int = 2       # t drawn from [0, max_start_epoch) (paper: 2)
+    batch_syn: Optional[int] = None  # synthetic images per student step (null: all, the paper's default)
+    lr_lr: float = 0.01            # Adam rate on the log of the student rate
+
+    def __post_init__(self):
+        for k in ("experts", "expert_train_epochs", "syn_steps", "expert_epochs", "max_start_epoch", "batch_syn"):
+            _count(f"distill.mtt.{k}", getattr(self, k))
+        _at_most("distill.mtt.syn_steps", self.syn_steps, 1000, "each step is kept for backprop")
+        _rate("distill.mtt.lr_teacher", self.lr_teacher)
+        _rate("distill.mtt.lr_lr", self.lr_lr)
+        _seed("distill.mtt.expert_seed", self.expert_seed)
+        if self.max_start_epoch + self.expert_epochs > self.expert_train_epochs:
+            raise ConfigError(f"distill.mtt.max_start_epoch + expert_epochs = {self.max_start_epoch + self.expert_epochs} "
+                              f"needs experts of that many epochs; raise distill.mtt.expert_train_epochs "
+                              f"(now {self.expert_train_epochs}) or lower the others")
+
+
+@dataclass
+class ImportConfig:
+    """A distilled set made elsewhere (distill.method=import), evaluated and analysed like one made here. `path`:
+    MTT's layout (a directory with images_best.pt, labels_best.pt and optionally lr_best.pt), DC-BENCH's
+    DC/DM/DSA layout (a .pt file holding {"data": [(images, labels), ...]}), or a .safetensors file with
+    images, labels and optionally lr. Images [n, C, H, W] in the dataset's normalized space; labels class
+    indices [n] (hard) or [n, classes] (soft: taken as the targets of the inner loss as they are)."""
+    path: Optional[str] = None
+    index: int = -1                # DC-BENCH's layout: which (images, labels) pair of "data" (-1: the last, as DC-BENCH reads it)
+
+
+@dataclass
 class DistillConfig:
     """The synthetic batch and the bilevel loop that learns it."""
     images_per_class: int = 1     # distilled images = images_per_class x classes
@@ -238,6 +345,14 @@ class DistillConfig:
     init_chunk: Optional[int] = None  # vmap chunk over inits (lower it if memory runs out)
     batching: str = "auto"        # vmap | loop over inits in the outer step; auto times both at start and keeps the faster
     optim: DistillOptimConfig = field(default_factory=DistillOptimConfig)
+    # how the batch is distilled: meta (the bilevel loop above) | dm | mtt | gm | import; the others keep
+    # their labels one-hot (as their papers) and use distill.optim's Adam on the images
+    method: str = "meta"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    dm: DMConfig = field(default_factory=DMConfig)
+    gm: GMConfig = field(default_factory=GMConfig)
+    mtt: MTTConfig = field(default_factory=MTTConfig)
+    imported: ImportConfig = field(default_factory=ImportConfig)
 
     def __post_init__(self):
         _at_least("distill.images_per_class", self.images_per_class, 1)
@@ -259,6 +374,10 @@ class DistillConfig:
         _seed("distill.eval_seed", self.eval_seed)
         _at_least("distill.init_chunk", self.init_chunk, 1)
         _choice("distill.batching", self.batching, BATCHINGS)
+        _choice("distill.method", self.method, METHODS)
+        if self.method == "import" and not self.imported.path:
+            raise ConfigError("distill.method=import needs the file: add distill.imported.path=<images_best.pt's "
+                              "directory, a DC-BENCH .pt file or a .safetensors file>")
 
 
 # -- direct/ and baseline/ -----------------------------------------------------------------------------------
@@ -666,6 +785,8 @@ class StudyConfig:
     dataset: str = "digits"
     arch: str = "simple_convnet"
     logger: str = "none"               # every stage's logger: csv | tensorboard | wandb | none
+    method: str = "meta"               # a stage list may pass it on (distill.method=${study.method}): experiment=atlas
+    protocol: str = "one_step"         # the same for distill.eval.protocol
     force: bool = False                # rerun stages that already finished
     progress_every_s: float = 60.0     # without a terminal: a "still running" line after this many silent seconds (0: none)
     tasks: Dict[str, str] = field(default_factory=dict)  # stage -> task it runs, where they differ; the report runs last
@@ -683,6 +804,8 @@ class StudyConfig:
         _choice("study.arch", self.arch, tuple(ARCH_SCHEMAS))
         _choice("study.logger", self.logger, ("none", *LOGGER_SCHEMAS))
         _at_least("study.progress_every_s", self.progress_every_s, 0)
+        _choice("study.method", self.method, METHODS)
+        _choice("study.protocol", self.protocol, EVAL_PROTOCOLS)
         for stage, task in self.tasks.items():
             _choice(f"study.tasks.{stage}", task, STUDY_TASKS)
             if stage not in self.stages:

@@ -20,8 +20,9 @@ from .config import DistillConfig, as_settings
 from .inner import InitSampler, InnerLoop, evaluate_stack, param_names, timed
 from .models import activations_per_example
 from .params import Params, stack_len
+from .protocols import train_with_protocol
 from .seeds import seed_for
-from .stats import flat_summary
+from .stats import flat_summary, interval95
 
 
 def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool) -> torch.Tensor:
@@ -148,13 +149,18 @@ class DistillModule(L.LightningModule):
                        "train/inner_lr": self.lrs.detach().mean()}, prog_bar=True)
         return loss
 
-    def configure_optimizers(self):
+    def outer_groups(self) -> list[dict]:
+        """What the outer optimizer learns, at which rate (a method of matching.py learns other things)."""
         o = self.s.optim
         groups = [{"params": [self.images], "lr": o.lr_images},
                   {"params": [self.log_lrs], "lr": o.lr_lrs}]
         if isinstance(self.labels, nn.Parameter):
             groups.append({"params": [self.labels], "lr": o.lr_labels})
-        opt = torch.optim.Adam(groups, betas=tuple(o.betas))
+        return groups
+
+    def configure_optimizers(self):
+        o = self.s.optim
+        opt = torch.optim.Adam(self.outer_groups(), betas=tuple(o.betas))
         if o.schedule == "constant":
             return opt
         # cosine decay of every outer rate to 0 over the run: the synthetic batch settles instead of jittering
@@ -181,6 +187,12 @@ class DistillModule(L.LightningModule):
                 landed = self.loop.run_stack(inits, images, labels, lrs, chunk_size=self.s.init_chunk)
                 self._eval[name] = {"landed": {k: v.detach() for k, v in landed.items()},
                                     "correct": 0, "loss": 0.0, "n": 0}
+            e = self.s.eval
+            if e.protocol != "one_step":  # the chosen protocol from the same held-out inits, beside one step
+                inits = self.eval_inits(stage)["onestep_random_init" if self.fixed_init() is not None else "onestep"]
+                landed = train_with_protocol(self.loop, inits, images, labels, lrs, e, chunk_size=self.s.init_chunk,
+                                             seed=seed_for(self.s.eval_seed, "eval", "minibatch_order"))
+                self._eval[e.protocol] = {"landed": landed, "correct": 0, "loss": 0.0, "n": 0}
 
     def _eval_step(self, batch) -> None:
         x, y = batch
@@ -196,6 +208,7 @@ class DistillModule(L.LightningModule):
         for name, state in self._eval.items():
             acc = state["correct"] / state["n"]
             metrics.update(flat_summary(acc, f"{stage}/{name}_acc"))
+            metrics[f"{stage}/{name}_acc_ci95_low"], metrics[f"{stage}/{name}_acc_ci95_high"] = interval95(acc)
             metrics[f"{stage}/{name}_loss"] = (state["loss"] / state["n"]).mean().item()
             metrics[f"{stage}/{name}_inits"] = float(stack_len(state["landed"]))
         if stage == "test":

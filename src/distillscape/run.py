@@ -23,12 +23,14 @@ from hydra.utils import instantiate
 from torch import nn
 
 from .artifacts import Distilled, load_distilled
-from .config import DATA_IDENTITY, DatasetConfig, EnvConfig, as_settings
+from .config import DATA_IDENTITY, DatasetConfig, EnvConfig, EvalConfig, as_settings
 from .data import TensorDataModule, default_data_dir
 from .direct import load_direct_minimum
 from .errors import ArtifactError, ConfigError
 from .inner import InitSampler, InnerLoop
-from .params import Params, as_stack_of_one, detached, unstack
+from .params import Params, as_stack_of_one, unstack
+from .protocols import train_with_protocol
+from .seeds import seed_for
 
 DISTILLED_FILE = "distilled.safetensors"
 DIRECT_FILE = "direct_minimum.safetensors"
@@ -167,14 +169,21 @@ class Run:
             return dict(self.distilled.fixed_init)
         return unstack(self.inits(1, seed), 0)
 
-    def land(self, inits: Params, loop: InnerLoop | None = None, chunk_size: int | None = None) -> Params:
-        """The landings (detached) of a stack of inits after the batch's inner steps."""
+    def eval_protocol(self) -> EvalConfig:
+        """How the batch trains a model (distill.eval, recorded in the run; one step for runs made before it)."""
+        return as_settings(EvalConfig, self.meta.get("eval") or {})
+
+    def land(self, inits: Params, loop: InnerLoop | None = None, chunk_size: int | None = None,
+             protocol: EvalConfig | None = None) -> Params:
+        """The landings (detached) of a stack of inits: the models that the run's evaluation protocol (or
+        `protocol`) trains from them on the batch; under one_step, the batch's own inner steps."""
         loop = loop or self.loop()
         device = next(iter(inits.values())).device
         d = self.distilled
-        with torch.enable_grad():  # the inner step is a gradient step, also under no_grad callers
-            landed = loop.run_stack(inits, d.images.to(device), d.labels.to(device), d.lrs.to(device), chunk_size)
-        return detached(landed)
+        seed = seed_for(self.meta.get("config", {}).get("distill", {}).get("eval_seed", 1_000_000), "eval",
+                        "minibatch_order")
+        return train_with_protocol(loop, inits, d.images.to(device), d.labels.to(device), d.lrs.to(device),
+                                   protocol or self.eval_protocol(), seed=seed, chunk_size=chunk_size)
 
     def landing(self, seed: int) -> Params:
         """The landing of `init(seed)`."""

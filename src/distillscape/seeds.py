@@ -17,6 +17,8 @@ EVAL_STREAMS = {
     "rl_test_episodes": 5,     # ... of the held-out test (the same for every init and every baseline)
     "rl_baseline_tune": 6,     # ... inits and episodes that tune the RL baselines' rates
     "rl_baseline_batch": 7,    # ... the random states and action labels, and the PPO-visited states
+    "rate_tune": 8,            # inits that tune the one-step rate of a method that does not learn one (dm, gm, ...)
+    "minibatch_order": 9,      # the minibatches of the minibatch evaluation protocol
 }
 
 # analysis.seed + offset: the landing analysis (distillscape-landing)

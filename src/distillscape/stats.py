@@ -72,3 +72,9 @@ def separated(a: dict, b: dict | float) -> int:
     if a.get("hi", math.nan) < lo_b:
         return -1
     return 0
+
+
+def interval95(values: torch.Tensor) -> tuple[float, float]:
+    """The 95% t-interval (`interval`) for the mean of the finite `values`, as (low, high)."""
+    i = interval(values)
+    return i["lo"], i["hi"]

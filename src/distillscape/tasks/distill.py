@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import hydra
@@ -19,10 +20,13 @@ from torch import nn
 
 from ..artifacts import Distilled, read_checkpoint, read_tensors, save_distilled, write_json, write_tensors
 from ..baseline import random_real_baseline
-from ..config import ConfigError, DistillJob, settings
+from ..config import DATA_IDENTITY, ConfigError, DistillJob, settings
 from ..direct import load_direct_minimum, save_direct_minimum
 from ..data import SHAPES, to_pixels
-from ..distill import DistillModule, memory_estimate
+from ..distill import DistillModule, label_targets, memory_estimate
+from ..experts import expert_trajectories
+from ..imported import Imported, read_imported
+from ..matching import METHOD_MODULES, ImportedModule, MTTModule
 from ..inner import InitSampler, InnerLoop
 from ..models import AtariActor, PolicyMLP, init_parameters_
 from ..rl import (RLDistiller, RLDistillModule, VecEnv, action_targets, one_thread, episode_returns, episode_seeds,
@@ -102,6 +106,7 @@ def artifact_meta(cfg: DictConfig, dm, module: DistillModule, metrics: dict[str,
             "arch": resolved(cfg.arch),
             "inner": {"steps": d.inner_steps, "loss": d.inner_loss, "lr_per_param": d.lr_per_param,
                       "init_mode": d.init_mode, "init_scheme": d.init_scheme, "param_names": module.loop.names},
+            "method": d.method, "eval": asdict(d.eval),
             "step": module.global_step, "metrics": metrics, "config": resolved(cfg)}
 
 
@@ -130,7 +135,7 @@ class Snapshots(L.Callback):
 
 
 def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tuple[Path, int] | None = None,
-                     logger=None) -> tuple[DistillModule, dict[str, float], float, torch.device]:
+                     logger=None, imported: Imported | None = None) -> tuple[DistillModule, dict[str, float], float, torch.device]:
     """Fit (from `resume`: a checked checkpoint and its step) and test the synthetic batch; also return the
     device it ran on, since Lightning moves the module back to the CPU at teardown and the baseline that
     follows should run where the distillation ran."""
@@ -138,11 +143,46 @@ def run_distillation(cfg: DictConfig, s: DistillJob, dm, out: Path, resume: tupl
     real = None
     if s.distill.image_init == "real":
         real, _ = dm.class_balanced_sample(s.distill.images_per_class, torch.Generator().manual_seed(s.seed))
-    module = DistillModule(net, dm.num_classes, dm.image_shape, s.distill, real_images=real)
+    module = distill_module(cfg, s, dm, net, out, real, imported)
     trainer = distill_trainer(cfg, s, out, Snapshots(cfg, dm, out, s.snapshot_every) if s.snapshot_every else None,
                               logger)
+    if s.distill.method == "import":  # nothing to learn: the imported batch is only evaluated
+        metrics = trainer.test(module, dm, verbose=False)[0]
+        metrics.pop("step", None)
+        return module, metrics, 0.0, trainer.strategy.root_device
     metrics, seconds = fit_and_test(trainer, module, resume, dm)
     return module, metrics, seconds, trainer.strategy.root_device
+
+
+def distill_module(cfg: DictConfig, s: DistillJob, dm, net: nn.Module, out: Path, real: torch.Tensor | None,
+                   imported: Imported | None) -> DistillModule:
+    """The LightningModule of distill.method: the bilevel loop (meta) or one of matching.py's."""
+    d = s.distill
+    if d.method == "meta":
+        return DistillModule(net, dm.num_classes, dm.image_shape, d, real_images=real)
+    if d.method == "import":
+        y = imported.labels
+        targets = label_targets(y, dm.num_classes, d.inner_loss, hard=True) if y.dim() == 1 else y.float()
+        return ImportedModule(net, dm.num_classes, dm.image_shape, d, imported.images, targets, imported.lr)
+    if d.method == "mtt":
+        return MTTModule(net, dm.num_classes, dm.image_shape, d, mtt_experts(cfg, s, dm, net, out), real_images=real)
+    return METHOD_MODULES[d.method](net, dm.num_classes, dm.image_shape, d, real_images=real)
+
+
+def mtt_experts(cfg: DictConfig, s: DistillJob, dm, net: nn.Module, out: Path) -> torch.Tensor:
+    """The expert trajectories of trajectory matching, trained now or reused from distill.mtt.expert_dir."""
+    m, d = s.distill.mtt, s.distill
+    job = identity(cfg)
+    what = {"dataset": job["dataset"], "arch": job["arch"], "init_scheme": d.init_scheme, "inner_loss": d.inner_loss,
+            "batch_size": s.dataset.batch_size, "mtt": {k: v for k, v in job["distill"]["mtt"].items()
+                                                         if k in ("experts", "expert_train_epochs", "lr_teacher", "expert_seed")}}
+    what["dataset"] = {k: what["dataset"].get(k) for k in DATA_IDENTITY}
+    directory = Path(m.expert_dir) if m.expert_dir else out / "experts"
+    loop = InnerLoop(net, d.inner_loss)
+    targets = label_targets(dm.train_y, dm.num_classes, d.inner_loss, hard=True)
+    console.print(f"mtt: expert trajectories in {directory}")
+    return expert_trajectories(directory, fingerprint(data=what), loop, InitSampler(net, d.init_scheme), dm.train_x,
+                               targets, m, s.dataset.batch_size)
 
 
 def distill_trainer(cfg: DictConfig, s: DistillJob, out: Path, snapshots: L.Callback | None, logger=None) -> L.Trainer:
@@ -235,17 +275,21 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy
         return distill_rl(cfg, s, start_job(cfg, out), resume)
     check_memory(cfg, s)
+    imported = None
+    if s.distill.method == "import":  # a malformed file is refused before anything is trained
+        _, c, h, w, k = SHAPES[s.dataset.name]
+        imported = read_imported(s.distill.imported.path, k, (c, h, w), s.distill.imported.index)
     dm = build_datamodule(cfg)
     out = start_job(cfg, out)
     logger = build_logger(cfg)  # one run for the direct baseline's curves and the distillation's
     direct = direct_baseline(cfg, s, dm, out, logger)
-    module, metrics, seconds, device = run_distillation(cfg, s, dm, out, resume, logger)
+    module, metrics, seconds, device = run_distillation(cfg, s, dm, out, resume, logger, imported)
     net, d = build_net(cfg, dm), s.distill
     baseline = random_real_baseline(InnerLoop(net, d.inner_loss), InitSampler(net, d.init_scheme), dm,
                                     d.images_per_class, d.inner_steps, s.baseline, d.eval_inits, d.eval_seed,
                                     device=device)
-    metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,
-               "train/steps_per_second": (module.global_step - module.first_step) / seconds,
+    metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,  # an import trains nothing: 0 s, 0 steps
+               "train/steps_per_second": (module.global_step - module.first_step) / seconds if seconds else 0.0,
                **peak_memory(device)}
     distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
     save_distilled(out, distilled)
