@@ -6,6 +6,9 @@ simple_convnet over the full MNIST training split (60k images), side by side in 
   ours:      LandscapeModule through Trainer.predict: data preloaded once, points built from flat vectors,
              functional_call (vmap over points or a loop, as measured).
 Also: the values of both must agree, the achieved GFLOP/s of ours, and a large fp32 matmul's GFLOP/s.
+With --bf16, also ours with sweep.precision=bf16 on the same points, in the same run: its speed against
+fp32, its largest relative difference from the fp32 losses and whether the lowest point is the same
+(target: >= 2.5x, within 1e-3, same minimum).
 
     .venv/bin/python bench/bench_landscape.py --data ../shared/data --points 4
 """
@@ -59,6 +62,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data", help="directory holding MNIST/raw")
     ap.add_argument("--points", type=int, default=4, help="grid points per method")
+    ap.add_argument("--bf16", action="store_true", help="also the bf16 path on the same points")
     args = ap.parse_args()
     torch.manual_seed(0)
 
@@ -94,6 +98,18 @@ def main():
         ours_s = time.perf_counter() - t0
         ours = read_npz(ours_path)["train/loss"]
     ref, ref_s = reference_loop(copy.deepcopy(net), dataset, vecs, centre)
+    if args.bf16:
+        low = LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre,
+                              [CrossEntropyCost("train", dm.train_x, dm.train_y)], batching="auto", data_batch=4096,
+                              precision="bf16")
+        low.batching = low.measure_batching(vecs[:2])
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            low_path, _ = compute_shard(low, trainer, grid_coordinates(axes)[: args.points], 0, 1, tmp,
+                                        fingerprint(low.centre, low.directions, *axes, data=[low.metric_names, {"precision": "bf16"}]),
+                                        points_per_batch=4)
+            low_s = time.perf_counter() - t0
+            low_loss = read_npz(low_path)["train/loss"]
 
     rel = np.max(np.abs(np.array(ref) - ours) / np.abs(np.array(ref)))
     flops = flops_per_example(net, dm.train_x[:1]) * len(dm.train_y) * args.points
@@ -105,6 +121,11 @@ def main():
     print(f"max rel. difference of the losses: {rel:.2e}")
     print(f"achieved       : {flops / ours_s / 1e9:8.1f} GFLOP/s  ({flops / args.points / 1e9:.0f} GFLOP per point)")
     print(f"fp32 matmul    : {mm:8.1f} GFLOP/s  -> {flops / ours_s / 1e9 / mm:.2f} of it   (target >= 0.5)")
+    if args.bf16:
+        bf_rel = np.max(np.abs(low_loss - ours) / np.abs(ours))
+        print(f"bf16           : {low_s / args.points:8.3f} s/point  ({low.batching}, {low.data_batch} images per forward)")
+        print(f"bf16 vs fp32   : {ours_s / low_s:8.2f}x   (target >= 2.5x); max rel. difference {bf_rel:.2e} "
+              f"(target <= 1e-3); lowest point {'the same' if np.argmin(low_loss) == np.argmin(ours) else 'DIFFERENT'}")
 
 
 if __name__ == "__main__":

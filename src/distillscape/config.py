@@ -595,9 +595,17 @@ class SweepConfig:
     lines: List[List[str]] = field(default_factory=list)  # also the line from a to b for each [a, b] ([[init, landing]]): alpha 0 at a, 1 at b
     line_range: List[float] = field(default_factory=lambda: [-0.5, 1.5])
     line_resolution: int = 41
+    precision: str = "fp32"            # fp32 | bf16: forwards in bfloat16 (sums in float64), checked against fp32 at sample points
+    precision_tolerance: float = 1e-3  # bf16: largest relative loss (absolute accuracy) difference from fp32 that passes
+    precision_points: int = 8          # bf16: random grid points recomputed in fp32 (besides the centre and each loss's 4 lowest)
 
     def __post_init__(self):
         _choice("sweep.directions", self.directions, SWEEP_DIRECTIONS)
+        _choice("sweep.precision", self.precision, ("fp32", "bf16"))
+        if not (math.isfinite(self.precision_tolerance) and self.precision_tolerance > 0):
+            raise ConfigError(f"sweep.precision_tolerance={self.precision_tolerance} must be a positive number "
+                              f"(e.g. 1e-3: a bf16 loss within 0.1% of fp32)")
+        _at_least("sweep.precision_points", self.precision_points, 0)
         _choice("sweep.bias", self.bias, ("zero", "keep"))
         _choice("sweep.norm", self.norm, ("zero", "keep"))
         _choice("sweep.buffers", self.buffers, ("freeze", "sweep"))

@@ -43,6 +43,9 @@ from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
+PRECISIONS = ("fp32", "bf16")
+# the dtype a forward runs in; losses and counts are always reduced in float32 and summed in float64
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
 MEASURE_POINTS = 4      # grid points that batching=auto times each candidate path on
 
@@ -60,10 +63,13 @@ class LandscapeModule(L.LightningModule):
 
     def __init__(self, net: nn.Module, centre: torch.Tensor, directions: torch.Tensor, like: Params,
                  costs: list[Cost], frozen: Params | None = None, batching: str = "auto",
-                 data_batch: int = 4096):
+                 data_batch: int = 4096, precision: str = "fp32"):
         super().__init__()
         if batching not in BATCHINGS:
             raise ValueError(f"batching={batching!r}; allowed: {', '.join(BATCHINGS)}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}; allowed: {', '.join(PRECISIONS)}")
+        self.precision = precision
         # a copy of its own: ReLUs in place (it only ever evaluates, without autograd) save their
         # output's allocation, and channels_last is toggled per path
         self.net, self.batching, self.data_batch = copy.deepcopy(net), batching, data_batch
@@ -96,7 +102,17 @@ class LandscapeModule(L.LightningModule):
         return {k: getattr(self, f"frozen{i}") for i, k in enumerate(self._frozen_names)}
 
     def forward_one(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.net, (params, self._frozen()), (x,))
+        dtype = _DTYPES[self.precision]
+        if dtype == torch.float32:
+            return functional_call(self.net, (params, self._frozen()), (x,))
+        frozen = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self._frozen().items()}
+        x = x.to(dtype) if x.is_floating_point() else x
+        return functional_call(self.net, (params, frozen), (x,)).float()
+
+    def _cast(self, p: Params) -> Params:
+        """A point's (or a stack's) weights in the forward's dtype, cast once per point, not per data batch."""
+        dtype = _DTYPES[self.precision]
+        return p if dtype == torch.float32 else {k: v.to(dtype) for k, v in p.items()}
 
     # -- the two ways to evaluate a chunk of points ---------------------------------------------
     @torch.no_grad()
@@ -110,14 +126,14 @@ class LandscapeModule(L.LightningModule):
 
     def _evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None) -> dict[str, torch.Tensor]:
         if batching == "vmap":
-            models = StackedModels(self.forward_one, unflatten_stack(vecs, self.like), self.data_batch)
+            models = StackedModels(self.forward_one, self._cast(unflatten_stack(vecs, self.like)), self.data_batch)
             return self._scores(models, max_examples)
         per_point = [self._scores(OneModel(self.forward_one, self._point(v, batching), self.data_batch), max_examples)
                      for v in vecs]
         return {m: torch.cat([r[m] for r in per_point]) for m in self.metric_names}
 
     def _point(self, vec: torch.Tensor, batching: str) -> Params:
-        p = unflatten(vec, self.like)
+        p = self._cast(unflatten(vec, self.like))
         return channels_last_params(p) if batching == "channels_last" else p
 
     def _scores(self, models: Models, max_examples: int | None) -> dict[str, torch.Tensor]:
@@ -322,6 +338,76 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     arrays["metrics"] = np.array(metrics)
     arrays["fingerprint"] = np.array(fp)
     return write_npz(Path(sweep_dir) / "surface.npz", arrays)
+
+
+def _ranks(v: np.ndarray) -> np.ndarray:
+    order = np.argsort(v, kind="stable")
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v))
+    return r
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two samples (ties broken by position; nan when either is constant)."""
+    ra, rb = _ranks(np.asarray(a, dtype=float)), _ranks(np.asarray(b, dtype=float))
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def certificate_sample(surface: dict[str, np.ndarray], metrics: list[str], random_points: int, seed: int,
+                       near_best: int = 4) -> np.ndarray:
+    """Flat grid indices to recompute in fp32: the point nearest the centre, each loss metric's `near_best`
+    lowest points (so the grid minimum can be compared with its rivals) and `random_points` others, drawn
+    with `seed`. Sorted, without repeats."""
+    shape = surface[metrics[0]].shape
+    axes = [surface[f"axis{i}"] for i in range(len(shape))]
+    picked = {int(np.ravel_multi_index(tuple(int(np.abs(a).argmin()) for a in axes), shape))}
+    for m in metrics:
+        if m.endswith("/loss"):
+            picked.update(int(i) for i in np.argsort(surface[m].ravel(), kind="stable")[:near_best])
+    n = int(np.prod(shape))
+    rest = np.setdiff1d(np.arange(n), sorted(picked))
+    draw = np.random.default_rng(seed).permutation(rest)[:random_points]
+    return np.array(sorted(picked | {int(i) for i in draw}), dtype=np.int64)
+
+
+def precision_certificate(module: LandscapeModule, surface: dict[str, np.ndarray], coords: torch.Tensor,
+                          tolerance: float, random_points: int = 8, seed: int = 0) -> dict:
+    """How far a surface computed in `module.precision` (bf16) is from fp32, measured, not assumed: the
+    sample points (`certificate_sample`) recomputed in fp32 with the same path and data. Per metric: the
+    largest relative difference of a loss (|low - fp32| / |fp32|) or absolute difference of an accuracy,
+    a fraction already; the rank correlation over the sample; for a loss, whether its grid minimum is the
+    same point in fp32 (the lowest in fp32 of the sampled rivals, or within `tolerance` of it). `passed`:
+    every loss within `tolerance` and every minimum kept, every accuracy within `tolerance` absolute."""
+    metrics = list(module.metric_names)
+    index = certificate_sample(surface, metrics, random_points, seed)
+    vecs = points(module.centre, module.directions, coords[index].to(module.centre.device))
+    low = module.precision
+    try:
+        module.precision = "fp32"
+        exact = {m: v.cpu().numpy() for m, v in module.evaluate(vecs, module.batching).items()}
+    finally:
+        module.precision = low
+    out: dict = {"precision": low, "tolerance": float(tolerance), "points": index.tolist(), "metrics": {}}
+    passed = True
+    for m in metrics:
+        approx, ref = surface[m].ravel()[index], exact[m]
+        is_loss = m.endswith("/loss")
+        diff = np.abs(approx - ref) / (np.maximum(np.abs(ref), np.finfo(float).tiny) if is_loss else 1.0)
+        entry = {"max_difference": float(diff.max()), "relative": bool(is_loss),
+                 "rank_correlation": rank_correlation(approx, ref)}
+        ok = bool(diff.max() <= tolerance)
+        if is_loss:
+            best = int(np.nanargmin(surface[m]))
+            at = int(np.searchsorted(index, best))
+            entry["same_minimum"] = bool(ref[at] <= ref.min() + tolerance * abs(ref.min()))
+            ok = ok and entry["same_minimum"]
+        entry["passed"] = ok
+        passed = passed and ok
+        out["metrics"][m] = entry
+    out["passed"] = passed
+    return out
 
 
 def surface_summary(surface: dict[str, np.ndarray], metric: str) -> dict[str, float]:

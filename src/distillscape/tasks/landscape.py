@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from rich.markup import escape
 from torch import nn
 
 from ..artifacts import (load_distilled, read_checkpoint, read_tensors, remove_temporaries, write_json,
@@ -35,11 +36,11 @@ from ..rl import Collector, episode_seeds, one_thread, ppo_batch
 from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane, swept_state)
-from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, read_npz,
-                         refuse_other_sweeps, surface_summary)
+from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, precision_certificate,
+                         read_npz, refuse_other_sweeps, surface_summary)
 from ..params import Params, flatten, unflatten
 from ..plots import surface_figure
-from ..resume import fingerprint, holding
+from ..resume import fingerprint, finished, holding, mark_finished
 from ..run import Run
 from ..tracking import log_surface
 from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
@@ -266,8 +267,10 @@ class Sweep:
         label, centre = point_label(centre_name), self.points[centre_name]
         axes = grid_axes(sweep_ranges(job.sweep, self.points, centre, self.directions), job.sweep.resolution)
         module = LandscapeModule(self.points.net, centre, self.directions, self.points.swept, self.costs,
-                                 self.points.frozen, ls.batching, ls.data_batch)
+                                 self.points.frozen, ls.batching, ls.data_batch, job.sweep.precision)
         data = {"train_subsample": ls.train_subsample}
+        if job.sweep.precision != "fp32":  # fp32 surfaces keep the fingerprints their shards were written with
+            data["precision"] = job.sweep.precision
         if any(c in RL_COSTS for c in job.sweep.costs):  # what an RL cost's values depend on besides the points
             data.update({k: getattr(ls, k) for k in ("episodes", "episode_seed", "experience_steps", "experience_envs",
                                                      "experience_seed")})
@@ -298,9 +301,26 @@ class Sweep:
         with holding(sweep_dir / ".sweep.lock"):  # two jobs finishing together both merge: one after the other
             remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
             path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
-                                self._marked(label, centre, marks))
-            self._report(read_npz(path), sweep_dir, self.name or label, module.metric_names)
+                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)})
+            surface = read_npz(path)
+            certificate = self._certify(module, surface, axes, sweep_dir, fp)
+            self._report(surface, sweep_dir, self.name or label, module.metric_names, certificate)
         return path
+
+    def _certify(self, module: LandscapeModule, surface: dict[str, np.ndarray], axes: list[torch.Tensor],
+                 sweep_dir: Path, fp: str) -> dict | None:
+        """A bf16 surface's error certificate (landscape.precision_certificate), in precision.json beside it;
+        kept across reruns of the same surface (its fingerprint). None for an fp32 surface."""
+        sweep = self.job.sweep
+        if sweep.precision == "fp32":
+            return None
+        marker = sweep_dir / "precision.json"
+        if (done := finished(marker, fp, on_mismatch="redo")) is not None:
+            return done["certificate"]
+        certificate = precision_certificate(module, surface, grid_coordinates(axes), sweep.precision_tolerance,
+                                            sweep.precision_points, seed=sweep.seed)
+        mark_finished(marker, fp, certificate=certificate)
+        return certificate
 
     def _write_directions(self, sweep_dir: Path, label: str, centre: torch.Tensor, marks: list[str]) -> None:
         """Centre, directions and marked points: any point of the surface can be rebuilt from this file."""
@@ -319,8 +339,10 @@ class Sweep:
                                                                                              len(self.directions)),
                 "marked_offplane": np.array([r for _, r in projected])}
 
-    def _report(self, surface: dict[str, np.ndarray], sweep_dir: Path, label: str, metrics: list[str]) -> None:
-        """A figure per metric, summary.json, the logger, and one console line per metric."""
+    def _report(self, surface: dict[str, np.ndarray], sweep_dir: Path, label: str, metrics: list[str],
+                certificate: dict | None = None) -> None:
+        """A figure per metric, summary.json, the logger, and one console line per metric (and the bf16
+        certificate's, with the fp32 command when it fails)."""
         figures, summary = {}, {}
         for metric in metrics:
             fig_path = sweep_dir / f"{metric.replace('/', '_')}.png"
@@ -328,12 +350,28 @@ class Sweep:
                                      context=f"{self.points.run.dataset_name} / {self.points.run.arch_name}"))
             figures[metric] = fig_path
             summary.update({f"{metric}/{k}": v for k, v in surface_summary(surface, metric).items()})
+        if certificate is not None:
+            summary["precision/passed"] = float(certificate["passed"])
+            for metric, c in certificate["metrics"].items():
+                summary[f"precision/{metric}/max_difference"] = c["max_difference"]
+                summary[f"precision/{metric}/rank_correlation"] = c["rank_correlation"]
         write_json(sweep_dir / "summary.json", summary)
         log_surface(self.logger, f"landscape/{label}", figures, summary)
         for metric in metrics:
             sm = surface_summary(surface, metric)
             where = ", ".join(f"{sm[f'best_axis{i}']:+.3f}" for i in range(surface[metric].ndim))
             console.print(f"  {metric:32s} centre {sm['centre']:.4g}  best {sm['best']:.4g} at ({where})")
+        if certificate is not None:
+            worst = max(certificate["metrics"].items(), key=lambda kv: kv[1]["max_difference"])
+            line = (f"  {certificate['precision']} against fp32 at {len(certificate['points'])} points: largest "
+                    f"difference {worst[1]['max_difference']:.2g} ({worst[0]}), tolerance {certificate['tolerance']:g}")
+            if certificate["passed"]:
+                console.print(line + ": passed (precision.json)")
+            else:
+                failed = [m for m, c in certificate["metrics"].items() if not c["passed"]]
+                console.print(f"[bold]distillscape: warning:[/bold] {escape(line)}: FAILED for {', '.join(failed)} "
+                              f"(precision.json); this surface's values are not to be trusted to that tolerance: "
+                              f"rerun the same command with sweep.precision=fp32")
 
 
 def landscape(cfg: DictConfig) -> list[Path]:
