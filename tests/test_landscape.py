@@ -110,12 +110,29 @@ def test_channels_last_path_computes_the_same_function(make):
     assert not net.channels_last and not any(getattr(m, "inplace", False) for m in net.modules())
 
 
-def test_auto_batching_measures_every_path(digits):
-    module = sweep_module(SimpleConvNet(1, 8, 8, 10), digits, "auto")
-    vecs = points(module.centre, module.directions, torch.rand(4, 2))
-    choice = module.measure_batching(vecs)
-    assert set(module.timings) == {"vmap@300", "loop@300", "channels_last@300", "loop@128", "channels_last@128"}
-    assert module.timings[f"{choice}@{module.data_batch}"] == min(module.timings.values())
+@pytest.mark.parametrize("make,expected", [(lambda: SimpleConvNet(1, 8, 8, 10), ("channels_last", 128)),
+                                           (lambda: MLP(1, 8, 8, 10), ("vmap", 300))])
+def test_auto_batching_takes_the_rules_path_bit_for_bit(digits, tmp_path, make, expected):
+    """batching=auto is the path and data batch of the fixed rule (on a CPU: channels-last on forwards of
+    128 examples for nets with conv weights, vmap at data_batch for the others), never a timing: its shard
+    holds the values the pinned path computes, bit for bit, and says how they were computed; a sweep's
+    later shards take the path its finished shards took."""
+    from distillscape.landscape import batching_rule, recorded_batching
+
+    net = make()
+    assert batching_rule(net, "cpu", 300) == expected and batching_rule(net, "cuda", 300) == ("vmap", 300)
+    axes = grid_axes([[-1, 1], [-1, 1]], [3, 3])
+    coords = grid_coordinates(axes)
+    pinned = sweep_module(net, digits, expected[0], data_batch=expected[1])
+    values = {}
+    for name, module in (("auto", sweep_module(net, digits, "auto")), ("pinned", pinned)):
+        fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
+        path, _ = compute_shard(module, predict_trainer(), coords, 0, 2, tmp_path / name, fp, points_per_batch=4)
+        values[name] = read_npz(path)
+        assert (str(values[name]["batching"]), int(values[name]["data_batch"])) == expected
+        assert recorded_batching(tmp_path / name, 2, fp) == expected
+    for m in pinned.metric_names:
+        assert np.array_equal(values["auto"][m], values["pinned"][m]), m
 
 
 def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
@@ -131,6 +148,7 @@ def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
     for i in range(3):
         compute_shard(module, trainer, coords, i, 3, tmp_path / "full", fp, points_per_batch=3)
     full = read_npz(merge_shards(tmp_path / "full", 3, fp, axes, module.metric_names, meta))
+    assert str(full["batching"]) == "vmap" and full["data_batch"].tolist() == [300]  # how it was computed
 
     # interrupted after shard 0 and 2; merging now refuses, naming the missing shard
     for i in (0, 2):
