@@ -84,9 +84,11 @@ def main() -> None:
                 if part == "distill":
                     took, rule = distill_paths(net, shape), outer_batching_rule(net, "cpu")
                 elif part == "eval":
-                    took, rule = eval_paths(net, shape), eval_path_rule(net, "cpu")
+                    example = torch.zeros(1, *shape)
+                    took, rule = eval_paths(net, shape), eval_path_rule(net, InnerLoop(net).activation_bytes(example), "cpu")
                 else:
-                    took, rule = landscape_paths(net, shape), "{}@{}".format(*batching_rule(net, "cpu", 4096))
+                    size = InnerLoop(net).activation_bytes(torch.zeros(1, *shape))
+                    took, rule = landscape_paths(net, shape), "{}@{}".format(*batching_rule(net, size, "cpu", 4096))
                 fastest = min(took, key=took.get)
                 print(f"{part:9} {shape_name:7} {arch:14} " + "  ".join(f"{k} {v:.3f}" for k, v in took.items())
                       + f"  -> fastest {fastest}, rule {rule}" + ("" if fastest == rule else "  (differs)"), flush=True)

@@ -156,7 +156,8 @@ def test_evaluation_chunks_models_by_activation_memory_with_identical_results():
 def test_evaluation_paths_agree_and_auto_takes_the_rules_path(make):
     """One model at a time with channels-last conv weights (in pieces of 128 examples) computes what the
     vmapped path computes, up to rounding; auto takes the path of the fixed rule (on a CPU: channels-last
-    for nets with conv weights, vmap for the others), bit for bit, whatever the machine's load."""
+    for nets with conv weights and large layer outputs, vmap for the others), bit for bit, whatever the
+    machine's load."""
     from distillscape.inner import eval_path_rule, evaluate_stack
 
     net = make()
@@ -167,9 +168,10 @@ def test_evaluation_paths_agree_and_auto_takes_the_rules_path(make):
     assert torch.equal(by_path["vmap"][0], by_path["channels_last"][0])
     torch.testing.assert_close(by_path["vmap"][1], by_path["channels_last"][1], rtol=1e-5, atol=1e-6)
     auto = InnerLoop(net)
-    expected = "channels_last" if isinstance(net, SimpleConvNet) else "vmap"
-    assert auto.eval_path_for("cpu") == eval_path_rule(net, "cpu") == expected
-    assert eval_path_rule(net, "cuda") == "vmap"
+    expected = "channels_last" if isinstance(net, SimpleConvNet) else "vmap"  # 294 KiB of outputs per example; 4 KiB
+    assert auto.eval_path_for(x) == eval_path_rule(net, auto.activation_bytes(x), "cpu") == expected
+    assert eval_path_rule(net, auto.activation_bytes(x), "cuda") == "vmap"
+    assert eval_path_rule(SimpleConvNet(1, 8, 8, 10), 24616, "cpu") == "vmap"  # small conv nets: vmap on a CPU too
     got = evaluate_stack(auto, stack, x, y, batch_size=200)
     assert torch.equal(got[0], by_path[expected][0]) and torch.equal(got[1], by_path[expected][1])
     assert not getattr(net, "channels_last", False)  # the switch is restored

@@ -110,29 +110,34 @@ def test_channels_last_path_computes_the_same_function(make):
     assert not net.channels_last and not any(getattr(m, "inplace", False) for m in net.modules())
 
 
-@pytest.mark.parametrize("make,expected", [(lambda: SimpleConvNet(1, 8, 8, 10), ("channels_last", 128)),
-                                           (lambda: MLP(1, 8, 8, 10), ("vmap", 300))])
-def test_auto_batching_takes_the_rules_path_bit_for_bit(digits, tmp_path, make, expected):
+@pytest.mark.parametrize("shape,make,expected", [((1, 28, 28), lambda: SimpleConvNet(1, 28, 28, 10), ("channels_last", 128)),
+                                                 ((1, 8, 8), lambda: SimpleConvNet(1, 8, 8, 10), ("vmap", 300)),
+                                                 ((1, 8, 8), lambda: MLP(1, 8, 8, 10), ("vmap", 300))])
+def test_auto_batching_takes_the_rules_path_bit_for_bit(tmp_path, shape, make, expected):
     """batching=auto is the path and data batch of the fixed rule (on a CPU: channels-last on forwards of
-    128 examples for nets with conv weights, vmap at data_batch for the others), never a timing: its shard
-    holds the values the pinned path computes, bit for bit, and says how they were computed; a sweep's
-    later shards take the path its finished shards took."""
-    from distillscape.landscape import batching_rule, recorded_batching
+    128 examples for conv nets with large layer outputs, vmap at data_batch for the others), never a
+    timing: its shard holds the values the pinned path computes, bit for bit, and says how they were
+    computed; a sweep's later shards take the path its finished shards took."""
+    from distillscape.landscape import recorded_batching
 
+    torch.manual_seed(0)
     net = make()
-    assert batching_rule(net, "cpu", 300) == expected and batching_rule(net, "cuda", 300) == ("vmap", 300)
+    x, y = torch.randn(400, *shape), torch.randint(0, 10, (400,))
+    centre, _ = swept_state(net)
+    dirs = torch.stack([flatten(random_direction(centre, torch.Generator().manual_seed(i))) for i in range(2)])
     axes = grid_axes([[-1, 1], [-1, 1]], [3, 3])
     coords = grid_coordinates(axes)
-    pinned = sweep_module(net, digits, expected[0], data_batch=expected[1])
     values = {}
-    for name, module in (("auto", sweep_module(net, digits, "auto")), ("pinned", pinned)):
+    for batching, data_batch in (("auto", 300), expected):
+        module = LandscapeModule(net, flatten(centre), dirs, centre, [CrossEntropyCost("train", x, y)],
+                                 batching=batching, data_batch=data_batch)
         fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
-        path, _ = compute_shard(module, predict_trainer(), coords, 0, 2, tmp_path / name, fp, points_per_batch=4)
-        values[name] = read_npz(path)
-        assert (str(values[name]["batching"]), int(values[name]["data_batch"])) == expected
-        assert recorded_batching(tmp_path / name, 2, fp) == expected
-    for m in pinned.metric_names:
-        assert np.array_equal(values["auto"][m], values["pinned"][m]), m
+        path, _ = compute_shard(module, predict_trainer(), coords, 0, 2, tmp_path / batching, fp, points_per_batch=4)
+        values[batching] = read_npz(path)
+        assert (str(values[batching]["batching"]), int(values[batching]["data_batch"])) == expected
+        assert recorded_batching(tmp_path / batching, 2, fp) == expected
+    for m in module.metric_names:
+        assert np.array_equal(values["auto"][m], values[expected[0]][m]), m
 
 
 def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):

@@ -133,7 +133,8 @@ class DistillModule(L.LightningModule):
         path that evaluates the models, the device kind and torch's thread count (the CPU kernels are
         deterministic for one thread count; another count may round differently)."""
         outer = getattr(self, "batching", None) or getattr(self, "_checkpoint_batching", None)
-        return {"outer_batching": outer, "eval_path": self.loop.eval_path_for(device_type),
+        example = torch.zeros(1, *self.images.shape[1:], device=device_type)
+        return {"outer_batching": outer, "eval_path": self.loop.eval_path_for(example),
                 "device": device_type, "torch_threads": torch.get_num_threads()}
 
     def training_step(self, batch, batch_idx):

@@ -30,17 +30,26 @@ def outer_batching_rule(net: nn.Module, device_type: str) -> str:
     of device, never of a timing, so that the same command gives the same bits on an idle and on a busy
     machine (the two paths round differently, and the outer loop carries the difference on).
     vmap for every net and device: on 2 CPU cores (bench/bench_paths.py, 8 inits, real batch 256) it ran
-    the outer step 1.3-7x faster than the loop for lenet, simple_convnet and convnet on digits and for the
-    mlp on MNIST; the loop won only for the mlp on 8x8 digits, a step of under a second. The loop stays as
-    the path that holds one init's activations at a time (`memory_estimate`), to be pinned."""
+    the outer step 1.3-7x faster than the loop for lenet, simple_convnet and convnet on digits, 2.7-4x for
+    the mlp, lenet and simple_convnet on MNIST; the loop won only for the mlp on 8x8 digits, a step of under
+    a second. The loop stays as the path that holds one init's activations at a time (`memory_estimate`),
+    to be pinned."""
     return "vmap"
 
 
-def eval_path_rule(net: nn.Module, device_type: str) -> str:
-    """How `InnerLoop.forward_models` runs many models when its eval_path is auto, by the same kind of rule:
-    on a CPU, nets with conv weights one model at a time with channels-last weights (oneDNN's NHWC
-    kernels on cache-sized pieces of the data); every other net, and every net on a GPU, vmapped."""
-    if device_type == "cpu" and has_conv_weights(net):
+# a model's layer outputs per example from which, on a CPU, evaluation runs channels-last (see eval_path_rule)
+CHANNELS_LAST_MIN_BYTES = 256 << 10
+
+
+def eval_path_rule(net: nn.Module, example_bytes: int, device_type: str) -> str:
+    """How `InnerLoop.forward_models` runs many models when its eval_path is auto, by the same kind of rule
+    (of the net, the bytes of its layer outputs per example and the device kind): on a CPU, a net with conv
+    weights whose outputs per example reach CHANNELS_LAST_MIN_BYTES one model at a time with channels-last
+    weights (oneDNN's NHWC kernels on cache-sized pieces of the data), every other net, and every net on a
+    GPU, vmapped. Measured on 2 CPU cores (bench/bench_paths.py, 8 models on 1000 examples): channels-last
+    3x faster for simple_convnet on MNIST (294 KiB per example), vmap 1.5-11x faster for lenet on MNIST
+    (59 KiB) and for every conv net on 8x8 digits (up to 137 KiB), and for the mlp everywhere."""
+    if device_type == "cpu" and has_conv_weights(net) and example_bytes >= CHANNELS_LAST_MIN_BYTES:
         return "channels_last"
     return "vmap"
 
@@ -104,7 +113,7 @@ class InnerLoop:
         self.net, self.loss = net, loss
         self.names = param_names(net)
         self.buffers = dict(net.named_buffers())
-        self._activation_bytes: dict[tuple, int] = {}  # per input shape, for eval_chunk
+        self._activation_bytes: dict[tuple, int] = {}  # per example shape, for eval_chunk and eval_path_for
         if eval_path not in ("auto", *EVAL_PATHS):
             raise ValueError(f"eval_path={eval_path!r}; allowed: auto, {', '.join(EVAL_PATHS)}")
         self.eval_path = eval_path
@@ -138,13 +147,16 @@ class InnerLoop:
         """Logits [n_models, batch, classes] for evaluation (no autograd): vmapped over the models, or
         one model at a time with channels-last weights on cache-sized pieces of x; `eval_path`, or with
         auto the path `eval_path_rule` gives for the net and x's device."""
-        if self.eval_path_for(x.device.type) == "vmap":
+        if self.eval_path_for(x) == "vmap":
             return self.forward_stack(stack, x, chunk_size or self.eval_chunk(x))
         return self._forward_channels_last(stack, x)
 
-    def eval_path_for(self, device_type: str) -> str:
-        """The path forward_models takes on a device of this kind: eval_path, or its rule where it is auto."""
-        return self.eval_path if self.eval_path != "auto" else eval_path_rule(self.net, device_type)
+    def eval_path_for(self, x: torch.Tensor) -> str:
+        """The path forward_models takes on inputs like x (their shape and device): eval_path, or its rule where
+        it is auto."""
+        if self.eval_path != "auto":
+            return self.eval_path
+        return eval_path_rule(self.net, self.example_bytes(x), x.device.type)
 
     def _forward_channels_last(self, stack: Params, x: torch.Tensor, piece: int = 128) -> torch.Tensor:
         with features_channels_last(self.net):
@@ -169,13 +181,17 @@ class InnerLoop:
                 h.remove()
         return total
 
-    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
-        """How many models to vmap at once over batch x so their activations stay within budget_bytes
-        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
+    def example_bytes(self, x: torch.Tensor) -> int:
+        """`activation_bytes` of one example like x[0], measured once per example shape."""
         key = tuple(x.shape[1:])
         if key not in self._activation_bytes:
             self._activation_bytes[key] = max(1, self.activation_bytes(x))
-        return max(1, budget_bytes // (self._activation_bytes[key] * len(x)))
+        return self._activation_bytes[key]
+
+    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
+        """How many models to vmap at once over batch x so their activations stay within budget_bytes
+        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
+        return max(1, budget_bytes // (self.example_bytes(x) * len(x)))
 
     def run_autograd(self, params: Params, x, targets, lrs) -> Params:
         """Same as `run` with plain autograd (`create_graph=True`); one init at a time.

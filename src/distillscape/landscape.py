@@ -39,7 +39,7 @@ from .artifacts import atomic_write
 from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
-from .inner import has_conv_weights
+from .inner import InnerLoop, eval_path_rule
 from .models import channels_last_params, features_channels_last
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
@@ -48,13 +48,14 @@ BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache: the channels-last path's data batch
 
 
-def batching_rule(net: nn.Module, device_type: str, data_batch: int) -> tuple[str, int]:
-    """The path and examples per forward of `batching=auto`: on a CPU, a net with conv weights one point at
-    a time with channels-last weights on forwards of 128 examples (at most data_batch), which measured
-    fastest for the conv nets on CPU (README, bench/bench_landscape.py); every other net, and every net on a
-    GPU, vmapped over the chunk's points with data_batch examples per forward. bench/bench_paths.py times
-    every path on the machine at hand."""
-    if device_type == "cpu" and has_conv_weights(net):
+def batching_rule(net: nn.Module, example_bytes: int, device_type: str, data_batch: int) -> tuple[str, int]:
+    """The path and examples per forward of `batching=auto`, a pure function of the net, the bytes of its
+    layer outputs per example, the device kind and data_batch: where evaluation runs models one at a time
+    with channels-last weights (`inner.eval_path_rule`: on a CPU, conv nets with large layer outputs),
+    channels-last on forwards of 128 examples (at most data_batch), which measured fastest for simple_convnet
+    on MNIST (README: 2.00 s against 5.97 s vmapped); otherwise vmapped over the chunk's points with
+    data_batch examples per forward. bench/bench_paths.py times every path on the machine at hand."""
+    if eval_path_rule(net, example_bytes, device_type) == "channels_last":
         return "channels_last", min(SMALL_DATA_BATCH, data_batch)
     return "vmap", data_batch
 
@@ -144,7 +145,10 @@ class LandscapeModule(L.LightningModule):
         """Turn batching=auto into the path and data batch of `batching_rule` for the net on `device_type`
         (a pinned path, or one set from a sweep's finished shards, stays as it is)."""
         if self.batching == "auto":
-            self.batching, self.data_batch = batching_rule(self.net, device_type, self.data_batch)
+            examples = [getattr(self, f"cost{i}_{k}") for i, keys in enumerate(self._cost_keys) for k in keys
+                        if k in ("x", "obs")]  # what the costs feed the net (none: the episode costs, no conv net)
+            size = InnerLoop(self.net).activation_bytes(examples[0]) if examples else 0
+            self.batching, self.data_batch = batching_rule(self.net, size, device_type, self.data_batch)
 
     def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
         # Lightning's SIGTERM handler only sets a flag, which its fit and evaluation loops read and its
