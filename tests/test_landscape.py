@@ -313,6 +313,21 @@ def test_task_shards_merge_equal_unsharded_run(digits_run, tmp_path):
         assert torch.allclose(rebuilt, d[f"point.{name}"], atol=1e-4)
 
 
+def test_later_shards_take_the_path_of_the_finished_ones(digits_run, tmp_path):
+    """A sweep's shards run on other days or with another landscape.batching are computed the way its first
+    finished shard was (the paths round differently): the surface is the one computed in one piece that way."""
+    common = ["sweep=through", "sweep.resolution=[4,3]", "sweep.costs=[test]"]
+    out = f"landscape.out_dir={tmp_path / 'sharded'}"
+    run_landscape(digits_run, tmp_path / "a", [*common, "landscape.batching=loop", "landscape.data_batch=50", out,
+                                               "shard=0", "num_shards=2"])
+    [merged] = run_landscape(digits_run, tmp_path / "b", [*common, out, "shard=1", "num_shards=2"])  # auto: vmap
+    [whole] = run_landscape(digits_run, tmp_path / "c", [*common, "landscape.batching=loop", "landscape.data_batch=50",
+                                                         f"landscape.out_dir={tmp_path / 'whole'}"])
+    a, b = read_npz(merged), read_npz(whole)
+    assert str(a["batching"]) == "loop" and a["data_batch"].tolist() == [50]
+    assert np.array_equal(a["test/loss"], b["test/loss"]) and np.array_equal(a["test/acc"], b["test/acc"])
+
+
 def test_multi_device_run_deals_points_out_and_equals_single_device(digits_run, tmp_path):
     """trainer.devices=2 trainer.strategy=ddp (two CPU processes, gloo): each computes the points
     Lightning's sampler deals it, rank 0 assembles the shard; the surface equals a one-process run."""
