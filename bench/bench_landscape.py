@@ -83,9 +83,8 @@ def main():
 
     module = LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre,
                              [CrossEntropyCost("train", dm.train_x, dm.train_y)], batching="auto", data_batch=4096)
-    module.batching = module.measure_batching(vecs[:2])
-    print(f"paths measured on 2 points x 8192 images: " + ", ".join(f"{k} {v:.2f}s" for k, v in module.timings.items())
-          + f" -> {module.batching} at {module.data_batch} images per forward")
+    module.resolve_batching("cpu")  # the path a run takes (bench/bench_paths.py times the others)
+    print(f"path of batching=auto: {module.batching} at {module.data_batch} images per forward")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_checkpointing=False, enable_model_summary=False)
     fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
@@ -102,7 +101,7 @@ def main():
         low = LandscapeModule(copy.deepcopy(net), flatten(centre), dirs, centre,
                               [CrossEntropyCost("train", dm.train_x, dm.train_y)], batching="auto", data_batch=4096,
                               precision="bf16")
-        low.batching = low.measure_batching(vecs[:2])
+        low.resolve_batching("cpu")
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             low_path, _ = compute_shard(low, trainer, grid_coordinates(axes)[: args.points], 0, 1, tmp,

@@ -6,9 +6,9 @@ The moment is a fraction of the uninterrupted run's measured time from the start
 directory claimed and its config written) to its end, so the baselines, the loops, the checkpoints, the
 writes of the artifacts and the final markers are all hit; the
 seed and the fraction are in the test id (`SIGKILL-seed3-at0.412`), so a failure is rerun with `-k`.
-Every batching is pinned (distill.batching=vmap, landscape.batching=loop): `auto` times the paths at the
-start of each process and keeps the faster, and the paths differ by rounding, so only a pinned path can be
-compared bit for bit.
+Every batching is pinned (distill.batching=vmap, landscape.batching=loop), as these cases were written when
+`auto` still timed the paths in each process; `auto` now follows fixed rules and is compared bit for bit on
+busy cores in tests/test_repro.py.
 More moments: DISTILLSCAPE_KILL_SEEDS=<n> (seeds 0..n-1 per task and signal). All `slow`: every case pays
 two process starts."""
 from __future__ import annotations

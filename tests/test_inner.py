@@ -153,11 +153,12 @@ def test_evaluation_chunks_models_by_activation_memory_with_identical_results():
 
 
 @pytest.mark.parametrize("make", [lambda: SimpleConvNet(1, 28, 28, 10), lambda: MLP(1, 8, 8, 10)])
-def test_evaluation_paths_agree_and_auto_keeps_the_faster(make):
+def test_evaluation_paths_agree_and_auto_takes_the_rules_path(make):
     """One model at a time with channels-last conv weights (in pieces of 128 examples) computes what the
-    vmapped path computes; auto times both once per input shape and keeps the faster (nets without
-    conv weights: vmap, unmeasured)."""
-    from distillscape.inner import evaluate_stack
+    vmapped path computes, up to rounding; auto takes the path of the fixed rule (on a CPU: channels-last
+    for nets with conv weights and large layer outputs, vmap for the others), bit for bit, whatever the
+    machine's load."""
+    from distillscape.inner import eval_path_rule, evaluate_stack
 
     net = make()
     shape = (1, 28, 28) if isinstance(net, SimpleConvNet) else (1, 8, 8)
@@ -167,11 +168,10 @@ def test_evaluation_paths_agree_and_auto_keeps_the_faster(make):
     assert torch.equal(by_path["vmap"][0], by_path["channels_last"][0])
     torch.testing.assert_close(by_path["vmap"][1], by_path["channels_last"][1], rtol=1e-5, atol=1e-6)
     auto = InnerLoop(net)
-    evaluate_stack(auto, stack, x, y, batch_size=200)
-    [(key, chosen)] = auto._eval_paths.items()
-    if isinstance(net, SimpleConvNet):
-        assert set(auto.eval_timings) == {"vmap", "channels_last"}
-        assert auto.eval_timings[chosen] == min(auto.eval_timings.values())
-    else:
-        assert chosen == "vmap" and not auto.eval_timings
+    expected = "channels_last" if isinstance(net, SimpleConvNet) else "vmap"  # 294 KiB of outputs per example; 4 KiB
+    assert auto.eval_path_for(x) == eval_path_rule(net, auto.activation_bytes(x), "cpu") == expected
+    assert eval_path_rule(net, auto.activation_bytes(x), "cuda") == "vmap"
+    assert eval_path_rule(SimpleConvNet(1, 8, 8, 10), 24616, "cpu") == "vmap"  # small conv nets: vmap on a CPU too
+    got = evaluate_stack(auto, stack, x, y, batch_size=200)
+    assert torch.equal(got[0], by_path[expected][0]) and torch.equal(got[1], by_path[expected][1])
     assert not getattr(net, "channels_last", False)  # the switch is restored

@@ -110,12 +110,34 @@ def test_channels_last_path_computes_the_same_function(make):
     assert not net.channels_last and not any(getattr(m, "inplace", False) for m in net.modules())
 
 
-def test_auto_batching_measures_every_path(digits):
-    module = sweep_module(SimpleConvNet(1, 8, 8, 10), digits, "auto")
-    vecs = points(module.centre, module.directions, torch.rand(4, 2))
-    choice = module.measure_batching(vecs)
-    assert set(module.timings) == {"vmap@300", "loop@300", "channels_last@300", "loop@128", "channels_last@128"}
-    assert module.timings[f"{choice}@{module.data_batch}"] == min(module.timings.values())
+@pytest.mark.parametrize("shape,make,expected", [((1, 28, 28), lambda: SimpleConvNet(1, 28, 28, 10), ("channels_last", 128)),
+                                                 ((1, 8, 8), lambda: SimpleConvNet(1, 8, 8, 10), ("vmap", 300)),
+                                                 ((1, 8, 8), lambda: MLP(1, 8, 8, 10), ("vmap", 300))])
+def test_auto_batching_takes_the_rules_path_bit_for_bit(tmp_path, shape, make, expected):
+    """batching=auto is the path and data batch of the fixed rule (on a CPU: channels-last on forwards of
+    128 examples for conv nets with large layer outputs, vmap at data_batch for the others), never a
+    timing: its shard holds the values the pinned path computes, bit for bit, and says how they were
+    computed; a sweep's later shards take the path its finished shards took."""
+    from distillscape.landscape import recorded_batching
+
+    torch.manual_seed(0)
+    net = make()
+    x, y = torch.randn(400, *shape), torch.randint(0, 10, (400,))
+    centre, _ = swept_state(net)
+    dirs = torch.stack([flatten(random_direction(centre, torch.Generator().manual_seed(i))) for i in range(2)])
+    axes = grid_axes([[-1, 1], [-1, 1]], [3, 3])
+    coords = grid_coordinates(axes)
+    values = {}
+    for batching, data_batch in (("auto", 300), expected):
+        module = LandscapeModule(net, flatten(centre), dirs, centre, [CrossEntropyCost("train", x, y)],
+                                 batching=batching, data_batch=data_batch)
+        fp = fingerprint(module.centre, module.directions, *axes, data=[module.metric_names, {}])
+        path, _ = compute_shard(module, predict_trainer(), coords, 0, 2, tmp_path / batching, fp, points_per_batch=4)
+        values[batching] = read_npz(path)
+        assert (str(values[batching]["batching"]), int(values[batching]["data_batch"])) == expected
+        assert recorded_batching(tmp_path / batching, 2, fp) == expected
+    for m in module.metric_names:
+        assert np.array_equal(values["auto"][m], values[expected[0]][m]), m
 
 
 def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
@@ -131,6 +153,7 @@ def test_shards_resume_and_merge_bit_for_bit(digits, tmp_path):
     for i in range(3):
         compute_shard(module, trainer, coords, i, 3, tmp_path / "full", fp, points_per_batch=3)
     full = read_npz(merge_shards(tmp_path / "full", 3, fp, axes, module.metric_names, meta))
+    assert str(full["batching"]) == "vmap" and full["data_batch"].tolist() == [300]  # how it was computed
 
     # interrupted after shard 0 and 2; merging now refuses, naming the missing shard
     for i in (0, 2):
@@ -288,6 +311,21 @@ def test_task_shards_merge_equal_unsharded_run(digits_run, tmp_path):
     for name, xy in zip(a["marked_names"], a["marked_coords"]):
         rebuilt = d["centre"] + torch.tensor(xy, dtype=torch.float32) @ d["directions"]
         assert torch.allclose(rebuilt, d[f"point.{name}"], atol=1e-4)
+
+
+def test_later_shards_take_the_path_of_the_finished_ones(digits_run, tmp_path):
+    """A sweep's shards run on other days or with another landscape.batching are computed the way its first
+    finished shard was (the paths round differently): the surface is the one computed in one piece that way."""
+    common = ["sweep=through", "sweep.resolution=[4,3]", "sweep.costs=[test]"]
+    out = f"landscape.out_dir={tmp_path / 'sharded'}"
+    run_landscape(digits_run, tmp_path / "a", [*common, "landscape.batching=loop", "landscape.data_batch=50", out,
+                                               "shard=0", "num_shards=2"])
+    [merged] = run_landscape(digits_run, tmp_path / "b", [*common, out, "shard=1", "num_shards=2"])  # auto: vmap
+    [whole] = run_landscape(digits_run, tmp_path / "c", [*common, "landscape.batching=loop", "landscape.data_batch=50",
+                                                         f"landscape.out_dir={tmp_path / 'whole'}"])
+    a, b = read_npz(merged), read_npz(whole)
+    assert str(a["batching"]) == "loop" and a["data_batch"].tolist() == [50]
+    assert np.array_equal(a["test/loss"], b["test/loss"]) and np.array_equal(a["test/acc"], b["test/acc"])
 
 
 def test_multi_device_run_deals_points_out_and_equals_single_device(digits_run, tmp_path):

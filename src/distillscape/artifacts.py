@@ -85,7 +85,28 @@ def write_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, st
             if (m := re.search(r"os error (\d+)", str(e))) is None:
                 raise
             raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) from None
+        if metadata and len(metadata) > 1:
+            _sort_metadata(tmp)
     return atomic_write(path, save)
+
+
+def _sort_metadata(path) -> None:
+    """Put the metadata of a safetensors file in key order, in place. safetensors writes it from a Rust
+    HashMap, whose order is drawn anew in every process: the same tensors and metadata gave other bytes on
+    every run. The header keeps its length (the same keys and values, only reordered; padded with the
+    spaces the format allows)."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        meta = header.pop("__metadata__", None)
+        if meta is None:
+            return
+        ordered = json.dumps({"__metadata__": dict(sorted(meta.items())), **header}, separators=(",", ":"),
+                             ensure_ascii=False).encode()
+        if len(ordered) > size:  # another escaping than the writer's: leave the file as written
+            return
+        f.seek(8)
+        f.write(ordered.ljust(size, b" "))
 
 
 def check_finite(path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

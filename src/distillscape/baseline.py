@@ -40,13 +40,16 @@ def tune_random_real_lr(loop: InnerLoop, sampler: InitSampler, dm, per_class: in
 
 
 def random_real_baseline(loop: InnerLoop, sampler: InitSampler, dm, per_class: int, steps: int,
-                         settings: BaselineConfig, eval_inits: int, eval_seed: int, device="cpu") -> dict[str, float]:
+                         settings: BaselineConfig, eval_inits: int, eval_seed: int, seed: int,
+                         device="cpu") -> dict[str, float]:
     """Tune the rate on val (mean accuracy over `tune_inits` inits, each with its own random batch),
-    then report test accuracy over `eval_inits` fresh inits and batches (seed streams of `eval_seed`)."""
+    then report test accuracy over `eval_inits` fresh inits and batches (seed streams of `eval_seed` and
+    of the job's `seed`: the random batches are this baseline's counterpart of the distilled batch, which
+    differs from seed to seed, so the baseline's spread over seeds is measured too)."""
     best = tune_random_real_lr(loop, sampler, dm, per_class, steps, list(settings.lr_grid), settings.tune_inits,
-                               seed_for(eval_seed, "eval", "random_real_tune"), device)
+                               seed_for(eval_seed, "eval", "random_real_tune", seed), device)
     acc, loss = _one_step_real(loop, sampler, dm, per_class, best, steps, eval_inits,
-                               seed_for(eval_seed, "eval", "random_real_test"), dm.test_x, dm.test_y, device)
+                               seed_for(eval_seed, "eval", "random_real_test", seed), dm.test_x, dm.test_y, device)
     out = flat_summary(acc, "random_real/acc")
     out.update({"random_real/loss": loss.mean().item(), "random_real/lr": best,
                 "random_real/inits": float(eval_inits)})

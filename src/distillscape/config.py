@@ -343,7 +343,7 @@ class DistillConfig:
     eval_inits: int = 100         # held-out inits at test
     eval_seed: int = 1_000_000    # base of the held-out inits' seed streams (seeds.EVAL_STREAMS)
     init_chunk: Optional[int] = None  # vmap chunk over inits (lower it if memory runs out)
-    batching: str = "auto"        # vmap | loop over inits in the outer step; auto times both at start and keeps the faster
+    batching: str = "auto"        # vmap | loop over inits in the outer step; auto: inner.outer_batching_rule (vmap), never a timing
     optim: DistillOptimConfig = field(default_factory=DistillOptimConfig)
     # how the batch is distilled: meta (the bilevel loop above) | dm | mtt | gm | import; the others keep
     # their labels one-hot (as their papers) and use distill.optim's Adam on the images
@@ -642,7 +642,7 @@ class LandscapeConfig:
     out_dir: str = "${paths.output_dir}"   # give every shard of a multirun the same one
     minimum: Optional[str] = None      # a direct_minimum.safetensors to use instead of the run's own
     init_seed: int = 0                 # the init whose one-step landing is the point "landing" (unless the batch has a fixed init)
-    batching: str = "auto"             # vmap | loop | channels_last | auto (time all, also at 128 examples per forward; keep the fastest)
+    batching: str = "auto"             # vmap | loop | channels_last | auto (landscape.batching_rule: by net and device, never a timing)
     points_per_batch: int = 16         # grid points per predict step
     data_batch: int = 4096             # examples per forward of one point (vmap: shared by the chunk's points)
     train_subsample: Optional[int] = None  # train/* on a fixed random subsample of this many images (null: the full split)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .artifacts import Distilled
 from .config import DistillConfig, as_settings
-from .inner import InitSampler, InnerLoop, evaluate_stack, param_names, timed
+from .inner import InitSampler, InnerLoop, evaluate_stack, outer_batching_rule, param_names
 from .models import activations_per_example
 from .params import Params, stack_len
 from .protocols import train_with_protocol
@@ -99,7 +99,8 @@ class DistillModule(L.LightningModule):
         """Mean cross-entropy of the landings of `inits` on a real batch, and their accuracy.
 
         vmap: all inits at once through torch.func; loop: one init at a time with plain autograd.
-        Both give the same numbers; which is faster depends on architecture and device."""
+        Both compute the same function but round differently; which is faster depends on architecture and
+        device (`inner.outer_batching_rule` says which one `batching=auto` takes)."""
         if batching == "vmap":
             logits = self.loop.forward_stack(self.land(inits), x)
         else:
@@ -112,11 +113,14 @@ class DistillModule(L.LightningModule):
 
     def on_train_start(self):
         self.first_step = self.global_step  # > 0 when resumed: steps/s must count this run's steps only
-        # a resumed run keeps the path it was measured with: the two differ by rounding
+        # a resumed run keeps the path it started with (one of an earlier release may have been timed): the
+        # two paths differ by rounding
         self.batching = getattr(self, "_checkpoint_batching", None) or self.s.batching
+        how = "kept from the checkpoint" if getattr(self, "_checkpoint_batching", None) else "distill.batching"
         if self.batching == "auto":
-            self.batching = self._measure_batching()
-        print(f"distillscape: outer steps batched over inits with {self.batching}")
+            self.batching = outer_batching_rule(self.loop.net, self.device.type)
+            how = f"distill.batching=auto: the rule for {type(self.loop.net).__name__} on {self.device.type}"
+        print(f"distillscape: outer steps batched over inits with {self.batching} ({how})")
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["distillscape_batching"] = getattr(self, "batching", None)
@@ -125,15 +129,14 @@ class DistillModule(L.LightningModule):
         self._checkpoint_batching = checkpoint.get("distillscape_batching")
         self.first_step = checkpoint.get("global_step", 0)
 
-    def _measure_batching(self) -> str:
-        """Time both paths on a real batch and keep the faster (gradients of the trial are dropped)."""
-        x, y = next(iter(self.trainer.datamodule.train_dataloader()))
-        x, y = x.to(self.device), y.to(self.device)
-        inits = self.training_inits()
-        seconds = {path: timed(lambda: self.outer_loss(inits, x, y, path)[0].backward(), self.device)
-                   for path in ("vmap", "loop")}
-        self.zero_grad(set_to_none=True)
-        return min(seconds, key=seconds.get)
+    def computed_with(self, device_type: str) -> dict[str, Any]:
+        """How the numbers were computed on `device_type`, for the run's records: the outer step's path, the
+        path that evaluates the models, the device kind and torch's thread count (the CPU kernels are
+        deterministic for one thread count; another count may round differently)."""
+        outer = getattr(self, "batching", None) or getattr(self, "_checkpoint_batching", None)
+        example = torch.zeros(1, *self.images.shape[1:], device=device_type)
+        return {"outer_batching": outer, "eval_path": self.loop.eval_path_for(example),
+                "device": device_type, "torch_threads": torch.get_num_threads()}
 
     def training_step(self, batch, batch_idx):
         x, y = batch
@@ -219,9 +222,6 @@ class DistillModule(L.LightningModule):
         else:
             self.log_dict(metrics)
         self._eval = {}
-        if stage == "test" and self.loop.eval_timings:
-            print("distillscape: models evaluated with " + ", ".join(sorted(set(self.loop._eval_paths.values())))
-                  + " (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in self.loop.eval_timings.items()) + ")")
         return metrics
 
     def on_validation_epoch_start(self):
@@ -254,12 +254,13 @@ RUNTIME_BYTES = 1 << 30
 
 
 def memory_estimate(net: nn.Module, image_shape: tuple[int, ...], num_classes: int, n_data: int, real_batch: int,
-                    settings: DistillConfig) -> dict[str, int]:
+                    settings: DistillConfig, device_type: str = "cpu") -> dict[str, int]:
     """Bytes a distillation will hold at its peak, from its settings alone (before anything is allocated),
     as parts. float32 throughout: the dataset (raw and normalized copies), the synthetic batch with its
     gradient and Adam's two moments, and per init of an outer step its parameters (init, gradient,
     landing, outer gradient) and the activations of the inner step on the synthetic batch and of the outer
-    loss on a real batch, each kept for a backward and (the inner one) a second backward."""
+    loss on a real batch, each kept for a backward and (the inner one) a second backward; one init's worth
+    where the outer step loops over the inits (batching=loop, or auto's rule on `device_type`)."""
     c = settings
     f32 = 4
     pixels = math.prod(image_shape)
@@ -267,7 +268,8 @@ def memory_estimate(net: nn.Module, image_shape: tuple[int, ...], num_classes: i
     params = sum(p.numel() for p in net.parameters())
     acts = activations_per_example(net, torch.zeros(1, *image_shape))
     per_init = 4 * params + c.inner_steps * 3 * acts * n_syn + 2 * acts * real_batch
-    inits = c.inits_per_step if c.batching != "loop" else 1
+    batching = c.batching if c.batching != "auto" else outer_batching_rule(net, device_type)
+    inits = c.inits_per_step if batching != "loop" else 1
     return {"runtime": RUNTIME_BYTES, "dataset": 2 * n_data * pixels * f32,
             "synthetic_batch": 4 * n_syn * (pixels + num_classes) * f32,
             "outer_step": inits * per_init * f32}

@@ -7,7 +7,6 @@ dimension, and `torch.func.vmap` maps one inner run over it.
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 import torch.nn.functional as F
@@ -21,15 +20,38 @@ from .params import Params, stack_len, unstack
 EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
 
 
-def timed(run, device: torch.device) -> float:
-    """Seconds of one call of `run` after a warm-up call (waiting for the GPU where there is one):
-    how every faster-path-by-measurement choice in the package times its candidates."""
-    for _ in range(2):
-        t0 = time.perf_counter()
-        run()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return time.perf_counter() - t0
+def has_conv_weights(net: nn.Module) -> bool:
+    """Whether the net has 4-D (conv) weights: what the path rules below turn on."""
+    return any(p.dim() == 4 for p in net.parameters())
+
+
+def outer_batching_rule(net: nn.Module, device_type: str) -> str:
+    """The outer step's path for `distill.batching=auto`: a pure function of the architecture and the kind
+    of device, never of a timing, so that the same command gives the same bits on an idle and on a busy
+    machine (the two paths round differently, and the outer loop carries the difference on).
+    vmap for every net and device: on 2 CPU cores (bench/bench_paths.py, 8 inits, real batch 256) it ran
+    the outer step 1.3-7x faster than the loop for lenet, simple_convnet and convnet on digits, 2.7-4x for
+    the mlp, lenet and simple_convnet on MNIST; the loop won only for the mlp on 8x8 digits, a step of under
+    a second. The loop stays as the path that holds one init's activations at a time (`memory_estimate`),
+    to be pinned."""
+    return "vmap"
+
+
+# a model's layer outputs per example from which, on a CPU, evaluation runs channels-last (see eval_path_rule)
+CHANNELS_LAST_MIN_BYTES = 256 << 10
+
+
+def eval_path_rule(net: nn.Module, example_bytes: int, device_type: str) -> str:
+    """How `InnerLoop.forward_models` runs many models when its eval_path is auto, by the same kind of rule
+    (of the net, the bytes of its layer outputs per example and the device kind): on a CPU, a net with conv
+    weights whose outputs per example reach CHANNELS_LAST_MIN_BYTES one model at a time with channels-last
+    weights (oneDNN's NHWC kernels on cache-sized pieces of the data), every other net, and every net on a
+    GPU, vmapped. Measured on 2 CPU cores (bench/bench_paths.py, 8 models on 1000 examples): channels-last
+    3x faster for simple_convnet on MNIST (294 KiB per example), vmap 1.5-11x faster for lenet on MNIST
+    (59 KiB) and for every conv net on 8x8 digits (up to 137 KiB), and for the mlp everywhere."""
+    if device_type == "cpu" and has_conv_weights(net) and example_bytes >= CHANNELS_LAST_MIN_BYTES:
+        return "channels_last"
+    return "vmap"
 
 
 def inner_loss(logits: torch.Tensor, targets: torch.Tensor, kind: str) -> torch.Tensor:
@@ -104,12 +126,10 @@ class InnerLoop:
         self.net, self.loss = net, loss
         self.names = param_names(net)
         self.buffers = dict(net.named_buffers())
-        self._activation_bytes: dict[tuple, int] = {}  # per input shape, for eval_chunk
+        self._activation_bytes: dict[tuple, int] = {}  # per example shape, for eval_chunk and eval_path_for
         if eval_path not in ("auto", *EVAL_PATHS):
             raise ValueError(f"eval_path={eval_path!r}; allowed: auto, {', '.join(EVAL_PATHS)}")
         self.eval_path = eval_path
-        self._eval_paths: dict[tuple, str] = {}  # per input shape and device, for forward_models (auto)
-        self.eval_timings: dict[str, float] = {}
 
     def forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.net, (params, self.buffers), (x,))
@@ -143,30 +163,24 @@ class InnerLoop:
         return vmap(self.forward, in_dims=(0, None), chunk_size=chunk_size)(stack, x)
 
     def forward_models(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
-        """Logits [n_models, batch, classes] for evaluation (no autograd): vmapped over the models, or,
-        for nets with conv weights, one model at a time with channels-last weights on cache-sized
-        pieces of x, whichever measured faster on the first call for this input shape."""
-        key = (tuple(x.shape[1:]), x.device.type)
-        if self.eval_path != "auto":
-            self._eval_paths[key] = self.eval_path
-        elif key not in self._eval_paths:
-            self._eval_paths[key] = self._measure_eval_path(stack, x)
-        if self._eval_paths[key] == "vmap":
+        """Logits [n_models, batch, classes] for evaluation (no autograd): vmapped over the models, or
+        one model at a time with channels-last weights on cache-sized pieces of x; `eval_path`, or with
+        auto the path `eval_path_rule` gives for the net and x's device."""
+        if self.eval_path_for(x) == "vmap":
             return self.forward_stack(stack, x, chunk_size or self.eval_chunk(x))
         return self._forward_channels_last(stack, x)
+
+    def eval_path_for(self, x: torch.Tensor) -> str:
+        """The path forward_models takes on inputs like x (their shape and device): eval_path, or its rule where
+        it is auto."""
+        if self.eval_path != "auto":
+            return self.eval_path
+        return eval_path_rule(self.net, self.example_bytes(x), x.device.type)
 
     def _forward_channels_last(self, stack: Params, x: torch.Tensor, piece: int = 128) -> torch.Tensor:
         with features_channels_last(self.net):
             return torch.stack([torch.cat([self.forward(channels_last_params(unstack(stack, i)), x[j:j + piece])
                                            for j in range(0, len(x), piece)]) for i in range(stack_len(stack))])
-
-    def _measure_eval_path(self, stack: Params, x: torch.Tensor) -> str:
-        if not any(v.dim() == 5 for v in stack.values()):  # no conv weights (a stack adds a dim): vmap
-            return "vmap"
-        few = {k: v[:4] for k, v in stack.items()}
-        self.eval_timings["vmap"] = timed(lambda: self.forward_stack(few, x), x.device)
-        self.eval_timings["channels_last"] = timed(lambda: self._forward_channels_last(few, x), x.device)
-        return min(self.eval_timings, key=self.eval_timings.get)
 
     @torch.no_grad()
     def activation_bytes(self, x: torch.Tensor) -> int:
@@ -186,19 +200,23 @@ class InnerLoop:
                 h.remove()
         return total
 
-    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
-        """How many models to vmap at once over batch x so their activations stay within budget_bytes
-        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
+    def example_bytes(self, x: torch.Tensor) -> int:
+        """`activation_bytes` of one example like x[0], measured once per example shape."""
         key = tuple(x.shape[1:])
         if key not in self._activation_bytes:
             self._activation_bytes[key] = max(1, self.activation_bytes(x))
-        return max(1, budget_bytes // (self._activation_bytes[key] * len(x)))
+        return self._activation_bytes[key]
+
+    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
+        """How many models to vmap at once over batch x so their activations stay within budget_bytes
+        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
+        return max(1, budget_bytes // (self.example_bytes(x) * len(x)))
 
     def run_autograd(self, params: Params, x, targets, lrs) -> Params:
         """Same as `run` with plain autograd (`create_graph=True`); one init at a time.
 
-        Kept as a second implementation to check `run` against, and as the path of choice when
-        vmap is slower for an architecture (see bench/)."""
+        Kept as a second implementation to check `run` against, and as the outer step's path where
+        vmap is slower (`outer_batching_rule`)."""
         for t in range(lrs.shape[0]):
             loss = self._loss(params, x, targets)
             gs = torch.autograd.grad(loss, [params[k] for k in self.names], create_graph=True)
@@ -219,7 +237,7 @@ def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Ten
                    batch_size: int = 1000, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models].
     Models are vmapped `chunk_size` at a time (default: as many as fit in 2 GiB of activations), or run
-    one at a time in channels-last format where that measured faster (InnerLoop.forward_models)."""
+    one at a time in channels-last format (InnerLoop.forward_models: eval_path, or its rule)."""
     correct = torch.zeros(stack_len(stack), dtype=torch.long, device=x.device)
     loss = torch.zeros(stack_len(stack), device=x.device)
     for i in range(0, len(y), batch_size):

@@ -7,8 +7,10 @@ each on every cost (true-task train / test loss and accuracy, the distilled batc
 The data lives on the device as buffers, moved there once; points are evaluated functionally
 (`torch.func.functional_call`): vmapped over a chunk of points, or one point after another with the
 weights as they are or with 4-D (conv) weights in channels-last memory format, and with the data in
-forwards of `data_batch` or of a few hundred examples: whichever measured fastest on the first points.
-(On CPU, channels-last convolutions on cache-sized batches ran ~2.5x faster than the default here.)
+forwards of `data_batch` or of 128 examples: `batching=auto` takes the path `batching_rule` gives for the
+net and the device, a pure function of them (never a timing: the paths round differently, and a surface
+must not depend on which was faster that day). (On CPU, channels-last convolutions on cache-sized
+batches ran ~2.5x faster than the default here.)
 
 What a point is measured on is a list of costs (`costs.Cost`: cross-entropy on labelled data, the inner
 loss of a distilled batch, ...); the module hands each the chunk's models and takes back one value per
@@ -37,7 +39,7 @@ from .artifacts import atomic_write
 from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
-from .inner import timed
+from .inner import InnerLoop, eval_path_rule
 from .models import channels_last_params, features_channels_last
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
@@ -46,8 +48,19 @@ BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 PRECISIONS = ("fp32", "bf16")
 # the dtype a forward runs in; losses and counts are always reduced in float32 and summed in float64
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache; one of the measured candidates
-MEASURE_POINTS = 4      # grid points that batching=auto times each candidate path on
+SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache: the channels-last path's data batch
+
+
+def batching_rule(net: nn.Module, example_bytes: int, device_type: str, data_batch: int) -> tuple[str, int]:
+    """The path and examples per forward of `batching=auto`, a pure function of the net, the bytes of its
+    layer outputs per example, the device kind and data_batch: where evaluation runs models one at a time
+    with channels-last weights (`inner.eval_path_rule`: on a CPU, conv nets with large layer outputs),
+    channels-last on forwards of 128 examples (at most data_batch), which measured fastest for simple_convnet
+    on MNIST (README: 2.00 s against 5.97 s vmapped); otherwise vmapped over the chunk's points with
+    data_batch examples per forward. bench/bench_paths.py times every path on the machine at hand."""
+    if eval_path_rule(net, example_bytes, device_type) == "channels_last":
+        return "channels_last", min(SMALL_DATA_BATCH, data_batch)
+    return "vmap", data_batch
 
 
 class LandscapeModule(L.LightningModule):
@@ -55,9 +68,9 @@ class LandscapeModule(L.LightningModule):
 
     like: the swept tensors' names and shapes (for unflatten); frozen: tensors held fixed at every
     point (buffers not swept). batching: "vmap" (a chunk of points per forward), "loop" (one point
-    per forward), "channels_last" (loop, conv weights in channels-last format) or "auto" (time them on
-    the first chunk, also at a cache-sized data batch, and keep the fastest). data_batch: examples per
-    forward of one point; with vmap the chunk's points share it (data_batch // points each).
+    per forward), "channels_last" (loop, conv weights in channels-last format) or "auto" (`batching_rule`
+    for the net and the device, resolved by `resolve_batching` before the first point). data_batch: examples
+    per forward of one point; with vmap the chunk's points share it (data_batch // points each).
     """
     progress_unit = "grid chunks"  # what the progress display counts (tasks/progress.py)
 
@@ -89,7 +102,6 @@ class LandscapeModule(L.LightningModule):
         self._frozen_names = list(frozen or {})
         for i, (k, v) in enumerate((frozen or {}).items()):
             self.register_buffer(f"frozen{i}", v.detach().clone(), persistent=False)
-        self.timings: dict[str, float] = {}
 
     @property
     def metric_names(self) -> list[str]:
@@ -118,7 +130,7 @@ class LandscapeModule(L.LightningModule):
     @torch.no_grad()
     def evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None = None) -> dict[str, torch.Tensor]:
         """Every metric at every point of `vecs` [M, D]: name -> tensor [M] (float64).
-        max_examples truncates each cost's data (only for timing the paths)."""
+        max_examples truncates each cost's data (bench/ times the paths on part of it)."""
         if batching == "channels_last":
             with features_channels_last(self.net):
                 return self._evaluate(vecs, batching, max_examples)
@@ -145,28 +157,14 @@ class LandscapeModule(L.LightningModule):
             out.update(values)
         return out
 
-    def measure_batching(self, vecs: torch.Tensor) -> str:
-        """Time every path on the first few of these points (on the same data_batch examples each; the
-        first call of each is a warm-up), the loop paths also at a cache-sized data batch; keep the
-        fastest path and its data batch. Returns the path; `timings` holds every measurement.
-
-        Four points are enough: a vmapped forward holds data_batch examples whatever the number of
-        points, and on a 10k-image MNIST grid timing the whole first chunk of 16 points on 2 x data_batch
-        examples cost ~150 s per surface, longer than some grids themselves."""
-        vecs = vecs[:MEASURE_POINTS]
-        configured = self.data_batch
-        candidates = [("vmap", configured), ("loop", configured), ("channels_last", configured)]
-        if SMALL_DATA_BATCH < configured:
-            candidates += [("loop", SMALL_DATA_BATCH), ("channels_last", SMALL_DATA_BATCH)]
-        best = None
-        for path, data_batch in candidates:
-            self.data_batch = data_batch
-            took = timed(lambda: self.evaluate(vecs, path, configured), vecs.device)
-            self.timings[f"{path}@{data_batch}"] = took
-            if best is None or took < best[0]:
-                best = (took, path, data_batch)
-        _, path, self.data_batch = best
-        return path
+    def resolve_batching(self, device_type: str) -> None:
+        """Turn batching=auto into the path and data batch of `batching_rule` for the net on `device_type`
+        (a pinned path, or one set from a sweep's finished shards, stays as it is)."""
+        if self.batching == "auto":
+            examples = [getattr(self, f"cost{i}_{k}") for i, keys in enumerate(self._cost_keys) for k in keys
+                        if k in ("x", "obs")]  # what the costs feed the net (none: the episode costs, no conv net)
+            size = InnerLoop(self.net).activation_bytes(examples[0]) if examples else 0
+            self.batching, self.data_batch = batching_rule(self.net, size, device_type, self.data_batch)
 
     def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
         # Lightning's SIGTERM handler only sets a flag, which its fit and evaluation loops read and its
@@ -177,8 +175,7 @@ class LandscapeModule(L.LightningModule):
     def predict_step(self, batch, batch_idx):
         index, coords = batch
         vecs = points(self.centre, self.directions, coords)
-        if self.batching == "auto":
-            self.batching = self.measure_batching(vecs)
+        self.resolve_batching(vecs.device.type)
         return {"index": index, **self.evaluate(vecs, self.batching)}
 
 
@@ -275,6 +272,7 @@ def compute_shard(module: LandscapeModule, trainer: L.Trainer, coords: torch.Ten
     Lightning's distributed sampler deals the shard's points out among the processes, each writes
     the points it computed to a part file (`ShardWriter`), and rank 0 assembles the shard from the parts."""
     path = shard_path(sweep_dir, shard, num_shards)
+    module.resolve_batching(trainer.strategy.root_device.type)
     if trainer.global_rank == 0:  # a second process on this shard is refused (the other ranks are this run's)
         claim(path, lock_file=path.with_name(f".{path.stem}.lock"), what=f"shard {shard} of {num_shards} in {sweep_dir}")
         for stale in path.parent.glob(f".{path.stem}.*.tmp"):  # this shard's (or its parts') half-written files
@@ -310,6 +308,20 @@ def refuse_other_sweeps(sweep_dir, fp: str) -> None:
         finished_shard(path, fp)
 
 
+def recorded_batching(sweep_dir, num_shards: int, fp: str) -> tuple[str, int] | None:
+    """The path and data batch this sweep's finished shards were computed with (the first that holds
+    points), for the shards still to come: a surface is computed one way throughout, also when its
+    shards run on different days or machines. None when no shard holds points yet."""
+    for i in range(num_shards):
+        path = shard_path(sweep_dir, i, num_shards)
+        if finished_shard(path, fp):
+            part = read_npz(path)
+            batching = str(part.get("batching", ""))
+            if len(part["index"]) and batching in BATCHINGS[1:]:
+                return batching, int(part["data_batch"])
+    return None
+
+
 def missing_shards(sweep_dir, num_shards: int, fp: str) -> list[int]:
     return [i for i in range(num_shards) if not finished_shard(shard_path(sweep_dir, i, num_shards), fp)]
 
@@ -322,6 +334,7 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     n = int(np.prod(shape))
     values = {m: np.full(n, np.nan) for m in metrics}
     seen = np.zeros(n, dtype=bool)
+    paths: set[tuple[str, int]] = set()  # how the shards were computed
     for i in range(num_shards):
         path = shard_path(sweep_dir, i, num_shards)
         if not finished_shard(path, fp):
@@ -330,11 +343,17 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
         for m in metrics:
             values[m][part["index"]] = part[m]
         seen[part["index"]] = True
+        if len(part["index"]):
+            paths.add((str(part.get("batching", "")), int(part.get("data_batch", 0))))
     if not seen.all():
         raise ArtifactError(f"shards in {sweep_dir} leave {int((~seen).sum())} grid points uncovered; delete them and rerun")
     arrays = {f"axis{i}": a.numpy() for i, a in enumerate(axes)}
     arrays.update({m: v.reshape(shape) for m, v in values.items()})
     arrays.update(meta)
+    # the path(s) and data batch(es) the values were computed with (one pair unless shards of earlier releases,
+    # timed in each job, took different ones)
+    arrays["batching"] = np.array(" ".join(sorted({b for b, _ in paths})))
+    arrays["data_batch"] = np.array(sorted({d for _, d in paths}))
     arrays["metrics"] = np.array(metrics)
     arrays["fingerprint"] = np.array(fp)
     return write_npz(Path(sweep_dir) / "surface.npz", arrays)
@@ -383,6 +402,7 @@ def precision_certificate(module: LandscapeModule, surface: dict[str, np.ndarray
     metrics = list(module.metric_names)
     index = certificate_sample(surface, metrics, random_points, seed)
     vecs = points(module.centre, module.directions, coords[index].to(module.centre.device))
+    module.resolve_batching(vecs.device.type)  # a merge-only job computed no shard: its path is still `auto`
     low = module.precision
     try:
         module.precision = "fp32"

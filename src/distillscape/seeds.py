@@ -45,11 +45,17 @@ ANALYSIS_STREAMS = {
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}
 
+# a stream of the job's seed s starts RUN_SEED_STRIDE * s past the base: apart from every other stream of
+# the same base (their offsets stay below it), and seed 0 draws what the earlier releases drew
+RUN_SEED_STRIDE = 1000
 
-def seed_for(base: int, family: str, stream: str) -> int:
-    """The seed of `stream` (a name of STREAMS[family]) drawn from base seed `base`."""
+
+def seed_for(base: int, family: str, stream: str, run_seed: int = 0) -> int:
+    """The seed of `stream` (a name of STREAMS[family]) drawn from base seed `base`. run_seed: the job's
+    seed, for a stream whose draws are part of what a seed stands for (the random-real baseline's
+    batches: a table over seeds must show their spread), not the held-out inits every seed shares."""
     try:
-        return int(base) + STREAMS[family][stream]
+        return int(base) + RUN_SEED_STRIDE * int(run_seed) + STREAMS[family][stream]
     except KeyError:
         raise KeyError(f"unknown seed stream {family}/{stream}; known: "
                        + ", ".join(f"{f}/{s}" for f, ss in STREAMS.items() for s in ss)) from None

@@ -47,8 +47,8 @@ def check_memory(cfg: DictConfig, s: DistillJob) -> None:
     before anything is allocated; warn when it takes over half of it. The rates below are the knobs."""
     n, c, h, w, k = SHAPES[s.dataset.name]
     net = instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=k)
-    parts = memory_estimate(net, (c, h, w), k, n, s.dataset.batch_size, s.distill)
     on_gpu = s.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
+    parts = memory_estimate(net, (c, h, w), k, n, s.dataset.batch_size, s.distill, "cuda" if on_gpu else "cpu")
     if on_gpu:  # the dataset and the runtime stay in host memory; the rest goes to the GPU
         parts = {key: v for key, v in parts.items() if key in ("synthetic_batch", "outer_step")}
         available, where = torch.cuda.mem_get_info()[0], "the GPU"
@@ -287,11 +287,12 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     net, d = build_net(cfg, dm), s.distill
     baseline = random_real_baseline(InnerLoop(net, d.inner_loss), InitSampler(net, d.init_scheme), dm,
                                     d.images_per_class, d.inner_steps, s.baseline, d.eval_inits, d.eval_seed,
-                                    device=device)
+                                    s.seed, device=device)
     metrics = {**metrics, **direct, **baseline, "train/seconds": seconds,  # an import trains nothing: 0 s, 0 steps
                "train/steps_per_second": (module.global_step - module.first_step) / seconds if seconds else 0.0,
                **peak_memory(device)}
-    distilled = module.to_distilled(artifact_meta(cfg, dm, module, metrics))
+    meta = {**artifact_meta(cfg, dm, module, metrics), "computed_with": module.computed_with(device.type)}
+    distilled = module.to_distilled(meta)
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
     norm = dm.normalization()
@@ -391,10 +392,12 @@ def rl_baselines(distiller: RLDistiller, s: DistillJob, ppo_actor: nn.Module, n:
     tune_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_baseline_tune"), rl.eval_episodes)
     test_inits = distiller.sampler.sample(d.eval_inits, seed=seed_for(d.eval_seed, "eval", "test_inits"))
     test_seeds = episode_seeds(seed_for(d.eval_seed, "eval", "rl_test_episodes"), rl.eval_episodes)
-    gen = torch.Generator().manual_seed(seed_for(d.eval_seed, "eval", "rl_baseline_batch"))
+    # the batches differ from seed to seed, as the distilled one does (the inits and episodes are shared)
+    batch_seed = seed_for(d.eval_seed, "eval", "rl_baseline_batch", s.seed)
+    gen = torch.Generator().manual_seed(batch_seed)
     random_states = torch.randn(n, *distiller.states.shape[1:], generator=gen) * rl.state_init_std
     random_targets = action_targets(torch.randint(num_actions, (n,), generator=gen), num_actions, rl.target_scale)
-    visited, actions = visited_states(ppo_actor, s.env, n, seed_for(d.eval_seed, "eval", "rl_baseline_batch"))
+    visited, actions = visited_states(ppo_actor, s.env, n, batch_seed)
     out: dict[str, float] = {}
     for name, (x, y) in {"random_states": (random_states, random_targets),
                          "ppo_states": (visited, action_targets(actions, num_actions, rl.target_scale))}.items():

@@ -194,6 +194,9 @@ def landing(cfg: DictConfig) -> dict:
 
     summary = {"dataset": run.dataset_name, "arch": run.arch_name,
                "distilled": str(run.source), "inner_loss": loop.loss, "settings": resolved(cfg.analysis), "lr": lrs,
+               # how the models were evaluated (inner.eval_path_rule: never by timing), on which threads
+               "computed_with": {"eval_path": loop.eval_path_for(test.x), "device": device.type,
+                                 "torch_threads": torch.get_num_threads()},
                "direct_minimum": analysis.direct_minimum(),
                "kinds": {kind: aggregate(stats) for kind, stats in results.items()}}
     path = out / "landing_parts" / "trajectory.safetensors"

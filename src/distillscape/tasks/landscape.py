@@ -37,7 +37,7 @@ from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane, swept_state)
 from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, precision_certificate,
-                         read_npz, refuse_other_sweeps, surface_summary)
+                         read_npz, recorded_batching, refuse_other_sweeps, surface_summary)
 from ..params import Params, flatten, unflatten
 from ..plots import surface_figure
 from ..resume import fingerprint, finished, holding, mark_finished
@@ -276,7 +276,16 @@ class Sweep:
                                                      "experience_seed")})
         fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
-        return Planned(label, centre, self.out / (self.name or label), axes, module, fp, marks)
+        sweep_dir = self.out / (self.name or label)
+        # the shards still to come are computed as the finished ones were (the paths round differently)
+        if (done := recorded_batching(sweep_dir, job.num_shards, fp)) is not None:
+            if ls.batching not in ("auto", done[0]) or (ls.batching != "auto" and ls.data_batch != done[1]):
+                console.print(f"{self.name or label}: landscape.batching={ls.batching} data_batch={ls.data_batch} "
+                              f"set aside: this sweep's finished shards were computed with batching={done[0]}, "
+                              f"data_batch={done[1]}, and its other shards must be too (delete {sweep_dir / 'shards'} "
+                              f"to recompute every shard another way)")
+            module.batching, module.data_batch = done
+        return Planned(label, centre, sweep_dir, axes, module, fp, marks)
 
     def surface(self, planned: "Planned") -> Path | None:
         """One surface: compute this job's shard, merge if every shard is there. Returns surface.npz or None."""
@@ -290,8 +299,7 @@ class Sweep:
                                     sweep_dir, fp, ls.points_per_batch)
         if not self.trainer.is_global_zero:  # a multi-device run: rank 0 reports, merges, draws and logs
             return None
-        how = f"batching={module.batching}, data_batch={module.data_batch}" + (
-            " (measured: " + ", ".join(f"{k} {v:.3f}s" for k, v in module.timings.items()) + ")" if module.timings else "")
+        how = f"batching={module.batching}, data_batch={module.data_batch}"
         console.print(f"{self.name or label}: shard {job.shard}/{job.num_shards} "
                       + (f"computed, {how}" if computed else "already done, skipped"))
         missing = missing_shards(sweep_dir, job.num_shards, fp)
