@@ -284,10 +284,10 @@ def mark_complete(cfg: DictConfig, out: Path) -> None:
 # checked in this order, since a distillation also writes a direct minimum and a study's root holds stages.
 TASK_FILES = {
     "study": ("study.json", "*/study_stage.json"),
-    "distill": (COMPLETE, "distilled.safetensors", "checkpoints/last.ckpt", "metrics.json"),
+    "distill": (COMPLETE, "distilled.safetensors", "checkpoints/last.ckpt", "metrics.json", "snapshots"),
     "landing": ("landing_stats.json", "landing_parts"),
-    "instances": ("instances.json",),
-    "report": ("*.html", "figures"),
+    "instances": ("instances.json", "distilled_p*.png", "likeness.png", "neighbours_p*.png", "confusion.png"),
+    "report": ("*.html", "figures", "vtk"),
     "landscape": ("*/surface.npz", "*/directions.safetensors", "*/shards"),
     "train": ("direct_minimum.json", "direct_minimum.safetensors"),
 }
@@ -356,28 +356,36 @@ def recorded_job(path: Path) -> RecordedJob | None:
     return RecordedJob(path, str(task), config, overrides, finished)
 
 
-def _leaves(node, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        return {k: v for key, value in node.items() for k, v in _leaves(value, f"{prefix}{key}.").items()}
-    return {prefix[:-1]: node}
-
-
-def _comparable(config: dict, task: str) -> dict[str, Any]:
-    """A resolved config's identity as dotted leaves, its own output directory written as <output_dir> (a key
-    resolved from it, e.g. landscape.out_dir, is the same for a moved directory)."""
-    config = json.loads(json.dumps(config, default=str))  # a copy, whatever its leaves
-    out = str((config.get("paths") or {}).get("output_dir") or "") or None
-    leaves = _leaves(_without(config, (*NOT_IDENTITY, *SHARED_BY.get(task, ()))))
+def _comparable(config: dict, task: str) -> dict:
+    """A resolved config's identity, its own output directory written as <output_dir> (a key resolved from it,
+    e.g. landscape.out_dir, is the same for a moved directory)."""
+    out = str((config.get("paths") or {}).get("output_dir") or "")
+    text = json.dumps(config, default=str)  # a copy, whatever its leaves
     if out:
-        leaves = {k: v.replace(out, "<output_dir>") if isinstance(v, str) else v for k, v in leaves.items()}
-    return leaves
+        text = text.replace(json.dumps(out)[1:-1], "<output_dir>")
+    return _without(json.loads(text), (*NOT_IDENTITY, *SHARED_BY.get(task, ())))
 
 
-def config_differences(before: dict, now: dict, task: str) -> list[str]:
-    """'key: recorded value, now value' for every identity key both configs have that differs (a key only one
-    of them has, e.g. a setting added by a later release, is not compared)."""
-    a, b = _comparable(before, task), _comparable(now, task)
-    return [f"{k}: {a[k]!r}, now {b[k]!r}" for k in a if k in b and a[k] != b[k]]
+def _differences(before, now, prefix: str = ""):
+    """(dotted key, recorded value, value now) where two configs differ. A key that only one of two mappings has
+    (a setting added by a later release) is not compared; a mapping against a value (env: null, now an env) is."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in before:
+            if key in now:
+                yield from _differences(before[key], now[key], f"{prefix}{key}.")
+    elif before != now:
+        yield prefix[:-1], before, now
+
+
+def _first(differences: list[str], n: int = 3) -> str:
+    return "; ".join(differences[:n]) + (f"; {len(differences) - n} more" if len(differences) > n else "")
+
+
+def config_differences(before: dict, now: dict, task: str, within: tuple[str, ...] | None = None) -> list[str]:
+    """'key: recorded value, now value' for each identity key of the two configs (or, `within`, under those keys)
+    that differs."""
+    return [f"{k}: {a!r}, now {b!r}" for k, a, b in _differences(_comparable(before, task), _comparable(now, task))
+            if within is None or any(k == w or k.startswith(w + ".") for w in within)]
 
 
 def check_owner(cfg: DictConfig, out: Path, config: bool = True) -> None:
@@ -398,10 +406,9 @@ def check_owner(cfg: DictConfig, out: Path, config: bool = True) -> None:
         return
     differ = config_differences(found.config, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), task)
     if differ:
-        shown = "; ".join(differ[:3]) + (f"; {len(differ) - 3} more" if len(differ) > 3 else "")
         again = " ckpt_path=last" if task == "distill" and "ckpt_path=last" not in (found.overrides or []) else ""
         resume = "" if found.finished else f"to go on with it, run its own command here (`{found.command}{again}`); else "
-        raise ConfigError(f"{out} holds {found} of another config ({shown}): this one would overwrite its files; "
+        raise ConfigError(f"{out} holds {found} of another config ({_first(differ)}): this one would overwrite its files; "
                           f"{resume}{OWN_DIRECTORY}")
 
 
@@ -421,13 +428,9 @@ def check_checkpoint_origin(cfg: DictConfig, ckpt: Path) -> None:
     found = recorded_job(ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
     if found is None or found.config is None:
         return
-    task = str(cfg.get("task_name"))
-    before = _comparable(found.config, task)
-    now = _comparable(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), task)
-    differ = [f"{k}: {before[k]!r}, now {now.get(k)!r}" for k in before
-              if any(k == p or k.startswith(p + ".") for p in CHECKPOINT_IDENTITY) and before[k] != now.get(k)]
+    now = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    differ = config_differences(found.config, now, str(cfg.get("task_name")), within=CHECKPOINT_IDENTITY)
     if differ:
-        shown = "; ".join(differ[:3]) + (f"; {len(differ) - 3} more" if len(differ) > 3 else "")
-        raise ConfigError(f"{ckpt} was written by {found} that differs from this one in what it holds ({shown}): this "
+        raise ConfigError(f"{ckpt} was written by {found} that differs from this one in what it holds ({_first(differ)}): this "
                           f"job cannot go on from it; run with the settings it was written with (`{found.command}`), "
                           f"or leave ckpt_path unset to start afresh")
