@@ -18,9 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..artifacts import atomic_write
 from ..config import ConfigError, settings
 from ..plots import learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
-from ..resume import check_owner
 from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
+from ..resume import check_owner
 from ..tracking import log_report
 from .common import console_script, CONF_DIR, build_logger, console, start_job, task
 
