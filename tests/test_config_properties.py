@@ -3,6 +3,7 @@ value, or a mistyped name, either passes the checks or is refused within seconds
 names the key. Never another exception (a traceback for the user), never a multi-line message."""
 from __future__ import annotations
 
+import functools
 import time
 
 import pytest
@@ -121,3 +122,76 @@ def test_known_bad_values(override, needle):
     with pytest.raises(ConfigError) as e:
         settings(compose_task("distill", ["paths.output_dir=/nonexistent/out", override]))
     assert needle in str(e.value)
+
+
+# -- whose a directory is: a job's record against any other job's config --------------------------------------------
+# valid changes of a config, each a list of overrides: for every task, and each task's own
+LOGGERS = [["logger=none"], ["logger=csv"]]  # every task's but the study's (study.logger)
+CHANGES = {"*": [[], ["seed=1"], ["paths.data_dir=/elsewhere"], ["skip_complete=true"]],
+           "distill": [["arch=lenet"], ["distill.steps=7"], ["ckpt_path=last"], ["distill.inner_steps=2"], ["env=cartpole"]],
+           "train": [["arch=lenet"], ["direct.epochs=2"]],
+           "landscape": [["num_shards=3", "shard=1"], ["num_shards=3", "shard=2"], ["num_shards=2"],
+                         ["sweep.resolution=[3,3]"], ["landscape.out_dir=/elsewhere/surfaces"]],
+           "landing": [["analysis.inits=3"], ["distilled=y"]], "instances": [["instances.models=3"]],
+           "report": [["report.title=x"], ["runs=[y]"]], "study": [["study.force=true"], ["study.arch=lenet"]]}
+
+
+@functools.lru_cache(maxsize=None)
+def _job(task: str, change: tuple[str, ...], out: str):
+    """The config of a job (composed once per session: composing takes most of an example's time)."""
+    return compose_task(task, [f"paths.output_dir={out}", *REQUIRED.get(task, []), *change])
+
+
+def _same_job(a, b) -> bool:
+    """The oracle: the fingerprint of the identity that marks a finished job (resume.config_digest), with the
+    shard left out (the shards of one sweep share a directory by design)."""
+    from distillscape.resume import SHARED_BY, fingerprint, identity
+
+    def digest(cfg):
+        data = identity(cfg)
+        for key in SHARED_BY.get(str(cfg.task_name), ()):
+            data.pop(key, None)
+        return fingerprint(data=data)
+    return digest(a) == digest(b)
+
+
+for _task in JOBS:
+    CHANGES[_task] += LOGGERS if _task != "study" else []
+
+
+def _owner_refuses(owner, intruder, data):
+    """A directory with the record of a job of `owner` (resume.write_job_config): a job of `intruder` is refused
+    there (one line naming the directory) exactly when it is another task, or the same task with another identity
+    (a study decides per stage); never when only where or how visibly it runs changed, or the directory moved."""
+    import tempfile
+    from pathlib import Path
+
+    from distillscape.resume import ANY_CONFIG, check_owner, write_job_config
+
+    before = tuple(data.draw(st.sampled_from(CHANGES["*"] + CHANGES[owner])))
+    after = tuple(data.draw(st.sampled_from(CHANGES["*"] + CHANGES[intruder])))
+    with tempfile.TemporaryDirectory() as tmp:
+        here, moved = Path(tmp) / "run", Path(tmp) / "moved"
+        here.mkdir()
+        # the configs name fixed directories (cached); the record and the checks use the real ones
+        a, b = _job(owner, before, "/jobs/run"), _job(intruder, after, "/jobs/run")
+        write_job_config(a, here)
+        expected = owner != intruder or (owner not in ANY_CONFIG and not _same_job(a, b))
+        try:
+            check_owner(b, here)
+            refused = None
+        except ConfigError as e:
+            refused = str(e)
+            assert "\n" not in refused and str(here) in refused, refused
+        assert (refused is not None) == expected, (owner, before, intruder, after, refused)
+        # the same directory moved elsewhere is the same job's: its output directory, and what is resolved from it
+        here.rename(moved)
+        if not expected:
+            check_owner(_job(intruder, after, "/jobs/moved"), moved)
+
+
+_OWNER_CASES = given(st.sampled_from(list(JOBS)), st.sampled_from(list(JOBS)), st.data())
+test_a_jobs_directory_refuses_exactly_the_other_jobs = hsettings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])(_OWNER_CASES(_owner_refuses))
+test_a_jobs_directory_refuses_exactly_the_other_jobs_thorough = pytest.mark.slow(hsettings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])(_OWNER_CASES(_owner_refuses)))

@@ -113,7 +113,9 @@ def test_same_rerun_of_a_finished_run_writes_nothing(finished_run, monkeypatch, 
 def test_a_refusal_leaves_a_directory_holding_work_untouched(digits_run, tmp_path, monkeypatch, capsys, task, args,
                                                               needle):
     """The target: a directory holding a landscape job's surface (run into it first); a run of any task refused
-    there must not rewrite its .hydra/ record, config_resolved.yaml, directions or job log."""
+    there must not rewrite its .hydra/ record, config_resolved.yaml, directions or job log. Each run is told to
+    overwrite the directory (skip_complete=false), so that its own refusal is the one tested, not the refusal of
+    another job's directory (test_owners.py)."""
     target = tmp_path / "work"
     code, err = cli("landscape", [f"distilled={digits_run}", "sweep=line", "sweep.resolution=[3]", "logger=none",
                                   "trainer.enable_progress_bar=false", f"hydra.run.dir={target}"], monkeypatch, capsys)
@@ -122,7 +124,8 @@ def test_a_refusal_leaves_a_directory_holding_work_untouched(digits_run, tmp_pat
     before = tree(target)
     time.sleep(0.01)  # a rewrite of the same bytes would show in the mtimes
     fill = {"tmp": str(tmp_path), "run": str(digits_run)}
-    code, err = cli(task, [a.format(**fill) for a in args] + [f"hydra.run.dir={target}"], monkeypatch, capsys)
+    code, err = cli(task, [a.format(**fill) for a in args] + ["skip_complete=false", f"hydra.run.dir={target}"],
+                    monkeypatch, capsys)
     assert code == 2, err
     assert needle in one_line(err)
     assert tree(target) == before

@@ -832,6 +832,9 @@ class Job:
     seed: int = 0
     paths: PathsConfig = MISSING
     logger: Any = None
+    # a directory holding a job's records is that job's: a rerun there of the same job returns or resumes it, any
+    # other is refused (resume.check_owner); false: run anyway, overwriting (a distillation: recompute a finished one)
+    skip_complete: bool = True
 
     def __post_init__(self):
         _seed("seed", self.seed)
@@ -850,7 +853,6 @@ class DistillJob(Job):
     ckpt_path: Optional[str] = None    # resume: `last` (this run dir's checkpoints/last.ckpt) or a checkpoint path
     checkpoint_every: int = 250        # outer steps between checkpoints
     snapshot_every: int = 250          # outer steps between snapshots of the synthetic batch (0: none)
-    skip_complete: bool = True         # a rerun into a finished job's directory returns its metrics (resume.py)
 
     def __post_init__(self):
         super().__post_init__()

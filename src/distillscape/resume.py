@@ -30,6 +30,7 @@ import json
 import math
 import os
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from .artifacts import atomic_write, read_json, write_json
 from .errors import ConfigError
 
 COMPLETE = "complete.json"
+RECORD = "config_resolved.yaml"  # the job's record: its task, overrides and resolved config (`write_job_config`)
 # Keys that say where or how visibly a job runs, not what it computes: a rerun may change them.
 NOT_IDENTITY = ("paths", "ckpt_path", "skip_complete", "logger", "trainer.enable_progress_bar",
                 "trainer.default_root_dir")
@@ -220,10 +222,13 @@ def identity(cfg: DictConfig, legacy: bool = False) -> dict:
     """The resolved config without the keys that do not change what a job computes (a run directory moved
     elsewhere is the same job). `legacy`: as it was computed before, the run's own directory in."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    return _without(data, [k for k in NOT_IDENTITY if not (legacy and k == _LEGACY_IDENTITY)])
+
+
+def _without(data: dict, keys) -> dict:
+    """`data` (a resolved config, changed in place) without Hydra's node and the dotted `keys`."""
     data.pop("hydra", None)
-    for key in NOT_IDENTITY:
-        if legacy and key == _LEGACY_IDENTITY:
-            continue
+    for key in keys:
         *parents, leaf = key.split(".")
         node = data
         for p in parents:
@@ -242,8 +247,10 @@ def write_job_config(cfg: DictConfig, out: Path) -> None:
     keeps the unresolved config; this one has every interpolation, e.g. the data path, filled in)."""
     data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     data.pop("hydra", None)
-    text = OmegaConf.to_yaml(OmegaConf.create({"overrides": _task_overrides(), "config": data}))
-    atomic_write(out / "config_resolved.yaml", lambda tmp: Path(tmp).write_text(text))
+    # the task first: it marks the directory as this task's from the moment the job starts (`check_owner`)
+    text = OmegaConf.to_yaml(OmegaConf.create({"task": cfg.get("task_name"), "overrides": _task_overrides(),
+                                               "config": data}))
+    atomic_write(out / RECORD, lambda tmp: Path(tmp).write_text(text))
 
 
 def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
@@ -269,3 +276,161 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
 
 def mark_complete(cfg: DictConfig, out: Path) -> None:
     mark_finished(out / COMPLETE, config_digest(cfg), overrides=_task_overrides())
+
+
+# -- whose work a directory holds ----------------------------------------------------------------------------
+# What only each task's job writes into its own directory (globs), the file that marks it finished first.
+# Used where a directory has no readable record (a run of a release before the record named its task):
+# checked in this order, since a distillation also writes a direct minimum and a study's root holds stages.
+TASK_FILES = {
+    "study": ("study.json", "*/study_stage.json"),
+    "distill": (COMPLETE, "distilled.safetensors", "checkpoints/last.ckpt", "metrics.json", "snapshots"),
+    "landing": ("landing_stats.json", "landing_parts"),
+    "instances": ("instances.json", "distilled_p*.png", "likeness.png", "neighbours_p*.png", "confusion.png"),
+    "report": ("*.html", "figures", "vtk"),
+    "landscape": ("*/surface.npz", "*/directions.safetensors", "*/shards"),
+    "train": ("direct_minimum.json", "direct_minimum.safetensors"),
+}
+# keys a task's jobs may differ in and still share one directory, by design: the shards of one landscape sweep
+SHARED_BY = {"landscape": ("shard",)}
+# tasks whose rerun with other settings into their directory is theirs to handle: a study reruns the stages
+# whose overrides changed (each stage then checks its own directory)
+ANY_CONFIG = ("study",)
+OWN_DIRECTORY = ("give this run its own directory (hydra.run.dir=..., or hydra.sweep.dir=... with -m), or pass "
+                 "skip_complete=false to overwrite it")
+
+
+@dataclass
+class RecordedJob:
+    """The job whose records a directory holds: its task, its resolved config (None when only the files tell
+    the task) and command-line overrides, and whether it finished."""
+    path: Path
+    task: str
+    config: dict | None
+    overrides: list | None
+    finished: bool
+
+    def __str__(self) -> str:
+        return f"a finished {self.task} job" if self.finished else f"an unfinished {self.task} job (stopped, or running now)"
+
+    @property
+    def command(self) -> str:
+        return f"distillscape-{self.task}" + "".join(f" {o}" for o in self.overrides or [])
+
+
+def _read_yaml(path: Path, kind: type = dict):
+    """The YAML file's content if it is a `kind`, else None (missing, unreadable or of another shape)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, kind) else None
+
+
+def _has(path: Path, pattern: str) -> bool:
+    return any(True for _ in path.glob(pattern))
+
+
+def recorded_job(path: Path) -> RecordedJob | None:
+    """Whose work `path` holds, or None (no such directory, or nothing of a job in it). The task comes from the
+    job's record (config_resolved.yaml: its `task`, or the config's task_name in a record of an earlier
+    release), else Hydra's (.hydra/config.yaml), else the files only that task writes (`TASK_FILES`)."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    record = _read_yaml(path / RECORD) or {}
+    config = record.get("config") if isinstance(record.get("config"), dict) else None
+    task = record.get("task") or (config or {}).get("task_name")
+    if not task:
+        task = (_read_yaml(path / ".hydra" / "config.yaml") or {}).get("task_name")
+    if not task:
+        task = next((t for t, files in TASK_FILES.items() if any(_has(path, f) for f in files)), None)
+    if not task:
+        return None
+    finished = bool(TASK_FILES.get(task)) and _has(path, TASK_FILES[task][0])
+    overrides = record.get("overrides")
+    if overrides is None:
+        overrides = _read_yaml(path / ".hydra" / "overrides.yaml", list)
+    return RecordedJob(path, str(task), config, overrides, finished)
+
+
+def _comparable(config: dict, task: str) -> dict:
+    """A resolved config's identity, its own output directory written as <output_dir> (a key resolved from it,
+    e.g. landscape.out_dir, is the same for a moved directory)."""
+    out = str((config.get("paths") or {}).get("output_dir") or "")
+    text = json.dumps(config, default=str)  # a copy, whatever its leaves
+    if out:
+        text = text.replace(json.dumps(out)[1:-1], "<output_dir>")
+    return _without(json.loads(text), (*NOT_IDENTITY, *SHARED_BY.get(task, ())))
+
+
+def _differences(before, now, prefix: str = ""):
+    """(dotted key, recorded value, value now) where two configs differ. A key that only one of two mappings has
+    (a setting added by a later release) is not compared; a mapping against a value (env: null, now an env) is."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in before:
+            if key in now:
+                yield from _differences(before[key], now[key], f"{prefix}{key}.")
+    elif before != now:
+        yield prefix[:-1], before, now
+
+
+def _first(differences: list[str], n: int = 3) -> str:
+    return "; ".join(differences[:n]) + (f"; {len(differences) - n} more" if len(differences) > n else "")
+
+
+def config_differences(before: dict, now: dict, task: str, within: tuple[str, ...] | None = None) -> list[str]:
+    """'key: recorded value, now value' for each identity key of the two configs (or, `within`, under those keys)
+    that differs."""
+    return [f"{k}: {a!r}, now {b!r}" for k, a, b in _differences(_comparable(before, task), _comparable(now, task))
+            if within is None or any(k == w or k.startswith(w + ".") for w in within)]
+
+
+def check_owner(cfg: DictConfig, out: Path, config: bool = True) -> None:
+    """Refuse, in one line and before anything is written, a job of `cfg` in a directory `out` that holds the
+    records of another task's job, or (`config`) of the same task's job with another config, finished or
+    not: it would overwrite them. skip_complete=false means to overwrite. (A distillation's finished job of
+    another config is refused earlier by `finished_metrics`, in its own words.)"""
+    if not cfg.get("skip_complete", True):
+        return
+    found = recorded_job(out)
+    task = str(cfg.get("task_name"))
+    if found is None:
+        return
+    if found.task != task:
+        raise ConfigError(f"{out} holds {found}, run as `{found.command}`: a {task} job there would overwrite its "
+                          f"files; {OWN_DIRECTORY}")
+    if not config or found.config is None or task in ANY_CONFIG:
+        return
+    differ = config_differences(found.config, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), task)
+    if differ:
+        again = " ckpt_path=last" if task == "distill" and "ckpt_path=last" not in (found.overrides or []) else ""
+        resume = "" if found.finished else f"to go on with it, run its own command here (`{found.command}{again}`); else "
+        raise ConfigError(f"{out} holds {found} of another config ({_first(differ)}): this one would overwrite its files; "
+                          f"{resume}{OWN_DIRECTORY}")
+
+
+# what a distillation checkpoint's tensors and loop counters depend on: a job that differs in one of these cannot
+# go on from it (its weights do not fit, or they mean something else)
+CHECKPOINT_IDENTITY = ("task_name", "arch", "dataset.name", "env.name", "distill.images_per_class", "distill.label_mode",
+                       "distill.inner_loss", "distill.inner_steps", "distill.lr_per_param", "distill.init_mode",
+                       "rl.critic_hidden")
+
+
+def check_checkpoint_origin(cfg: DictConfig, ckpt: Path) -> None:
+    """Refuse in one line, before any work, to resume from `ckpt` a job that differs from the one that wrote it
+    in what the checkpoint holds (`CHECKPOINT_IDENTITY`: task, arch, dataset or env, the inner settings), as
+    recorded beside it (<run>/config_resolved.yaml for <run>/checkpoints/*.ckpt). A checkpoint with no record
+    beside it is not checked here (its loading still refuses a broken file)."""
+    ckpt = Path(ckpt)
+    found = recorded_job(ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
+    if found is None or found.config is None:
+        return
+    now = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    differ = config_differences(found.config, now, str(cfg.get("task_name")), within=CHECKPOINT_IDENTITY)
+    if differ:
+        raise ConfigError(f"{ckpt} was written by {found} that differs from this one in what it holds ({_first(differ)}): this "
+                          f"job cannot go on from it; run with the settings it was written with (`{found.command}`), "
+                          f"or leave ckpt_path unset to start afresh")

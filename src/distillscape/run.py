@@ -18,7 +18,6 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
-import yaml
 from hydra.utils import instantiate
 from torch import nn
 
@@ -30,6 +29,7 @@ from .errors import ArtifactError, ConfigError
 from .inner import InitSampler, InnerLoop
 from .params import Params, as_stack_of_one, unstack
 from .protocols import train_with_protocol
+from .resume import recorded_job
 from .seeds import seed_for
 
 DISTILLED_FILE = "distilled.safetensors"
@@ -55,7 +55,7 @@ def _not_a_run(path: Path) -> ArtifactError:
     found = [f"{name} ({task})" for name, task in OTHER_TASKS.items() if (path / name).exists()]
     if (path / "landing_parts").is_dir() or any(path.glob("*/surface.npz")):
         found.append("analysis outputs")
-    task = _recorded_task(path)
+    task = job.task if (job := recorded_job(path)) else None  # the job whose records the directory holds
     if task == "distill" and (path / "checkpoints" / "last.ckpt").exists():
         what = ("it is a distill run that has not finished (it holds checkpoints/last.ckpt but no distilled batch "
                 "yet): finish it first by rerunning its command with ckpt_path=last")
@@ -67,14 +67,6 @@ def _not_a_run(path: Path) -> ArtifactError:
     return ArtifactError(f"distilled={path} expects the output directory of distillscape-distill (or a "
                          f"distilled.safetensors file, e.g. one of its snapshots/); {what}. Give the distill "
                          f"run's directory, e.g. distilled=outputs/distill/<date>/<time>")
-
-
-def _recorded_task(path: Path) -> str | None:
-    """The task that wrote a directory, from the job record every task leaves (config_resolved.yaml)."""
-    try:
-        return str(yaml.safe_load((path / "config_resolved.yaml").read_text())["config"]["task_name"])
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError):
-        return None
 
 
 class Run:

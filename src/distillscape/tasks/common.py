@@ -29,7 +29,7 @@ from rich.console import Console
 from ..artifacts import atomic_write, remove_temporaries
 from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
-from ..resume import claim, release_claims, write_job_config
+from ..resume import check_owner, claim, release_claims, write_job_config
 from . import progress
 
 
@@ -358,8 +358,10 @@ def start_job(cfg: DictConfig, out: Path | None = None, exclusive: bool = True) 
     the run: a refused or invalid run leaves an existing directory exactly as it was (Hydra's own early
     write of `.hydra/` is switched off in conf/hydra/default.yaml for this reason). The processes a
     multi-device run starts beside rank 0 neither claim nor record. `exclusive=False`: jobs that share the
-    directory by design (landscape shards: each claims its own shard instead)."""
+    directory by design (landscape shards: each claims its own shard instead). A directory holding another
+    job's records is refused here at the latest (`check_owner`; the tasks check it before their work)."""
     out = Path(out if out is not None else cfg.paths.output_dir)
+    check_owner(cfg, out)
     if _rank() > 0:
         return out
     out.mkdir(parents=True, exist_ok=True)

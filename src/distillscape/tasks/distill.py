@@ -34,7 +34,7 @@ from ..rl import (RLDistiller, RLDistillModule, VecEnv, action_targets, one_thre
 from ..seeds import seed_for
 from ..stats import flat_summary
 from ..plots import distilled_figure
-from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
+from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import DIRECT_TEST, finish_run, log_direct_test, log_distilled, log_snapshot, own_step_axis
 from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
@@ -213,15 +213,16 @@ def fit_and_test(trainer: L.Trainer, module: L.LightningModule, resume: tuple[Pa
     return metrics, seconds
 
 
-def resume_checkpoint(s: DistillJob, out: Path) -> tuple[Path, int] | None:
+def resume_checkpoint(cfg: DictConfig, s: DistillJob, out: Path) -> tuple[Path, int] | None:
     """The checkpoint to resume from and its step, checked before the data is read or the baseline trained
-    (a pickle, a truncated file or NaN weights are refused in one line); None to start afresh
-    (ckpt_path=last with no checkpoint yet)."""
+    (a pickle, a truncated file or NaN weights, one written by a job of another arch, dataset or inner loop, are
+    refused in one line); None to start afresh (ckpt_path=last with no checkpoint yet)."""
     if not s.ckpt_path:
         return None
     path = out / "checkpoints" / "last.ckpt" if s.ckpt_path == "last" else Path(s.ckpt_path)
     if s.ckpt_path == "last" and not path.exists():
         return None
+    check_checkpoint_origin(cfg, path)
     return path, int(read_checkpoint(path)["global_step"])
 
 
@@ -268,8 +269,10 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     if (done := finished_metrics(cfg, out)) is not None:
         console.print(f"already complete: {out} (skip_complete=false recomputes it)")
         return done
-    # every refusal before the directory is touched: a bad checkpoint, a run too big, a missing dataset
-    resume = resume_checkpoint(s, out)
+    # every refusal before the directory is touched: another job's directory, a bad checkpoint, a run too big, a
+    # missing dataset
+    check_owner(cfg, out)
+    resume = resume_checkpoint(cfg, s, out)
     if s.env is not None:
         check_rl_trainer(s)
         rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy

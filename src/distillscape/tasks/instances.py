@@ -3,6 +3,8 @@ random real images and noise) and one-step models against the direct model on th
 (confusion matrices, divergence of the minima, an ensemble of one-step models)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 import matplotlib.pyplot as plt
 import torch
@@ -17,6 +19,7 @@ from ..inner import label_distribution
 from ..instances import (RealReference, compare_models, confusion_matrix, held_out_real, label_classes, likeness,
                          logits_of, stack_logits, summarize_stats)
 from ..plots import confusion_figure, distilled_pages, likeness_figure, neighbours_figure, save_figure
+from ..resume import check_owner
 from ..run import Run
 from .common import console_script, CONF_DIR, build_logger, console, start_job, resolved, task
 
@@ -51,6 +54,7 @@ def instances(cfg: DictConfig) -> dict:
         raise ConfigError("distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
                           "output dir or distilled.safetensors>")
     s = settings(cfg)
+    check_owner(cfg, Path(cfg.paths.output_dir))
     run = Run.open(s.distilled)  # a wrong distilled= refused before the directory is touched
     out = start_job(cfg)
     d, meta, ic = run.distilled, run.meta, s.instances

@@ -27,7 +27,7 @@ from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, ag
 from ..params import detached, head, stack_len
 from ..rl import Collector, episode_returns, episode_seeds, log_probs, one_thread, ppo_batch, ppo_surrogate, train_ppo
 from ..plots import trajectory_figure
-from ..resume import finished, fingerprint, mark_finished
+from ..resume import check_owner, finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
 from ..stats import describe
@@ -139,6 +139,7 @@ def landing(cfg: DictConfig) -> dict:
                           "(distilled=outputs/distill/<date>/<time>), or distill_first=true to distill here first")
     if s.analysis.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
+    check_owner(cfg, Path(cfg.paths.output_dir))
     # a wrong distilled= or dataset refused before the directory is touched
     run = open_run(s.distilled, s) if s.distilled else None
     dm = None

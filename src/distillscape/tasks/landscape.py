@@ -40,7 +40,7 @@ from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards
                          read_npz, recorded_batching, refuse_other_sweeps, surface_summary)
 from ..params import Params, flatten, unflatten
 from ..plots import surface_figure
-from ..resume import fingerprint, finished, holding, mark_finished
+from ..resume import check_owner, fingerprint, finished, holding, mark_finished
 from ..run import Run
 from ..tracking import log_surface
 from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
@@ -389,6 +389,9 @@ def landscape(cfg: DictConfig) -> list[Path]:
                           "directory, e.g. distilled=outputs/distill/<date>/<time>")
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
+    check_owner(cfg, Path(cfg.paths.output_dir))
+    # the surfaces' directory may be shared with other landscape jobs (the shards of a sweep), no other task's
+    check_owner(cfg, Path(s.landscape.out_dir), config=False)
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
     with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)

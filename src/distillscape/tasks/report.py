@@ -20,6 +20,7 @@ from ..config import ConfigError, settings
 from ..plots import learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
 from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
+from ..resume import check_owner
 from ..tracking import log_report
 from .common import console_script, CONF_DIR, build_logger, console, start_job, task
 
@@ -70,6 +71,7 @@ def report(cfg: DictConfig) -> Path:
     if OmegaConf.is_missing(cfg, "runs") or not cfg.runs:
         raise ConfigError("runs=??? : give the output directories to report on, runs=[<distill dir>,<instances dir>,...]")
     s = settings(cfg)
+    check_owner(cfg, Path(cfg.paths.output_dir))
     dirs = [s.runs] if isinstance(s.runs, str) else list(s.runs)
     runs = read_runs(dirs)
     out = start_job(cfg)

@@ -25,7 +25,7 @@ from rich.table import Table
 from ..artifacts import atomic_write, read_json, write_json
 from ..config import settings
 from ..errors import ConfigError
-from ..resume import finished, fingerprint, mark_finished
+from ..resume import check_owner, finished, fingerprint, mark_finished
 from .common import console_script, CONF_DIR, compose_task, console, start_job, task
 from .progress import Heartbeat, eta_text, is_terminal
 
@@ -50,7 +50,10 @@ def stage_order(cfg: DictConfig) -> list[str]:
 
 
 def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) -> list[str]:
-    """The study's overrides of a stage plus the wiring: its output dir and its inputs."""
+    """The study's overrides of a stage plus the wiring: its output dir and its inputs. A stage this study
+    finished before (its study_stage.json is there) and now reruns, because its overrides changed or
+    study.force, is run again from the start over its old files (skip_complete=false): the directory is this
+    study's stage, and rerunning it is what the user asked for."""
     # the study's data directory reaches every stage (each composes its own config)
     wiring = [f"paths.output_dir={root / stage}", f"paths.data_dir={Path(cfg.paths.data_dir).absolute()}"]
     if stage_task(cfg, stage) in ANALYSES:
@@ -58,6 +61,8 @@ def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) ->
     if stage_task(cfg, stage) == "report":
         wiring.append("runs=[" + ",".join(str(root / s) for s in done) + "]")
     given = [*cfg.study.stages[stage], *cfg.study.overrides.get(stage, [])]
+    if (root / stage / "study_stage.json").exists():
+        return [*given, *wiring, "skip_complete=false"]
     if (stage_task(cfg, stage) == "distill" and (root / stage / "checkpoints" / "last.ckpt").exists()
             and not any(o.split("=", 1)[0].lstrip("+~") == "ckpt_path" for o in given)):
         # a distillation the study was stopped in goes on from its checkpoint (what the stop's line promises)
@@ -131,6 +136,7 @@ def study(cfg: DictConfig) -> dict:
             continue
         overrides = stage_overrides(cfg, stage, root, done)
         stage_cfg = compose_stage(task_name, overrides)  # its Trainers show their progress (tasks/progress.py)
+        check_owner(stage_cfg, stage_dir)  # before the stage's record is written: another job's directory, refused
         record(stage_dir, stage_cfg, overrides)
         title = f"[study] {number}/{len(stages)} {stage}" + (f" ({task_name})" if task_name != stage else "")
         if is_terminal():

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from ..config import settings
 from ..direct import DirectModule, save_direct_minimum
 from ..models import init_parameters_
+from ..resume import check_owner
 from .common import console_script, CONF_DIR, build_datamodule, build_net, build_trainer, console, start_job, resolved, task
 
 
@@ -43,6 +44,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """distillscape-train: the direct baseline alone. Returns its test metrics."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
+    check_owner(cfg, Path(cfg.paths.output_dir))  # another job's directory refused before the data is read
     dm = build_datamodule(cfg)  # a missing or corrupt dataset refused before the directory is touched
     out = start_job(cfg)
     net = build_net(cfg, dm)
