@@ -60,6 +60,13 @@ def check_memory(cfg: DictConfig, s: DistillJob) -> None:
                       f"it may not fit beside other work ({knobs})")
 
 
+def check_data(dm, s: DistillJob) -> None:
+    """What the data must hold for the whole job, checked before the baseline trains: the random-real baseline
+    (and distill.image_init=real) draws distill.images_per_class training images of every class."""
+    dm.check_per_class(s.distill.images_per_class, "the random-real baseline (one step on as many real images as "
+                                                   "distilled, class-balanced)", "or lower distill.images_per_class")
+
+
 def direct_fingerprint(cfg: DictConfig) -> str:
     """What the direct baseline of a distill job depends on (not the distillation's own settings)."""
     job = identity(cfg)
@@ -229,6 +236,7 @@ def distill(cfg: DictConfig) -> dict[str, float]:
         return distill_rl(cfg, s, start_job(cfg, out), resume)
     check_memory(cfg, s)
     dm = build_datamodule(cfg)
+    check_data(dm, s)
     out = start_job(cfg, out)
     logger = build_logger(cfg)  # one run for the direct baseline's curves and the distillation's
     direct = direct_baseline(cfg, s, dm, out, logger)

@@ -52,11 +52,11 @@ def instances(cfg: DictConfig) -> dict:
                           "output dir or distilled.safetensors>")
     s = settings(cfg)
     run = Run.open(s.distilled)  # a wrong distilled= refused before the directory is touched
-    out = start_job(cfg)
     d, meta, ic = run.distilled, run.meta, s.instances
+    dm = run.datamodule(data_dir=ic.data_dir)  # the run's own dataset settings, its files where they are now
+    out = start_job(cfg)  # after the data: a missing dataset is refused before the directory is touched
     src = run.source
     inner_loss = run.inner_loss
-    dm = run.datamodule(data_dir=ic.data_dir)  # the run's own dataset settings, its files where they are now
     names = [str(c) for c in dm.classes]
     mean, std = meta["normalization"]["mean"], meta["normalization"]["std"]
     direct_path = run.direct_minimum_path(ic.direct_minimum, key="instances.direct_minimum")

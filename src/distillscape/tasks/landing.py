@@ -59,6 +59,17 @@ def open_run(path, s: LandingJob) -> Run:
     return run
 
 
+def check_data(run: Run, s: LandingJob):
+    """The run's data, set up, with what the analysis draws from it: the random_real kind's batches take as
+    many training images of every class as the distilled batch has per class."""
+    dm = run.datamodule(s.dataset)
+    n, classes = run.distilled.images.shape[0], run.num_classes
+    if "random_real" in s.analysis.kinds and n % classes == 0:
+        dm.check_per_class(n // classes, "the random_real kind (class-balanced random real batches)",
+                           "or leave random_real out of analysis.kinds")
+    return dm
+
+
 def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
     """What the per-kind results depend on; a finished kind is reused only when it matches."""
     weights = [run.path / "distilled.safetensors", direct_path]
@@ -137,6 +148,8 @@ def landing(cfg: DictConfig) -> dict:
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
     # a wrong distilled= or dataset refused before the directory is touched
     run = open_run(s.distilled, s) if s.distilled else None
+    # its data too (missing files, a split too small for the random_real kind), unless it is distilled here first
+    dm = check_data(run, s) if run is not None and not run.is_rl else None
     out = start_job(cfg)
     if run is None:
         run = open_run(distill_first(cfg, s, out), s)
@@ -144,7 +157,8 @@ def landing(cfg: DictConfig) -> dict:
         return rl_landing(cfg, s, run, out)
     a = s.analysis
     device = torch.device(a.device)
-    dm = run.datamodule(s.dataset)
+    if dm is None:
+        dm = check_data(run, s)
 
     loop, sampler = run.loop(device), run.sampler()
     direct_path = run.direct_minimum_path(s.direct_minimum)
