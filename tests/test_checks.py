@@ -2,8 +2,13 @@
 computed or written, through the real console scripts (`cli` runs a script's own code path in this process)."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
+from distillscape.artifacts import read_json
 from test_faults import TINY, cli, finished_run, one_line, tree  # noqa: F401 (finished_run: a fixture)
 
 
@@ -49,3 +54,68 @@ def test_refusals_into_a_finished_run_leave_it_as_it_was(finished_run, monkeypat
         assert code == 2, err
         one_line(err)
     assert tree(finished_run) == before
+
+
+# -- a multirun: every job checked at submission, the good ones run, the bad ones are listed -----------------
+JOB = ["dataset=digits", "arch=mlp", "distill.steps=4", "distill.val_every=2", "distill.val_inits=2",
+       "distill.eval_inits=2", "direct.epochs=1", "baseline.tune_inits=2", "baseline.lr_grid=[0.1]",
+       "checkpoint_every=2", "snapshot_every=0", "trainer.enable_progress_bar=false", "logger=none",
+       "distill.batching=vmap"]
+
+
+def test_a_bad_job_is_named_at_submission_and_the_good_jobs_finish(tmp_path, monkeypatch, capsys):
+    """Basic launcher (jobs one after the other in this process): the bad job in the middle was found only when
+    it started, after job 0 had trained, and job 2 never ran."""
+    from distillscape.report import read_runs, refused_jobs, render
+
+    sweep = tmp_path / "sweep"
+    code, err = cli("distill", ["-m", *JOB, "distill.lr_init=0.02,0,0.01", f"hydra.sweep.dir={sweep}"], monkeypatch,
+                    capsys)
+    lines = [line for line in err.splitlines() if line.startswith("distillscape:")]
+    assert code == 2 and "Traceback" not in err, err
+    # the bad job's line came first (at submission), naming it by the override that tells it from the others
+    assert lines[0] == "distillscape: job 1 (distill.lr_init=0): ConfigError: distill.lr_init=0.0 must be > 0.0", err
+    assert "1 of 3 jobs of" in lines[-1] and "did not run (job 1 (distill.lr_init=0))" in lines[-1], err
+    for good in ("0", "2"):
+        assert read_json(sweep / good / "metrics.json")["test/onestep_acc_mean"] >= 0
+        assert (sweep / good / "complete.json").exists()
+    assert not (sweep / "1").exists() or not tree(sweep / "1")
+    assert [j["num"] for j in read_json(sweep / "refused_jobs.json")["jobs"]] == [1]
+    # the report on the sweep reads its two jobs and says which one is missing, and why
+    runs = read_runs([sweep])
+    assert [r.path.name for r in runs] == ["0", "2"]
+    (line,) = refused_jobs(sweep)
+    assert line.startswith("job 1 (") and "distill.lr_init=0)" in line and "must be > 0.0" in line
+    assert "did not run: ConfigError: distill.lr_init=0.0 must be &gt; 0.0" in render(runs, "sweep")
+
+    # fixed and run again into the same sweep: the finished jobs are kept, the missing one runs, none is listed
+    before = {p: p.stat().st_mtime_ns for p in (sweep / "0").glob("*.safetensors")}
+    code, err = cli("distill", ["-m", *JOB, "distill.lr_init=0.02,0.03,0.01", f"hydra.sweep.dir={sweep}"],
+                    monkeypatch, capsys)
+    assert code == 0, err
+    assert (sweep / "1" / "complete.json").exists() and not (sweep / "refused_jobs.json").exists()
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+
+
+def test_a_sweep_of_only_bad_jobs_is_refused_whole_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    sweep = tmp_path / "sweep"
+    code, err = cli("distill", ["-m", *JOB, "distill.lr_init=0,-1", "dataset.val_size=5000",
+                                f"hydra.sweep.dir={sweep}"], monkeypatch, capsys)
+    lines = [line for line in err.splitlines() if line.startswith("distillscape:")]
+    assert code == 2 and "Traceback" not in err, err
+    assert [line.split(":")[1] for line in lines[:2]] == [" job 0 (distill.lr_init=0)", " job 1 (distill.lr_init=-1)"]
+    assert "every job of this multirun refused" in lines[-1] and len(lines) == 3, err
+    assert not sweep.exists()
+
+
+def test_joblib_runs_the_good_jobs_of_a_sweep_with_a_bad_one(tmp_path):
+    """joblib: the bad job aborted the pool and the good jobs left nothing."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run([str(Path(sys.executable).parent / "distillscape-distill"), "-m", *JOB,
+                           "dataset.train_subset=5,null", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           f"hydra.sweep.dir={sweep}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    first = next(line for line in proc.stderr.splitlines() if line.startswith("distillscape:"))
+    assert first.startswith("distillscape: job 0 (dataset.train_subset=5): ConfigError: dataset.train_subset=5 keeps")
+    assert read_json(sweep / "1" / "metrics.json")["test/onestep_acc_mean"] >= 0
+    assert [j["num"] for j in read_json(sweep / "refused_jobs.json")["jobs"]] == [0]

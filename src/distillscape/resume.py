@@ -269,3 +269,26 @@ def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
 
 def mark_complete(cfg: DictConfig, out: Path) -> None:
     mark_finished(out / COMPLETE, config_digest(cfg), overrides=_task_overrides())
+
+
+# -- the jobs of a multirun refused before they ran (tasks/submission.py writes it, the report lists them) -----
+REFUSED = "refused_jobs.json"  # in the sweep directory: {"jobs": [{"num", "overrides", "reason", "when"}], "of": n}
+
+
+def read_refused(sweep_dir: Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / REFUSED
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"jobs": [], "of": None}
+    return data if isinstance(data, dict) and isinstance(data.get("jobs"), list) else {"jobs": [], "of": None}
+
+
+def record_refused(sweep_dir: Path, entry: dict[str, Any], of: int | None = None) -> None:
+    """Add (or replace, by job number) a refused job in the sweep's record; jobs on other processes or
+    machines add theirs one at a time (an flock on the record's lock file)."""
+    with holding(Path(sweep_dir) / f".{REFUSED}.lock"):
+        data = read_refused(sweep_dir)
+        jobs = [j for j in data["jobs"] if j.get("num") != entry["num"]] + [entry]
+        write_json(Path(sweep_dir) / REFUSED, {"jobs": sorted(jobs, key=lambda j: j["num"]),
+                                              "of": of if of is not None else data.get("of")})

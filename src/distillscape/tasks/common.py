@@ -31,6 +31,7 @@ from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
 from ..resume import claim, release_claims, write_job_config
 from . import progress
+from .submission import refuse_here, refused_here
 
 
 def _conf_dir() -> str:
@@ -146,9 +147,13 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
         if in_main_thread:
             signal.signal(signal.SIGINT, _Interrupted.handler)
         try:
+            if (reason := refused_here()) is not None:  # its line was printed when the multirun was submitted
+                console.print(f"skipped, refused at submission: {reason}")
+                return None
             return fn(cfg)
         except KNOWN_ERRORS as e:
-            fail(f"{type(e).__name__}: {e}")
+            if not refuse_here(f"{type(e).__name__}: {e}"):  # a multirun's other jobs go on
+                fail(f"{type(e).__name__}: {e}")
         except SIGTERMException:
             # Lightning turns SIGTERM into this SystemExit between steps; bare, it would exit with 0
             fail(f"stopped by SIGTERM. {KEPT}", SIGTERM_EXIT)

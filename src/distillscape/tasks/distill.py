@@ -219,24 +219,37 @@ def at_chance_warning(acc_mean: float, num_classes: int, first_outer_loss: float
     return line + "Raise distill.steps or the outer rates distill.optim.*, or lower distill.lr_init"
 
 
-def distill(cfg: DictConfig) -> dict[str, float]:
-    """The main job: distill, test over held-out inits, compare; write the run directory. Returns the metrics."""
+def check(cfg: DictConfig) -> tuple[DistillJob, dict[str, float] | None, tuple[Path, int] | None, object]:
+    """Every check of a distill job before work, also what a multirun runs for each job at submission
+    (tasks/submission.py); nothing is written. Returns the settings, the metrics of this job finished
+    before (then nothing else is checked), the checkpoint to resume from, and the data, set up."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     out = Path(cfg.paths.output_dir)
-    # before anything is written: a finished job of this config is returned, one of another refused
+    # a finished job of this config is returned, one of another refused
     if (done := finished_metrics(cfg, out)) is not None:
-        console.print(f"already complete: {out} (skip_complete=false recomputes it)")
-        return done
+        return s, done, None, None
     # every refusal before the directory is touched: a bad checkpoint, a run too big, a missing dataset
     resume = resume_checkpoint(s, out)
     if s.env is not None:
         check_rl_trainer(s)
         rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy
-        return distill_rl(cfg, s, start_job(cfg, out), resume)
+        return s, None, resume, None
     check_memory(cfg, s)
     dm = build_datamodule(cfg)
     check_data(dm, s)
+    return s, None, resume, dm
+
+
+def distill(cfg: DictConfig) -> dict[str, float]:
+    """The main job: distill, test over held-out inits, compare; write the run directory. Returns the metrics."""
+    s, done, resume, dm = check(cfg)
+    out = Path(cfg.paths.output_dir)
+    if done is not None:
+        console.print(f"already complete: {out} (skip_complete=false recomputes it)")
+        return done
+    if s.env is not None:
+        return distill_rl(cfg, s, start_job(cfg, out), resume)
     out = start_job(cfg, out)
     logger = build_logger(cfg)  # one run for the direct baseline's curves and the distillation's
     direct = direct_baseline(cfg, s, dm, out, logger)
