@@ -119,3 +119,20 @@ def test_joblib_runs_the_good_jobs_of_a_sweep_with_a_bad_one(tmp_path):
     assert first.startswith("distillscape: job 0 (dataset.train_subset=5): ConfigError: dataset.train_subset=5 keeps")
     assert read_json(sweep / "1" / "metrics.json")["test/onestep_acc_mean"] >= 0
     assert [j["num"] for j in read_json(sweep / "refused_jobs.json")["jobs"]] == [0]
+
+
+@pytest.mark.parametrize("task,args,needle", [
+    # a study's later stage: found after the distillation had run
+    ("study", ["experiment=study_digits", "study.overrides.landing=[\"analysis.inits=0\"]"],
+     "study stage landing (landing): analysis.inits=0 must be >= 1"),
+    ("study", ["experiment=study_digits", "study.overrides.distill=[\"dataset.train_subset=5\"]"],
+     "study stage distill (distill): dataset.train_subset=5 keeps 5 training images"),
+    # a landing that distills first: its distillation is checked before the directory is made
+    ("landing", ["distill_first=true", "distill_overrides=[\"distill.lr_init=-1\"]", "logger=none"],
+     "distill.lr_init=-1.0 must be > 0"),
+])
+def test_a_later_stage_is_checked_before_the_first_runs(task, args, needle, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    code, err = cli(task, [*args, f"hydra.run.dir={out}"], monkeypatch, capsys)
+    assert code == 2 and needle in one_line(err), err
+    assert not out.exists() or not tree(out)

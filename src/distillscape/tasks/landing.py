@@ -35,6 +35,13 @@ from ..tracking import log_csv_table
 from .common import console_script, CONF_DIR, build_logger, compose_task, console, start_job, resolved, task
 
 
+def distill_overrides(s: LandingJob, run: Path) -> list[str]:
+    """The distillation of distill_first=true: conf/distill.yaml with the landing's dataset, seed and
+    distill_overrides, into `run`."""
+    return [f"dataset={s.dataset.name}", f"paths.data_dir={s.paths.data_dir}", f"seed={s.seed}",
+            *s.distill_overrides, f"paths.output_dir={run}"]
+
+
 def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
     """Distill into <out>/distill with conf/distill.yaml + distill_overrides, unless a finished
     distillation is already there (then it is reused: an interrupted run resumes here)."""
@@ -44,8 +51,7 @@ def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
         return run
     from .distill import distill
 
-    overrides = [f"dataset={s.dataset.name}", f"paths.data_dir={s.paths.data_dir}", f"seed={s.seed}",
-                 *s.distill_overrides, f"paths.output_dir={run}"]
+    overrides = distill_overrides(s, run)
     console.print(f"distilling first, into {run} ({' '.join(overrides)})")
     distill(compose_task("distill", overrides))
     return run
@@ -137,8 +143,9 @@ def summary_table(summary: dict) -> Table:
     return t
 
 
-def landing(cfg: DictConfig) -> dict:
-    """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
+def check(cfg: DictConfig):
+    """The checks before work (also run for each job of a multirun at submission): the settings, the run and its
+    data; (settings, run, data), the last two None for a run distilled here first (distill_first=true)."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     if not s.distilled and not s.distill_first:
@@ -146,10 +153,20 @@ def landing(cfg: DictConfig) -> dict:
                           "(distilled=outputs/distill/<date>/<time>), or distill_first=true to distill here first")
     if s.analysis.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
-    # a wrong distilled= or dataset refused before the directory is touched
-    run = open_run(s.distilled, s) if s.distilled else None
-    # its data too (missing files, a split too small for the random_real kind), unless it is distilled here first
-    dm = check_data(run, s) if run is not None and not run.is_rl else None
+    if not s.distilled:  # what is distilled here first is checked by the distillation itself
+        from .distill import check as check_distill
+
+        check_distill(compose_task("distill", distill_overrides(s, Path(cfg.paths.output_dir) / "distill")))
+        return s, None, None
+    # a wrong distilled= or dataset refused before the directory is touched, its data too (missing files,
+    # a split too small for the random_real kind)
+    run = open_run(s.distilled, s)
+    return s, run, None if run.is_rl else check_data(run, s)
+
+
+def landing(cfg: DictConfig) -> dict:
+    """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
+    s, run, dm = check(cfg)
     out = start_job(cfg)
     if run is None:
         run = open_run(distill_first(cfg, s, out), s)

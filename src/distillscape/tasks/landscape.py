@@ -336,8 +336,9 @@ class Sweep:
             console.print(f"  {metric:32s} centre {sm['centre']:.4g}  best {sm['best']:.4g} at ({where})")
 
 
-def landscape(cfg: DictConfig) -> list[Path]:
-    """Every centre's surface of this job's shard; returns the surface.npz files merged by this job."""
+def check(cfg: DictConfig) -> tuple[LandscapeJob, Run]:
+    """The checks before work (also run for each job of a multirun at submission): the settings, the run, the
+    costs it can serve, and its data (read here: a missing dataset is refused before any sweep is planned)."""
     if not cfg.distilled:
         raise ConfigError("distilled= is not set: run distillscape-distill first and pass its output "
                           "directory, e.g. distilled=outputs/distill/<date>/<time>")
@@ -345,6 +346,14 @@ def landscape(cfg: DictConfig) -> list[Path]:
     L.seed_everything(s.seed, workers=True, verbose=False)
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
+    if not run.is_rl:
+        run.datamodule(s.dataset)
+    return s, run
+
+
+def landscape(cfg: DictConfig) -> list[Path]:
+    """Every centre's surface of this job's shard; returns the surface.npz files merged by this job."""
+    s, run = check(cfg)
     with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)
         return sweep_run(cfg, s, run)
 

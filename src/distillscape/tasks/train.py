@@ -39,11 +39,17 @@ def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprin
     return metrics
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """distillscape-train: the direct baseline alone. Returns its test metrics."""
+def check(cfg: DictConfig):
+    """Every check before work (also run for each job of a multirun at submission): the settings and the data,
+    set up (a missing or corrupt dataset, a split too small, refused before the directory is touched)."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
-    dm = build_datamodule(cfg)  # a missing or corrupt dataset refused before the directory is touched
+    return s, build_datamodule(cfg)
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """distillscape-train: the direct baseline alone. Returns its test metrics."""
+    s, dm = check(cfg)
     out = start_job(cfg)
     net = build_net(cfg, dm)
     metrics = train_direct(cfg, s, dm, net, out)
