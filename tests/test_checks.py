@@ -136,3 +136,27 @@ def test_a_later_stage_is_checked_before_the_first_runs(task, args, needle, tmp_
     code, err = cli(task, [*args, f"hydra.run.dir={out}"], monkeypatch, capsys)
     assert code == 2 and needle in one_line(err), err
     assert not out.exists() or not tree(out)
+
+
+def test_wandb_online_without_a_server_is_one_line_before_work(tmp_path, monkeypatch, capsys):
+    """An API key configured and no way to the server: wandb itself retried for 108 s and printed 84 lines. The
+    server here is a closed local port (no test reaches the network)."""
+    import time
+
+    from conftest import compose_cfg
+    from distillscape.tasks.common import check_logger
+
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    code, err = cli("distill", [*JOB, "logger=wandb", f"hydra.run.dir={out}"], monkeypatch, capsys)
+    line = one_line(err)
+    assert code == 2 and "127.0.0.1:9 cannot be reached" in line and "logger.offline=true" in line, err
+    assert "WANDB_MODE=offline" in line and time.perf_counter() - t0 < 60
+    assert not out.exists() or not tree(out)
+    # offline (by the key, or by WANDB_MODE) needs no server
+    check_logger(compose_cfg("distill", ["logger=wandb", "logger.offline=true"], tmp_path))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    check_logger(compose_cfg("distill", ["logger=wandb"], tmp_path))

@@ -150,6 +150,7 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
             if (reason := refused_here()) is not None:  # its line was printed when the multirun was submitted
                 console.print(f"skipped, refused at submission: {reason}")
                 return None
+            check_logger(cfg)
             return fn(cfg)
         except KNOWN_ERRORS as e:
             if not refuse_here(f"{type(e).__name__}: {e}"):  # a multirun's other jobs go on
@@ -401,6 +402,22 @@ def build_datamodule(cfg: DictConfig) -> TensorDataModule:
 def build_net(cfg: DictConfig, dm: TensorDataModule):
     c, h, w = dm.image_shape
     return instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=dm.num_classes)
+
+
+def check_logger(cfg: DictConfig) -> None:
+    """W&B online (an API key configured, or logger.offline=false) with no way to its server: one line now, not
+    wandb's own error minutes into the job."""
+    logger = cfg.get("logger") if isinstance(cfg, DictConfig) else None
+    if not isinstance(logger, DictConfig) or not str(logger.get("_target_", "")).endswith("WandbLogger"):
+        return
+    from ..tracking import offline_mode, server_unreachable
+
+    if offline_mode(logger.get("offline")) or (why := server_unreachable()) is None:
+        return
+    because = "logger.offline=false" if logger.get("offline") is False else "an API key is configured"
+    raise ConfigError(f"logger=wandb runs online here ({because}), but the W&B server {why}: run "
+                      f"offline with logger.offline=true (or WANDB_MODE=offline) and upload later with "
+                      f"`wandb sync <output dir>/wandb/offline-run-*`")
 
 
 def build_logger(cfg: DictConfig):

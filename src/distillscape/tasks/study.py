@@ -25,7 +25,7 @@ from ..artifacts import atomic_write, read_json, write_json
 from ..config import settings
 from ..errors import ConfigError
 from ..resume import finished, fingerprint, mark_finished
-from .common import console_script, CONF_DIR, compose_task, console, start_job, task
+from .common import check_logger, console_script, CONF_DIR, compose_task, console, start_job, task
 
 ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
 
@@ -114,7 +114,9 @@ def check(cfg: DictConfig) -> list[str]:
         module = importlib.import_module(f"distillscape.tasks.{task_name}")
         stage_check = module.check if task_name == "distill" else settings
         try:
-            stage_check(compose_stage(task_name, stage_overrides(cfg, stage, root, stages[:i])))
+            stage_cfg = compose_stage(task_name, stage_overrides(cfg, stage, root, stages[:i]))
+            stage_check(stage_cfg)
+            check_logger(stage_cfg)
         except ConfigError as e:
             raise ConfigError(f"study stage {stage} ({task_name}): {e}") from None
     return stages

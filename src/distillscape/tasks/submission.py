@@ -59,8 +59,11 @@ def check_job(task: str, cfg: DictConfig) -> None:
     task_cfg = copy.deepcopy(cfg)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
+    from .common import check_logger
+
     check = getattr(importlib.import_module(f"distillscape.tasks.{task}"), "check", settings)
     check(task_cfg)
+    check_logger(task_cfg)
 
 
 def refusal(e: BaseException, task: str, overrides: list[str]) -> str | None:
