@@ -160,3 +160,23 @@ def test_wandb_online_without_a_server_is_one_line_before_work(tmp_path, monkeyp
     check_logger(compose_cfg("distill", ["logger=wandb", "logger.offline=true"], tmp_path))
     monkeypatch.setenv("WANDB_MODE", "offline")
     check_logger(compose_cfg("distill", ["logger=wandb"], tmp_path))
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("batch_size: many\n", "Value 'many' of type 'str' could not be converted to Integer"),
+    ("batchsize: 3\n", "Key 'batchsize' not in 'DatasetConfig' (did you mean batch_size?)"),
+    ("batch_size: [1,\n", "YAML syntax error in"),
+])
+def test_a_broken_file_under_config_dir_says_what_is_wrong_in_it(body, needle, tmp_path, monkeypatch, capsys):
+    """The line named the file ("In 'dataset/mine': ValidationError raised while composing config:") and left
+    out what was wrong in it."""
+    conf = tmp_path / "conf"
+    (conf / "dataset").mkdir(parents=True)
+    mine = conf / "dataset" / "mine.yaml"
+    mine.write_text("defaults:\n  - schema\n  - _self_\nname: digits\n" + body)
+    out = tmp_path / "run"
+    code, err = cli("distill", ["--config-dir", str(conf), "dataset=mine", "logger=none", f"hydra.run.dir={out}"],
+                    monkeypatch, capsys)
+    line = one_line(err)
+    assert code == 2 and str(mine) in line and needle in line, err
+    assert not out.exists() or not tree(out)

@@ -5,6 +5,7 @@ Each task module has a plain function `<task>(cfg) -> result` (what the study an
 thin Hydra `main` that wraps it with `task`: check the config first, then one line per known failure."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import functools
@@ -249,6 +250,40 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
+def _config_dirs() -> list[Path]:
+    """Where config files are looked up: --config-dir (or -cd) from the command line first, then conf/."""
+    args, dirs = sys.argv[1:], []
+    for i, a in enumerate(args):
+        if a in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif a.startswith("--config-dir="):
+            dirs.append(Path(a.split("=", 1)[1]))
+    return [*dirs, Path(CONF_DIR)]
+
+
+def config_file_line(e: BaseException) -> str | None:
+    """A config file that composes wrong ("In 'dataset/mine': ValidationError raised while composing config:"
+    and the reason on the next line): the file, the key and what is wrong with it, in one line."""
+    text = str(e)
+    m = re.match(r"In '([^']+)': (\w+) raised while composing config", text)
+    if m is None:
+        return None
+    source, cause = m.group(1), e.__cause__
+    path = next((str(p) for d in _config_dirs() if (p := d / f"{source}.yaml").is_file()), f"the config {source}")
+    detail = (str(cause).splitlines() or [""])[0] if cause is not None else " ".join(text.splitlines()[1:2])
+    key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    hint = ""
+    if (k := re.match(r"Key '([^']+)' not in '(\w+)'", detail)) is not None:
+        from .. import config as schemas
+
+        schema = getattr(schemas, k.group(2), None)
+        names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+        close = difflib.get_close_matches(k.group(1), names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else (f" (its keys: {', '.join(names)})" if names else "")
+    where = f"{key}: " if key and str(key) not in detail else ""
+    return f"{path}: {where}{detail or m.group(2)}{hint}; fix that file"
+
+
 def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | None:
     """One line for a failure outside the task function, or None for a bug (which keeps its traceback)."""
     import yaml
@@ -278,6 +313,8 @@ def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | N
         # logger=-1, env={a: 1}, env=[1,2]: Hydra and OmegaConf fail on these deep inside, in their own words
         return (f"{', '.join(groups)}: a config group takes the name of one of its options "
                 f"(conf/<group>/<option>.yaml), not a number, a list or a mapping")
+    if isinstance(e, HydraException) and (line := config_file_line(e)):
+        return line
     if isinstance(e, HydraException) and (m := re.match(r"Could not override '([^']+)'", text)):
         return unknown_key_line(m.group(1), config_name, overrides)
     if isinstance(e, MissingConfigException):
@@ -340,6 +377,8 @@ def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
     except ConfigCompositionException as e:
         if m := re.match(r"Could not override '([^']+)'", str(e)):
             raise ConfigError(unknown_key_line(m.group(1), config_name, overrides)) from None
+        if line := config_file_line(e):
+            raise ConfigError(line) from None
         cause = e.__cause__ or e
         key = getattr(cause, "full_key", None)
         detail = str(cause).splitlines()[0]
