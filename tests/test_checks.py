@@ -180,3 +180,39 @@ def test_a_broken_file_under_config_dir_says_what_is_wrong_in_it(body, needle, t
     line = one_line(err)
     assert code == 2 and str(mine) in line and needle in line, err
     assert not out.exists() or not tree(out)
+
+
+# -- every count option at its smallest allowed value (the landing's: tests/test_landing.py) -------------------
+def test_every_count_of_distill_at_its_smallest_runs(tmp_path):
+    from conftest import compose_cfg
+    from distillscape.tasks.distill import distill
+
+    ones = [*JOB, "distill.steps=1", "distill.val_every=1", "distill.val_inits=1", "distill.eval_inits=1",
+            "distill.inits_per_step=1", "distill.images_per_class=1", "distill.init_chunk=1", "checkpoint_every=1",
+            "snapshot_every=1", "baseline.tune_inits=1", "direct.epochs=1", "dataset.batch_size=1",
+            "dataset.eval_batch_size=1", "dataset.val_size=1", "dataset.train_subset=60", "dataset.split_seed=1"]
+    ones = [o for o in ones if not o.startswith("distill.steps=4")]
+    m = distill(compose_cfg("distill", ones, tmp_path / "run"))
+    assert m["test/onestep_inits"] == 1 and m["random_real/inits"] == 1 and 0 <= m["test/onestep_acc_mean"] <= 1
+
+
+def test_every_count_of_a_landscape_and_instances_at_its_smallest_runs(digits_run, tmp_path):
+    import numpy as np
+
+    from conftest import compose_cfg
+    from distillscape.tasks.instances import instances
+    from distillscape.tasks.landscape import landscape
+
+    (surface,) = landscape(compose_cfg("landscape", [
+        f"distilled={digits_run}", "logger=none", "sweep.resolution=[2,2]", "landscape.points_per_batch=1",
+        "landscape.data_batch=1", "landscape.train_subsample=1", "sweep.costs=[train,distilled]"], tmp_path / "ls"))
+    grid = np.load(surface)
+    assert all(v.shape[-2:] == (2, 2) for k, v in grid.items() if k.startswith(("train", "distilled")))
+    (line,) = landscape(compose_cfg("landscape", [
+        f"distilled={digits_run}", "logger=none", "sweep=line", "sweep.resolution=[2]", "sweep.costs=[distilled]"],
+        tmp_path / "line"))
+    assert line.exists()
+    result = instances(compose_cfg("instances", [f"distilled={digits_run}", "logger=none", "instances.models=1",
+                                                 "instances.neighbours=1", "instances.per_page=1",
+                                                 "instances.test_limit=1"], tmp_path / "inst"))
+    assert result
