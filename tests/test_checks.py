@@ -216,3 +216,20 @@ def test_every_count_of_a_landscape_and_instances_at_its_smallest_runs(digits_ru
                                                  "instances.neighbours=1", "instances.per_page=1",
                                                  "instances.test_limit=1"], tmp_path / "inst"))
     assert result
+
+
+# -- sizes estimated before work, for every task (the distillation's: tests/test_faults.py) ------------------------
+@pytest.mark.parametrize("task,args,needle", [
+    ("train", ["dataset=cifar10", "arch=convnet", "arch.width_channels=4096", "dataset.batch_size=100000"],
+     "this training needs about"),
+    ("landscape", ["landscape.points_per_batch=100000", "landscape.data_batch=1048576"], "this sweep needs about"),
+    ("landing", ["analysis.inits=100000", "analysis.data_chunk=100000"], "this landing analysis needs about"),
+])
+def test_a_job_too_big_for_memory_is_refused_before_work(task, args, needle, digits_run, tmp_path, monkeypatch,
+                                                          capsys):
+    out = tmp_path / "run"
+    run = [] if task == "train" else [f"distilled={digits_run}"]
+    code, err = cli(task, [*run, *args, "logger=none", f"hydra.run.dir={out}"], monkeypatch, capsys)
+    line = one_line(err)
+    assert code == 2 and needle in line and "GiB available" in line and "lower" in line, err
+    assert not out.exists() or not tree(out)

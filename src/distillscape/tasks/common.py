@@ -506,6 +506,42 @@ def memory_line(parts: dict[str, int], available: int, where: str) -> str:
     return f"needs about {total / 2**30:.1f} GiB ({detail}) and {where} has {available / 2**30:.1f} GiB available"
 
 
+RUNTIME_BYTES = 1 << 30  # Python, torch and Lightning themselves, before any tensor
+
+
+def check_fits(what: str, parts: dict[str, int], knobs: str, device: str = "cpu") -> None:
+    """Refuse a job whose estimated peak (`parts`, bytes) exceeds the memory available, before anything is
+    allocated; warn when it takes over half of it. `knobs`: the settings that lower it. On a GPU the
+    dataset and the runtime stay in host memory and are left out."""
+    if device in ("gpu", "cuda") and torch.cuda.is_available():
+        parts = {k: v for k, v in parts.items() if k not in ("runtime", "dataset")}
+        available, where = torch.cuda.mem_get_info()[0], "the GPU"
+    else:
+        available, where = available_memory(), "this machine"
+    total = sum(parts.values())
+    if total > available:
+        raise ConfigError(f"{what} {memory_line(parts, available, where)}: {knobs}")
+    if total > available / 2:
+        console.print(f"[bold]distillscape: warning:[/bold] {what} {memory_line(parts, available, where)}; "
+                      f"it may not fit beside other work ({knobs})")
+
+
+def model_sizes(net, image_shape) -> tuple[int, int]:
+    """(parameters, floats one example leaves in a forward) of a network: what memory estimates scale."""
+    from ..models import activations_per_example
+
+    return (sum(p.numel() for p in net.parameters()),
+            activations_per_example(net, torch.zeros(1, *image_shape)))
+
+
+def dataset_bytes(name: str) -> int:
+    """A dataset in memory as every task holds it: raw and normalized float32 copies of every image."""
+    from ..data import SHAPES
+
+    n, c, h, w, _ = SHAPES[name]
+    return 2 * n * c * h * w * 4
+
+
 def peak_memory(device: torch.device) -> dict[str, float]:
     """Peak resident memory of this process so far (Linux reports KiB) and, on a GPU, peak allocated
     GPU memory, in MiB. Kept out of the task functions: joblib's launcher pickles those by value, and

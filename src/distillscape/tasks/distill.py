@@ -33,8 +33,8 @@ from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import finish_run, log_distilled, log_snapshot
-from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
-                     build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
+from .common import (CONF_DIR, build_datamodule, check_fits, build_logger, build_net, build_policy,
+                     build_trainer, console, console_script, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
 
@@ -44,20 +44,8 @@ def check_memory(cfg: DictConfig, s: DistillJob) -> None:
     n, c, h, w, k = SHAPES[s.dataset.name]
     net = instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=k)
     parts = memory_estimate(net, (c, h, w), k, n, s.dataset.batch_size, s.distill)
-    on_gpu = s.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
-    if on_gpu:  # the dataset and the runtime stay in host memory; the rest goes to the GPU
-        parts = {key: v for key, v in parts.items() if key in ("synthetic_batch", "outer_step")}
-        available, where = torch.cuda.mem_get_info()[0], "the GPU"
-    else:
-        available, where = available_memory(), "this machine"
-    total = sum(parts.values())
-    knobs = ("lower distill.images_per_class, distill.inits_per_step or dataset.batch_size, or set "
-             "distill.batching=loop (one init at a time)")
-    if total > available:
-        raise ConfigError(f"this distillation {memory_line(parts, available, where)}: {knobs}")
-    if total > available / 2:
-        console.print(f"[bold]distillscape: warning:[/bold] this distillation {memory_line(parts, available, where)}; "
-                      f"it may not fit beside other work ({knobs})")
+    check_fits("this distillation", parts, "lower distill.images_per_class, distill.inits_per_step or "
+               "dataset.batch_size, or set distill.batching=loop (one init at a time)", s.trainer.accelerator)
 
 
 def check_data(dm, s: DistillJob) -> None:

@@ -32,7 +32,8 @@ from ..run import Run
 from ..seeds import generator, seed_for
 from ..stats import describe
 from ..tracking import log_csv_table
-from .common import console_script, CONF_DIR, build_logger, compose_task, console, start_job, resolved, task
+from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, check_fits, compose_task, console, console_script,
+                     dataset_bytes, model_sizes, resolved, start_job, task)
 
 
 def distill_overrides(s: LandingJob, run: Path) -> list[str]:
@@ -161,7 +162,22 @@ def check(cfg: DictConfig):
     # a wrong distilled= or dataset refused before the directory is touched, its data too (missing files,
     # a split too small for the random_real kind)
     run = open_run(s.distilled, s)
+    if not run.is_rl:
+        check_fits("this landing analysis", memory_parts(s, run), "lower analysis.inits, or set analysis.init_chunk "
+                   "(models per vmapped forward) or a smaller analysis.data_chunk", s.analysis.device)
     return s, run, None if run.is_rl else check_data(run, s)
+
+
+def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
+    """Bytes a dataset run's landing analysis holds at its peak, from its settings (float32): the dataset; the
+    inits and every kind's landings as parameter stacks; one vmapped chunk of models on one data chunk, kept
+    for a gradient and a Hessian-vector product (about three times a forward)."""
+    a, f32 = s.analysis, 4
+    params, acts = model_sizes(run.net(), run.meta["image_shape"])
+    chunk = min(a.init_chunk or a.inits, a.inits)
+    return {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(run.dataset_name),
+            "parameter_stacks": (2 + len(a.kinds)) * a.inits * params * f32,
+            "forward": 3 * chunk * a.data_chunk * acts * f32}
 
 
 def landing(cfg: DictConfig) -> dict:

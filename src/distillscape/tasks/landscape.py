@@ -42,7 +42,8 @@ from ..plots import surface_figure
 from ..resume import fingerprint, holding
 from ..run import Run
 from ..tracking import log_surface
-from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
+from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, build_trainer, check_fits, console, console_script,
+                     dataset_bytes, model_sizes, start_job, task)
 
 NAMED_POINTS = ("minimum", "landing", "init", "origin")
 
@@ -347,8 +348,23 @@ def check(cfg: DictConfig) -> tuple[LandscapeJob, Run]:
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
     if not run.is_rl:
+        check_fits("this sweep", memory_parts(s, run), "lower landscape.points_per_batch (grid points per step) or "
+                   "landscape.data_batch (examples per forward)", s.trainer.accelerator)
         run.datamodule(s.dataset)
     return s, run
+
+
+def memory_parts(s: LandscapeJob, run: Run) -> dict[str, int]:
+    """Bytes a dataset run's sweep holds at its peak, from its settings (float32): the dataset; per predict step
+    the chunk's points as parameter stacks (flat and unflattened) and their activations on one data batch; the
+    centres and directions (flat vectors)."""
+    params, acts = model_sizes(run.net(), run.meta["image_shape"])
+    points, f32 = s.landscape.points_per_batch, 4
+    centres = 1 if isinstance(s.sweep.centres, str) else len(s.sweep.centres)
+    return {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(run.dataset_name),
+            "grid_points": 2 * points * params * f32,
+            "forward": 2 * points * s.landscape.data_batch * acts * f32,
+            "directions": (centres + 2 + len(s.sweep.mark)) * params * f32}
 
 
 def landscape(cfg: DictConfig) -> list[Path]:
