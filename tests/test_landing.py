@@ -294,3 +294,28 @@ def test_landing_stats_experiment_on_mnist(tmp_path):
     landing(compose_landing(["experiment=landing_stats", "dataset=mnist", f"paths.data_dir={SHARED_DATA}",
                                  "logger=none"], tmp_path))
     assert read_json(tmp_path / "landing_stats.json")["dataset"] == "mnist"
+
+
+# every count of the analysis at its smallest allowed value: one landing per kind (analysis.inits=1 finished its
+# work and then failed to save a one-landing statistic, a view of its curve), two points per barrier path
+EDGE = ["analysis.inits=1", "analysis.polish_inits=1", "analysis.polish_steps=1", "analysis.curvature_inits=1",
+        "analysis.curvature_examples=1", "analysis.power_iters=1", "analysis.hutchinson_probes=1",
+        "analysis.train_examples=1", "analysis.test_examples=1", "analysis.barrier_points=2", "analysis.data_chunk=1",
+        "analysis.polish_batch_size=1", "analysis.trajectory_inits=1", "analysis.trajectory_steps=[1]",
+        "analysis.init_chunk=1", "baseline.tune_inits=1", "baseline.lr_grid=[0.1]"]
+
+
+def test_every_count_at_its_smallest_runs_and_saves(digits_run, tmp_path):
+    from distillscape.tasks.landing import landing
+
+    out = tmp_path / "edge"
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *EDGE], out))
+    stats = read_json(out / "landing_stats.json")
+    assert set(stats["kinds"]) == set(KINDS)
+    for kind, per_stat in stats["kinds"].items():
+        assert all(s["n"] + s["nonfinite"] == 1 for s in per_stat.values()), kind
+    assert len(read_csv(out / "landing_stats.csv")) == len(KINDS)
+    # each kind's per-landing results were saved, and a rerun reuses them rather than failing on them
+    assert set(KINDS) <= {p.stem for p in (out / "landing_parts").glob("*.safetensors")}
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *EDGE], out))
+    assert read_json(out / "landing_stats.json")["kinds"] == stats["kinds"]

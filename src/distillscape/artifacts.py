@@ -75,8 +75,17 @@ def write_json(path, data: dict) -> Path:
     return atomic_write(path, w)
 
 
+def _alone(t: torch.Tensor) -> torch.Tensor:
+    """t as a tensor that owns its whole storage. safetensors refuses two tensors sharing memory, and a view
+    can pass `.contiguous()` unchanged: a column of a [1, T] stack, one landing's statistic (analysis.inits=1)."""
+    t = t.detach().cpu()
+    if t.is_contiguous() and t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size():
+        return t
+    return t.clone(memory_format=torch.contiguous_format)
+
+
 def write_tensors(path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tensors = {k: _alone(v) for k, v in tensors.items()}
 
     def save(tmp):
         try:

@@ -1004,8 +1004,35 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"]) if "hydra" in cfg else cfg
 
 
+def _dotted(node, prefix: str = ""):
+    """Every key of a config node, dotted (distill.optim.lr_images), parents before their children."""
+    if isinstance(node, DictConfig):
+        for k in node.keys():
+            yield f"{prefix}{k}"
+            if not node._get_node(k)._is_missing() and not node._get_node(k)._is_interpolation():
+                yield from _dotted(node._get_node(k), f"{prefix}{k}.")
+
+
+def _unknown_top_keys(cfg: DictConfig, schema: type) -> None:
+    """A key added with `+` at the top of a task's config (`+distil.steps=3`, `+foo=bar`): no part of the task
+    reads it, and the job would run its defaults without a word. Refused with the nearest key the config has."""
+    known = {f.name for f in fields(schema)}
+    for key in cfg.keys():
+        if key == "hydra" or key in known:
+            continue
+        added = [k for k in _dotted(cfg._get_node(key), f"{key}.")] or [str(key)]
+        leaf = next((k for k in reversed(added) if "." in k), str(key))
+        have = [k for k in _dotted(_without_hydra(cfg)) if k.split(".")[0] in known]
+        close = difflib.get_close_matches(leaf, have, n=1, cutoff=0.6) or difflib.get_close_matches(str(key), sorted(known), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"the task's keys are: {', '.join(sorted(known))}"
+        raise ConfigError(f"unknown key {leaf}: {hint} (no task reads it; a `+` adds only entries of a mapping, "
+                          f"e.g. +study.tasks.<stage>=..., or extra Trainer arguments +trainer.<arg>=...)")
+
+
 def _check(cfg: DictConfig):
     """Every check of `validate`; returns the typed settings when cfg has a task schema, else None."""
+    if (root := _schema_of(cfg)) is not None:
+        _unknown_top_keys(cfg, root)
     for name in list(cfg.keys()):
         if name == "hydra" or name in OPEN_SECTIONS:
             continue
@@ -1014,6 +1041,11 @@ def _check(cfg: DictConfig):
             _unknown_keys(name, node, schema)
     if "arch" in cfg and cfg.arch is not None:
         _choice("arch._target_", cfg.arch.get("_target_"), ARCHS)
+        if "dataset" in cfg and cfg.get("env") is None and cfg.arch.get("_target_") in POLICY_ARCHS:
+            name = str(cfg.arch.get("_target_")).rsplit(".", 1)[-1]
+            raise ConfigError(f"arch {name} is a policy network for an RL task (env=cartpole, env=centipede); the "
+                              f"dataset {cfg.dataset.get('name')} needs an image classifier: arch=mlp, lenet, "
+                              f"simple_convnet or convnet (or add env=<name> to distill an RL task)")
     if "seed" in cfg:
         _seed("seed", cfg.seed)
     if _schema_of(cfg) is not None:  # one pass: every section's __post_init__, then the task's own keys

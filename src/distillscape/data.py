@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, TensorDataset
 
 from .config import DATASETS
-from .errors import DatasetCorruptError, DatasetNotFoundError
+from .errors import ConfigError, DatasetCorruptError, DatasetNotFoundError
 
 
 # Where each torchvision dataset expects its files under the data directory, for error messages.
@@ -230,8 +230,9 @@ class TensorDataModule(L.LightningDataModule):
         g = torch.Generator().manual_seed(self.split_seed)
         perm = torch.randperm(len(s.train_y), generator=g)
         if self.val_size >= len(perm):
-            raise ValueError(f"dataset.val_size={self.val_size} leaves no training data "
-                             f"({self.name} has {len(perm)} training images)")
+            raise ConfigError(f"dataset.val_size={self.val_size} leaves no training data: {self.name} has {len(perm)} "
+                              f"training images, of which val_size are held out for validation; choose "
+                              f"dataset.val_size below {len(perm)} (default 200)")
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size:]
         if self.train_subset is not None:
             train_idx = train_idx[: self.train_subset]
@@ -262,6 +263,17 @@ class TensorDataModule(L.LightningDataModule):
 
     def normalization(self) -> dict:
         return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    def check_per_class(self, per_class: int, why: str, otherwise: str) -> None:
+        """Refuse, before any work, a split that cannot give `per_class` training images of every class (a
+        small dataset.train_subset): what `class_balanced_sample` needs, said as what to change."""
+        counts = torch.bincount(self.train_y, minlength=self.num_classes)
+        fewest = int(counts.argmin())
+        if int(counts[fewest]) < per_class:
+            where = (f"dataset.train_subset={self.train_subset} keeps {len(self.train_y)} training images"
+                     if self.train_subset is not None else f"{self.name} has {len(self.train_y)} training images")
+            raise ConfigError(f"{where}, {int(counts[fewest])} of class {self.classes[fewest]}; {why} needs "
+                              f"{per_class} of every class: raise dataset.train_subset (null: all) {otherwise}")
 
     def class_balanced_sample(self, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`per_class` random training images of each class, class-sorted (as a distilled batch is)."""

@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from .artifacts import ArtifactError
+from .resume import read_refused
 from .landing import STATS as LANDING_STATS
 from .stats import interval_of, separated
 
@@ -320,7 +321,9 @@ def read_runs(paths) -> list[Run]:
             jobs = sorted((d for d in path.iterdir() if d.is_dir() and (d / ".hydra").is_dir()),
                           key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name))
             if not jobs:
-                raise ArtifactError(f"{path} is a multirun directory without finished jobs (no */.hydra/)")
+                refused = refused_jobs(path)
+                raise ArtifactError(f"{path} is a multirun directory without finished jobs (no */.hydra/)"
+                                    + (f"; {len(refused)} were refused: {'; '.join(refused)}" if refused else ""))
             jobs = [read_run(job) for job in jobs]
             settings = [dict(map(_override_kv, run.overrides)) for run in jobs]
             keys = {k for st in settings for k in st}
@@ -331,6 +334,13 @@ def read_runs(paths) -> list[Run]:
         else:
             runs.append(read_run(path))
     return runs
+
+
+def refused_jobs(sweep: Path) -> list[str]:
+    """The jobs of a multirun that did not run, refused when it was submitted or when they started
+    (<sweep>/refused_jobs.json), each as a line: its number, overrides and reason."""
+    return [f"job {j.get('num')} ({' '.join(map(str, j.get('overrides', [])))}) did not run: {j.get('reason')}"
+            for j in read_refused(sweep)["jobs"]]
 
 
 def _quote(arg: str) -> str:
@@ -1030,10 +1040,13 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
         return kept
 
     # 0 what is missing: said first, so that no reader takes a gap for a result
-    if any(r.missing for r in runs):
+    refused = [f"{sweep.name}: {line}" for sweep in dict.fromkeys(r.sweep for r in runs if r.sweep is not None)
+               for line in refused_jobs(sweep)]
+    if refused or any(r.missing for r in runs):
         sec = _section("missing", "Missing or failed parts",
-                       "Parts of these runs that were started and did not finish: they are not in the sections below.")
-        sec["summary"] = [f"{r.label}: {line}" for r in runs for line in r.missing]
+                       "Parts of these runs that were started and did not finish, and jobs of a multirun that were "
+                       "refused: they are not in the sections below.")
+        sec["summary"] = refused + [f"{r.label}: {line}" for r in runs for line in r.missing]
         out.append(sec)
 
     # 1 does one step generalise (an RL run: episode returns, not accuracies)

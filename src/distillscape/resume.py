@@ -434,3 +434,26 @@ def check_checkpoint_origin(cfg: DictConfig, ckpt: Path) -> None:
         raise ConfigError(f"{ckpt} was written by {found} that differs from this one in what it holds ({_first(differ)}): this "
                           f"job cannot go on from it; run with the settings it was written with (`{found.command}`), "
                           f"or leave ckpt_path unset to start afresh")
+
+
+# -- the jobs of a multirun refused before they ran (tasks/submission.py writes it, the report lists them) -----
+REFUSED = "refused_jobs.json"  # in the sweep directory: {"jobs": [{"num", "overrides", "reason", "when"}], "of": n}
+
+
+def read_refused(sweep_dir: Path) -> dict[str, Any]:
+    path = Path(sweep_dir) / REFUSED
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"jobs": [], "of": None}
+    return data if isinstance(data, dict) and isinstance(data.get("jobs"), list) else {"jobs": [], "of": None}
+
+
+def record_refused(sweep_dir: Path, entry: dict[str, Any], of: int | None = None) -> None:
+    """Add (or replace, by job number) a refused job in the sweep's record; jobs on other processes or
+    machines add theirs one at a time (an flock on the record's lock file)."""
+    with holding(Path(sweep_dir) / f".{REFUSED}.lock"):
+        data = read_refused(sweep_dir)
+        jobs = [j for j in data["jobs"] if j.get("num") != entry["num"]] + [entry]
+        write_json(Path(sweep_dir) / REFUSED, {"jobs": sorted(jobs, key=lambda j: j["num"]),
+                                              "of": of if of is not None else data.get("of")})

@@ -49,6 +49,24 @@ def offline_mode(offline: bool | None) -> bool:
     return os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or not api_key_configured()
 
 
+def server_unreachable(timeout_s: float = 5.0) -> str | None:
+    """Why the W&B server (WANDB_BASE_URL, or the proxy HTTPS_PROXY names) cannot be reached, in a few words; None
+    when a connection opens. wandb itself retries for minutes and then prints a long traceback."""
+    import socket
+    from urllib.parse import urlsplit
+
+    base = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") if base.scheme == "https" else None
+    target = urlsplit(proxy if "://" in (proxy or "") else f"http://{proxy}") if proxy else base
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        socket.create_connection((target.hostname, port), timeout=timeout_s).close()
+    except OSError as e:  # no route, no name server, refused, timed out
+        what = "the proxy " if proxy else ""
+        return f"{what}{target.hostname}:{port} cannot be reached ({getattr(e, 'strerror', None) or e})"
+    return None
+
+
 def _hydra():
     from hydra.core.hydra_config import HydraConfig
 

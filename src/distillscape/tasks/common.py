@@ -5,6 +5,7 @@ Each task module has a plain function `<task>(cfg) -> result` (what the study an
 thin Hydra `main` that wraps it with `task`: check the config first, then one line per known failure."""
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import errno
 import functools
@@ -31,6 +32,7 @@ from ..data import TensorDataModule
 from ..errors import KNOWN_ERRORS, ConfigError
 from ..resume import check_owner, claim, release_claims, write_job_config
 from . import progress
+from .submission import refuse_here, refused_here
 
 
 def _conf_dir() -> str:
@@ -153,9 +155,14 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
         if in_main_thread:
             signal.signal(signal.SIGINT, _Interrupted.handler)
         try:
+            if (reason := refused_here()) is not None:  # its line was printed when the multirun was submitted
+                console.print(f"skipped, refused at submission: {reason}")
+                return None
+            check_logger(cfg)
             return fn(cfg)
         except KNOWN_ERRORS as e:
-            fail(f"{type(e).__name__}: {e}")
+            if not refuse_here(f"{type(e).__name__}: {e}"):  # a multirun's other jobs go on
+                fail(f"{type(e).__name__}: {e}")
         except SIGTERMException:
             # Lightning turns SIGTERM into this SystemExit between steps; bare, it would exit with 0
             fail(f"stopped by SIGTERM. {KEPT}", SIGTERM_EXIT)
@@ -250,6 +257,40 @@ def _chain(e: BaseException):
         e = e.__cause__ or e.__context__
 
 
+def _config_dirs() -> list[Path]:
+    """Where config files are looked up: --config-dir (or -cd) from the command line first, then conf/."""
+    args, dirs = sys.argv[1:], []
+    for i, a in enumerate(args):
+        if a in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif a.startswith("--config-dir="):
+            dirs.append(Path(a.split("=", 1)[1]))
+    return [*dirs, Path(CONF_DIR)]
+
+
+def config_file_line(e: BaseException) -> str | None:
+    """A config file that composes wrong ("In 'dataset/mine': ValidationError raised while composing config:"
+    and the reason on the next line): the file, the key and what is wrong with it, in one line."""
+    text = str(e)
+    m = re.match(r"In '([^']+)': (\w+) raised while composing config", text)
+    if m is None:
+        return None
+    source, cause = m.group(1), e.__cause__
+    path = next((str(p) for d in _config_dirs() if (p := d / f"{source}.yaml").is_file()), f"the config {source}")
+    detail = (str(cause).splitlines() or [""])[0] if cause is not None else " ".join(text.splitlines()[1:2])
+    key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    hint = ""
+    if (k := re.match(r"Key '([^']+)' not in '(\w+)'", detail)) is not None:
+        from .. import config as schemas
+
+        schema = getattr(schemas, k.group(2), None)
+        names = [f.name for f in dataclasses.fields(schema)] if dataclasses.is_dataclass(schema) else []
+        close = difflib.get_close_matches(k.group(1), names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else (f" (its keys: {', '.join(names)})" if names else "")
+    where = f"{key}: " if key and str(key) not in detail else ""
+    return f"{path}: {where}{detail or m.group(2)}{hint}; fix that file"
+
+
 def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | None:
     """One line for a failure outside the task function, or None for a bug (which keeps its traceback)."""
     import yaml
@@ -279,6 +320,8 @@ def explain(e: BaseException, config_name: str, overrides: list[str]) -> str | N
         # logger=-1, env={a: 1}, env=[1,2]: Hydra and OmegaConf fail on these deep inside, in their own words
         return (f"{', '.join(groups)}: a config group takes the name of one of its options "
                 f"(conf/<group>/<option>.yaml), not a number, a list or a mapping")
+    if isinstance(e, HydraException) and (line := config_file_line(e)):
+        return line
     if isinstance(e, HydraException) and (m := re.match(r"Could not override '([^']+)'", text)):
         return unknown_key_line(m.group(1), config_name, overrides)
     if isinstance(e, MissingConfigException):
@@ -341,6 +384,8 @@ def compose_task(config_name: str, overrides: list[str]) -> DictConfig:
     except ConfigCompositionException as e:
         if m := re.match(r"Could not override '([^']+)'", str(e)):
             raise ConfigError(unknown_key_line(m.group(1), config_name, overrides)) from None
+        if line := config_file_line(e):
+            raise ConfigError(line) from None
         cause = e.__cause__ or e
         key = getattr(cause, "full_key", None)
         detail = str(cause).splitlines()[0]
@@ -407,6 +452,22 @@ def build_net(cfg: DictConfig, dm: TensorDataModule):
     return instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=dm.num_classes)
 
 
+def check_logger(cfg: DictConfig) -> None:
+    """W&B online (an API key configured, or logger.offline=false) with no way to its server: one line now, not
+    wandb's own error minutes into the job."""
+    logger = cfg.get("logger") if isinstance(cfg, DictConfig) else None
+    if not isinstance(logger, DictConfig) or not str(logger.get("_target_", "")).endswith("WandbLogger"):
+        return
+    from ..tracking import offline_mode, server_unreachable
+
+    if offline_mode(logger.get("offline")) or (why := server_unreachable()) is None:
+        return
+    because = "logger.offline=false" if logger.get("offline") is False else "an API key is configured"
+    raise ConfigError(f"logger=wandb runs online here ({because}), but the W&B server {why}: run "
+                      f"offline with logger.offline=true (or WANDB_MODE=offline) and upload later with "
+                      f"`wandb sync <output dir>/wandb/offline-run-*`")
+
+
 def build_logger(cfg: DictConfig):
     if not cfg.get("logger"):
         return False
@@ -452,6 +513,42 @@ def memory_line(parts: dict[str, int], available: int, where: str) -> str:
     total = sum(parts.values())
     detail = ", ".join(f"{k.replace('_', ' ')} {v / 2**30:.2f}" for k, v in parts.items())
     return f"needs about {total / 2**30:.1f} GiB ({detail}) and {where} has {available / 2**30:.1f} GiB available"
+
+
+RUNTIME_BYTES = 1 << 30  # Python, torch and Lightning themselves, before any tensor
+
+
+def check_fits(what: str, parts: dict[str, int], knobs: str, device: str = "cpu") -> None:
+    """Refuse a job whose estimated peak (`parts`, bytes) exceeds the memory available, before anything is
+    allocated; warn when it takes over half of it. `knobs`: the settings that lower it. On a GPU the
+    dataset and the runtime stay in host memory and are left out."""
+    if device in ("gpu", "cuda") and torch.cuda.is_available():
+        parts = {k: v for k, v in parts.items() if k not in ("runtime", "dataset")}
+        available, where = torch.cuda.mem_get_info()[0], "the GPU"
+    else:
+        available, where = available_memory(), "this machine"
+    total = sum(parts.values())
+    if total > available:
+        raise ConfigError(f"{what} {memory_line(parts, available, where)}: {knobs}")
+    if total > available / 2:
+        console.print(f"[bold]distillscape: warning:[/bold] {what} {memory_line(parts, available, where)}; "
+                      f"it may not fit beside other work ({knobs})")
+
+
+def model_sizes(net, image_shape) -> tuple[int, int]:
+    """(parameters, floats one example leaves in a forward) of a network: what memory estimates scale."""
+    from ..models import activations_per_example
+
+    return (sum(p.numel() for p in net.parameters()),
+            activations_per_example(net, torch.zeros(1, *image_shape)))
+
+
+def dataset_bytes(name: str) -> int:
+    """A dataset in memory as every task holds it: raw and normalized float32 copies of every image."""
+    from ..data import SHAPES
+
+    n, c, h, w, _ = SHAPES[name]
+    return 2 * n * c * h * w * 4
 
 
 def peak_memory(device: torch.device) -> dict[str, float]:

@@ -37,8 +37,8 @@ from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import DIRECT_TEST, finish_run, log_direct_test, log_distilled, log_snapshot, own_step_axis
-from .common import (CONF_DIR, available_memory, build_datamodule, build_logger, build_net, build_policy,
-                     build_trainer, console, console_script, memory_line, peak_memory, resolved, start_job, task)
+from .common import (CONF_DIR, build_datamodule, check_fits, build_logger, build_net, build_policy,
+                     build_trainer, console, console_script, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
 
@@ -47,21 +47,17 @@ def check_memory(cfg: DictConfig, s: DistillJob) -> None:
     before anything is allocated; warn when it takes over half of it. The rates below are the knobs."""
     n, c, h, w, k = SHAPES[s.dataset.name]
     net = instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=k)
-    on_gpu = s.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available()
-    parts = memory_estimate(net, (c, h, w), k, n, s.dataset.batch_size, s.distill, "cuda" if on_gpu else "cpu")
-    if on_gpu:  # the dataset and the runtime stay in host memory; the rest goes to the GPU
-        parts = {key: v for key, v in parts.items() if key in ("synthetic_batch", "outer_step")}
-        available, where = torch.cuda.mem_get_info()[0], "the GPU"
-    else:
-        available, where = available_memory(), "this machine"
-    total = sum(parts.values())
-    knobs = ("lower distill.images_per_class, distill.inits_per_step or dataset.batch_size, or set "
-             "distill.batching=loop (one init at a time)")
-    if total > available:
-        raise ConfigError(f"this distillation {memory_line(parts, available, where)}: {knobs}")
-    if total > available / 2:
-        console.print(f"[bold]distillscape: warning:[/bold] this distillation {memory_line(parts, available, where)}; "
-                      f"it may not fit beside other work ({knobs})")
+    device = "cuda" if s.trainer.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
+    parts = memory_estimate(net, (c, h, w), k, n, s.dataset.batch_size, s.distill, device)
+    check_fits("this distillation", parts, "lower distill.images_per_class, distill.inits_per_step or "
+               "dataset.batch_size, or set distill.batching=loop (one init at a time)", s.trainer.accelerator)
+
+
+def check_data(dm, s: DistillJob) -> None:
+    """What the data must hold for the whole job, checked before the baseline trains: the random-real baseline
+    (and distill.image_init=real) draws distill.images_per_class training images of every class."""
+    dm.check_per_class(s.distill.images_per_class, "the random-real baseline (one step on as many real images as "
+                                                   "distilled, class-balanced)", "or lower distill.images_per_class")
 
 
 def direct_fingerprint(cfg: DictConfig) -> str:
@@ -260,15 +256,18 @@ def at_chance_warning(acc_mean: float, num_classes: int, first_outer_loss: float
     return line + "Raise distill.steps or the outer rates distill.optim.*, or lower distill.lr_init"
 
 
-def distill(cfg: DictConfig) -> dict[str, float]:
-    """The main job: distill, test over held-out inits, compare; write the run directory. Returns the metrics."""
+def check(cfg: DictConfig) -> tuple[DistillJob, dict[str, float] | None, tuple[Path, int] | None, object,
+                                   Imported | None]:
+    """Every check of a distill job before work, also what a multirun runs for each job at submission
+    (tasks/submission.py); nothing is written. Returns the settings, the metrics of this job finished
+    before (then nothing else is checked), the checkpoint to resume from, the data, set up, and the
+    imported set of distill.method=import."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     out = Path(cfg.paths.output_dir)
-    # before anything is written: a finished job of this config is returned, one of another refused
+    # a finished job of this config is returned, one of another refused
     if (done := finished_metrics(cfg, out)) is not None:
-        console.print(f"already complete: {out} (skip_complete=false recomputes it)")
-        return done
+        return s, done, None, None, None
     # every refusal before the directory is touched: another job's directory, a bad checkpoint, a run too big, a
     # missing dataset
     check_owner(cfg, out)
@@ -276,13 +275,26 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     if s.env is not None:
         check_rl_trainer(s)
         rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy
-        return distill_rl(cfg, s, start_job(cfg, out), resume)
+        return s, None, resume, None, None
     check_memory(cfg, s)
     imported = None
     if s.distill.method == "import":  # a malformed file is refused before anything is trained
         _, c, h, w, k = SHAPES[s.dataset.name]
         imported = read_imported(s.distill.imported.path, k, (c, h, w), s.distill.imported.index)
     dm = build_datamodule(cfg)
+    check_data(dm, s)
+    return s, None, resume, dm, imported
+
+
+def distill(cfg: DictConfig) -> dict[str, float]:
+    """The main job: distill, test over held-out inits, compare; write the run directory. Returns the metrics."""
+    s, done, resume, dm, imported = check(cfg)
+    out = Path(cfg.paths.output_dir)
+    if done is not None:
+        console.print(f"already complete: {out} (skip_complete=false recomputes it)")
+        return done
+    if s.env is not None:
+        return distill_rl(cfg, s, start_job(cfg, out), resume)
     out = start_job(cfg, out)
     logger = build_logger(cfg)  # one run for the direct baseline's curves and the distillation's
     direct = direct_baseline(cfg, s, dm, out, logger)

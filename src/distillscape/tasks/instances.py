@@ -48,19 +48,26 @@ def public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-def instances(cfg: DictConfig) -> dict:
-    """distillscape-instances: the distilled batch image by image. Returns what instances.json holds."""
+def check(cfg: DictConfig):
+    """The checks before work (also run for each job of a multirun at submission): the settings, the run and its
+    data, each refused before the directory is touched; (settings, run, data)."""
     if OmegaConf.is_missing(cfg, "distilled"):
         raise ConfigError("distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
                           "output dir or distilled.safetensors>")
     s = settings(cfg)
     check_owner(cfg, Path(cfg.paths.output_dir))
     run = Run.open(s.distilled)  # a wrong distilled= refused before the directory is touched
-    out = start_job(cfg)
+    # the run's own dataset settings, its files where they are now
+    return s, run, run.datamodule(data_dir=s.instances.data_dir)
+
+
+def instances(cfg: DictConfig) -> dict:
+    """distillscape-instances: the distilled batch image by image. Returns what instances.json holds."""
+    s, run, dm = check(cfg)
     d, meta, ic = run.distilled, run.meta, s.instances
+    out = start_job(cfg)
     src = run.source
     inner_loss = run.inner_loss
-    dm = run.datamodule(data_dir=ic.data_dir)  # the run's own dataset settings, its files where they are now
     names = [str(c) for c in dm.classes]
     mean, std = meta["normalization"]["mean"], meta["normalization"]["std"]
     direct_path = run.direct_minimum_path(ic.direct_minimum, key="instances.direct_minimum")

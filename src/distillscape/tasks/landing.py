@@ -33,7 +33,15 @@ from ..seeds import generator, seed_for
 from ..stats import describe
 from ..tracking import log_csv_table
 from .landing_early import EARLY_KEYS, Early, check_early, early_parts
-from .common import console_script, CONF_DIR, build_logger, compose_task, console, start_job, resolved, task
+from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, check_fits, compose_task, console, console_script,
+                     dataset_bytes, model_sizes, resolved, start_job, task)
+
+
+def distill_overrides(s: LandingJob, run: Path) -> list[str]:
+    """The distillation of distill_first=true: conf/distill.yaml with the landing's dataset, seed and
+    distill_overrides, into `run`."""
+    return [f"dataset={s.dataset.name}", f"paths.data_dir={s.paths.data_dir}", f"seed={s.seed}",
+            *s.distill_overrides, f"paths.output_dir={run}"]
 
 
 def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
@@ -45,8 +53,7 @@ def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
         return run
     from .distill import distill
 
-    overrides = [f"dataset={s.dataset.name}", f"paths.data_dir={s.paths.data_dir}", f"seed={s.seed}",
-                 *s.distill_overrides, f"paths.output_dir={run}"]
+    overrides = distill_overrides(s, run)
     console.print(f"distilling first, into {run} ({' '.join(overrides)})")
     distill(compose_task("distill", overrides))
     return run
@@ -58,6 +65,17 @@ def open_run(path, s: LandingJob) -> Run:
     if not run.is_rl:
         run.check_dataset(s.dataset)
     return run
+
+
+def check_data(run: Run, s: LandingJob):
+    """The run's data, set up, with what the analysis draws from it: the random_real kind's batches take as
+    many training images of every class as the distilled batch has per class."""
+    dm = run.datamodule(s.dataset)
+    n, classes = run.distilled.images.shape[0], run.num_classes
+    if "random_real" in s.analysis.kinds and n % classes == 0:
+        dm.check_per_class(n // classes, "the random_real kind (class-balanced random real batches)",
+                           "or leave random_real out of analysis.kinds")
+    return dm
 
 
 def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
@@ -130,8 +148,9 @@ def summary_table(summary: dict) -> Table:
     return t
 
 
-def landing(cfg: DictConfig) -> dict:
-    """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
+def check(cfg: DictConfig):
+    """The checks before work (also run for each job of a multirun at submission): the settings, the run and its
+    data; (settings, run, data), the last two None for a run distilled here first (distill_first=true)."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     if not s.distilled and not s.distill_first:
@@ -140,12 +159,39 @@ def landing(cfg: DictConfig) -> dict:
     if s.analysis.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
     check_owner(cfg, Path(cfg.paths.output_dir))
-    # a wrong distilled= or dataset refused before the directory is touched
-    run = open_run(s.distilled, s) if s.distilled else None
-    dm = None
-    if run is not None and s.analysis.early:  # early parts this run or data cannot do: refused here too
-        dm = None if run.is_rl else run.datamodule(s.dataset)
-        check_early(s, run, dm)
+    if not s.distilled:  # what is distilled here first is checked by the distillation itself
+        from .distill import check as check_distill
+
+        check_distill(compose_task("distill", distill_overrides(s, Path(cfg.paths.output_dir) / "distill")))
+        return s, None, None
+    # a wrong distilled= or dataset refused before the directory is touched, its data too (missing files,
+    # a split too small for the random_real kind), and early parts this run or data cannot do
+    run = open_run(s.distilled, s)
+    if run.is_rl:
+        check_early(s, run)
+        return s, run, None
+    check_fits("this landing analysis", memory_parts(s, run), "lower analysis.inits, or set analysis.init_chunk "
+               "(models per vmapped forward) or a smaller analysis.data_chunk", s.analysis.device)
+    dm = check_data(run, s)
+    check_early(s, run, dm)
+    return s, run, dm
+
+
+def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
+    """Bytes a dataset run's landing analysis holds at its peak, from its settings (float32): the dataset; the
+    inits and every kind's landings as parameter stacks; one vmapped chunk of models on one data chunk, kept
+    for a gradient and a Hessian-vector product (about three times a forward)."""
+    a, f32 = s.analysis, 4
+    params, acts = model_sizes(run.net(), run.meta["image_shape"])
+    chunk = min(a.init_chunk or a.inits, a.inits)
+    return {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(run.dataset_name),
+            "parameter_stacks": (2 + len(a.kinds)) * a.inits * params * f32,
+            "forward": 3 * chunk * a.data_chunk * acts * f32}
+
+
+def landing(cfg: DictConfig) -> dict:
+    """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
+    s, run, dm = check(cfg)
     out = start_job(cfg)
     if run is None:
         run = open_run(distill_first(cfg, s, out), s)
@@ -155,7 +201,7 @@ def landing(cfg: DictConfig) -> dict:
     a = s.analysis
     device = torch.device(a.device)
     if dm is None:
-        dm = run.datamodule(s.dataset)
+        dm = check_data(run, s)
         check_early(s, run, dm)
 
     loop, sampler = run.loop(device), run.sampler()

@@ -43,7 +43,8 @@ from ..plots import surface_figure
 from ..resume import check_owner, fingerprint, finished, holding, mark_finished
 from ..run import Run
 from ..tracking import log_surface
-from .common import console_script, start_job, CONF_DIR, build_logger, build_trainer, console, task
+from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, build_trainer, check_fits, console, console_script,
+                     dataset_bytes, model_sizes, start_job, task)
 
 NAMED_POINTS = ("minimum", "landing", "init", "origin")
 
@@ -382,8 +383,9 @@ class Sweep:
                               f"rerun the same command with sweep.precision=fp32")
 
 
-def landscape(cfg: DictConfig) -> list[Path]:
-    """Every centre's surface of this job's shard; returns the surface.npz files merged by this job."""
+def check(cfg: DictConfig) -> tuple[LandscapeJob, Run]:
+    """The checks before work (also run for each job of a multirun at submission): the settings, the run, the
+    costs it can serve, and its data (read here: a missing dataset is refused before any sweep is planned)."""
     if not cfg.distilled:
         raise ConfigError("distilled= is not set: run distillscape-distill first and pass its output "
                           "directory, e.g. distilled=outputs/distill/<date>/<time>")
@@ -394,6 +396,29 @@ def landscape(cfg: DictConfig) -> list[Path]:
     check_owner(cfg, Path(s.landscape.out_dir), config=False)
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
+    if not run.is_rl:
+        check_fits("this sweep", memory_parts(s, run), "lower landscape.points_per_batch (grid points per step) or "
+                   "landscape.data_batch (examples per forward)", s.trainer.accelerator)
+        run.datamodule(s.dataset)
+    return s, run
+
+
+def memory_parts(s: LandscapeJob, run: Run) -> dict[str, int]:
+    """Bytes a dataset run's sweep holds at its peak, from its settings (float32): the dataset; per predict step
+    the chunk's points as parameter stacks (flat and unflattened) and their activations on one data batch; the
+    centres and directions (flat vectors)."""
+    params, acts = model_sizes(run.net(), run.meta["image_shape"])
+    points, f32 = s.landscape.points_per_batch, 4
+    centres = 1 if isinstance(s.sweep.centres, str) else len(s.sweep.centres)
+    return {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(run.dataset_name),
+            "grid_points": 2 * points * params * f32,
+            "forward": 2 * points * s.landscape.data_batch * acts * f32,
+            "directions": (centres + 2 + len(s.sweep.mark)) * params * f32}
+
+
+def landscape(cfg: DictConfig) -> list[Path]:
+    """Every centre's surface of this job's shard; returns the surface.npz files merged by this job."""
+    s, run = check(cfg)
     with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)
         return sweep_run(cfg, s, run)
 

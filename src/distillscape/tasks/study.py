@@ -26,7 +26,7 @@ from ..artifacts import atomic_write, read_json, write_json
 from ..config import settings
 from ..errors import ConfigError
 from ..resume import check_owner, finished, fingerprint, mark_finished
-from .common import console_script, CONF_DIR, compose_task, console, start_job, task
+from .common import check_logger, console_script, CONF_DIR, compose_task, console, start_job, task
 from .progress import Heartbeat, eta_text, is_terminal
 
 ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
@@ -109,12 +109,34 @@ def say(line: str) -> None:
     console.print(escape(line))
 
 
-def study(cfg: DictConfig) -> dict:
-    """distillscape-study: every stage in order. Returns the study log (study.json)."""
+def check(cfg: DictConfig) -> list[str]:
+    """Every stage's config composed and checked before the first stage runs (also for each job of a multirun
+    at submission): a bad value in the landing stage was found after the distillation had run. The
+    distillation gets its task's whole check (data, memory, its directory); an analysis, whose run does not
+    exist yet, its settings. Returns the stages in their order."""
     settings(cfg)
     stages = stage_order(cfg)
     if not stages or stage_task(cfg, stages[0]) != "distill":
         raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
+    root = Path(cfg.paths.output_dir)
+    for i, stage in enumerate(stages):
+        task_name = stage_task(cfg, stage)
+        if missing_reason(task_name):
+            continue
+        module = importlib.import_module(f"distillscape.tasks.{task_name}")
+        stage_check = module.check if task_name == "distill" else settings
+        try:
+            stage_cfg = compose_stage(task_name, stage_overrides(cfg, stage, root, stages[:i]))
+            stage_check(stage_cfg)
+            check_logger(stage_cfg)
+        except ConfigError as e:
+            raise ConfigError(f"study stage {stage} ({task_name}): {e}") from None
+    return stages
+
+
+def study(cfg: DictConfig) -> dict:
+    """distillscape-study: every stage in order. Returns the study log (study.json)."""
+    stages = check(cfg)
     root = start_job(cfg)
     log = {"stages": {}}
     done: list[str] = []

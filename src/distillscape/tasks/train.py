@@ -12,8 +12,12 @@ from omegaconf import DictConfig
 from ..config import settings
 from ..direct import DirectModule, save_direct_minimum
 from ..models import init_parameters_
+from hydra.utils import instantiate
+
+from ..data import SHAPES
 from ..resume import check_owner
-from .common import console_script, CONF_DIR, build_datamodule, build_net, build_trainer, console, start_job, resolved, task
+from .common import (RUNTIME_BYTES, CONF_DIR, build_datamodule, build_net, build_trainer, check_fits, console,
+                     console_script, dataset_bytes, model_sizes, resolved, start_job, task)
 
 
 def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprint: str | None = None,
@@ -40,12 +44,24 @@ def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprin
     return metrics
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """distillscape-train: the direct baseline alone. Returns its test metrics."""
+def check(cfg: DictConfig):
+    """Every check before work (also run for each job of a multirun at submission): the settings and the data,
+    set up (a missing or corrupt dataset, a split too small, refused before the directory is touched)."""
     s = settings(cfg)
     L.seed_everything(s.seed, workers=True, verbose=False)
     check_owner(cfg, Path(cfg.paths.output_dir))  # another job's directory refused before the data is read
-    dm = build_datamodule(cfg)  # a missing or corrupt dataset refused before the directory is touched
+    n, c, h, w, k = SHAPES[s.dataset.name]
+    params, acts = model_sizes(instantiate(cfg.arch)(in_channels=c, height=h, width=w, num_classes=k), (c, h, w))
+    # weights, gradients and Adam's two moments; a training batch's activations kept for the backward
+    check_fits("this training", {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(s.dataset.name),
+                                 "parameters": 4 * params * 4, "batch": 2 * s.dataset.batch_size * acts * 4},
+               "lower dataset.batch_size", s.trainer.accelerator)
+    return s, build_datamodule(cfg)  # a missing or corrupt dataset refused before the directory is touched
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """distillscape-train: the direct baseline alone. Returns its test metrics."""
+    s, dm = check(cfg)
     out = start_job(cfg)
     net = build_net(cfg, dm)
     metrics = train_direct(cfg, s, dm, net, out)
