@@ -166,13 +166,14 @@ def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
     assert rec["along_training"][0]["distilled_acc"]["mean"] == pytest.approx(sum(direct_count) / 4, abs=1e-6)
     assert [(r["arch"], r["epochs"], r["distilled_acc"]["n"]) for r in rec["archs"]] == [("mlp", 1, 2), ("mlp", 2, 2)]
 
-    # a rerun reuses every part; another mixing setting redoes mixing alone (and keeps the landing kinds)
+    # a rerun reuses every part; another mixing setting (into this directory: skip_complete=false, since the
+    # directory holds a finished job of another config) redoes mixing alone and keeps the landing kinds
     capsys.readouterr()
     landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, ALL_PARTS], out))
     printed = capsys.readouterr().out
     assert printed.count("reusing") == 6 and read_json(out / "early.json") == early
     landing(compose_landing([f"distilled={digits_run}", "logger=none", *TINY_EARLY, "analysis.mixing_per_class=[0,3]",
-                             "analysis.early=[influence,mixing]"], out))
+                             "analysis.early=[influence,mixing]", "skip_complete=false"], out))
     printed = capsys.readouterr().out
     assert "distilled: reusing" in printed and "early influence: reusing" in printed and "early mixing: done" in printed
     assert [r["per_class"] for r in read_json(out / "early.json")["mixing"]["rows"]] == [0, 3]

@@ -247,7 +247,7 @@ def test_mtt_resumes_from_its_checkpoint_as_if_never_stopped_and_reuses_its_expe
             torch.manual_seed(s.seed)
             if n == 6 and name == "resumed":
                 expert_mtime = (out / "experts" / "expert_00.safetensors").stat().st_mtime_ns
-            module, _, _, _ = run_distillation(cfg, s, dm, out, resume_checkpoint(s, out))
+            module, _, _, _ = run_distillation(cfg, s, dm, out, resume_checkpoint(cfg, s, out))
             images[f"{name}{n}"] = module.images.detach()
     assert (tmp_path / "resumed" / "experts" / "expert_00.safetensors").stat().st_mtime_ns == expert_mtime
     assert not torch.equal(images["resumed4"], images["resumed6"])  # the resumed steps changed the images
