@@ -562,7 +562,20 @@ class LandingConfig:
     curvature_examples: Optional[int] = 1000  # the first this many of the train subsample define that Hessian
     power_iters: int = 100             # power iteration: at most this many Hessian-vector products ...
     power_tol: float = 1e-4            # ... or until the top eigenvalue changes by less than this (relative)
-    hutchinson_probes: int = 20        # Rademacher probes of the trace estimate
+    hutchinson_probes: int = 20        # Rademacher probes of the trace estimate (and of the certificate's per-tensor traces)
+    # the curvature certificate (distillscape.curvature): is a point a minimum, a saddle or not stationary?
+    # certificate.json and density.png, for the first certificate_inits inits, their distilled landings
+    # and the direct minimum
+    certificate: bool = False
+    certificate_inits: int = 10        # landings (and their inits) certified: the first ones
+    certificate_examples: Optional[int] = None  # its true task: null = the whole training split, else a fixed random subsample
+    certificate_eigs: int = 10         # k: the top-k and bottom-k Hessian eigenvalues (Lanczos Ritz values)
+    lanczos_steps: int = 80            # Lanczos iterations (batched Hessian-vector products) per point
+    slq_starts: int = 4                # spectral density: random starts of stochastic Lanczos quadrature ...
+    slq_steps: int = 40                # ... and Lanczos iterations of each
+    grad_tol: float = 1e-3             # stationary: ||grad of the mean train loss|| <= grad_tol
+    negative_tol: float = 1e-3         # a Ritz value theta with residual r is significantly negative when theta < -(r + negative_tol * lambda_max)
+    density_sigma: float = 0.01        # Gaussian smoothing of the density figure: this fraction of the spectra's range
     barrier_points: int = 11           # points on each straight path (ends included)
     trajectory_inits: int = 5          # inits trained directly on real data (polish optimizer), to compare landings with
     trajectory_steps: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])  # (0, the init, is always added)
@@ -573,12 +586,19 @@ class LandingConfig:
     def __post_init__(self):
         for k in self.kinds:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
-        for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk"):
+        for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk", "certificate_inits",
+                  "certificate_eigs", "lanczos_steps", "slq_starts", "slq_steps"):
             _count(f"analysis.{k}", getattr(self, k))
         for k in ("polish_inits", "curvature_inits", "trajectory_inits"):
             _count(f"analysis.{k}", getattr(self, k), 0)
         _at_least("analysis.polish_steps", self.polish_steps, 0)
-        for k in ("train_examples", "test_examples", "curvature_examples", "init_chunk"):
+        if self.lanczos_steps < 2 * self.certificate_eigs:
+            raise ConfigError(f"analysis.lanczos_steps={self.lanczos_steps} gives at most that many eigenvalues: "
+                              f"use at least 2 * analysis.certificate_eigs = {2 * self.certificate_eigs}")
+        _rate("analysis.grad_tol", self.grad_tol)
+        _at_least("analysis.negative_tol", self.negative_tol, 0.0)
+        _rate("analysis.density_sigma", self.density_sigma)
+        for k in ("train_examples", "test_examples", "curvature_examples", "certificate_examples", "init_chunk"):
             _at_least(f"analysis.{k}", getattr(self, k), 1)
         _at_least("analysis.barrier_points", self.barrier_points, 2)
         _at_most("analysis.barrier_points", self.barrier_points, 10_000, "each point is a full evaluation")

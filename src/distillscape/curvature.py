@@ -31,6 +31,7 @@ import torch
 
 from .landing import TrueTask
 from .params import Params, as_stack, flat_stack, stack_len
+from .stats import describe
 
 HVP = Callable[[torch.Tensor], torch.Tensor]  # flat [M, D] -> flat [M, D]
 VERDICTS = ("minimum", "saddle", "not_stationary")
@@ -229,3 +230,66 @@ def certify(task: TrueTask, stack: Params, *, k: int, lanczos_steps: int, slq_st
             "slq_nodes": nodes, "slq_weights": weights, "trace_slq": slq_trace(nodes, weights, shape[1]),
             "layer_trace": layer.double(), "layer_trace_se": layer_se.double(),
             "verdict": verdicts(grad_norm, negatives, grad_tol)}
+
+
+# -- certificate.json ------------------------------------------------------------------------------------
+RULE = ("verdict per point: not_stationary if ||grad L|| > grad_tol; else saddle if some bottom Ritz value theta "
+        "(residual r = ||H v - theta v||, v its unit Ritz vector) has theta < -(r + negative_tol * lambda_max), which "
+        "certifies an eigenvalue of H below -negative_tol * lambda_max; else minimum. k of n with Wilson 95% intervals.")
+PER_POINT = ("grad_norm", "lambda_max", "lambda_min", "abs_ratio", "negative_count", "trace_slq")
+
+
+def point_records(cert: dict, names: list[str]) -> list[dict]:
+    """One JSON record per point of a `certify` result."""
+    out = []
+    for i, verdict in enumerate(cert["verdict"]):
+        rec = {"verdict": verdict, **{k: float(cert[k][i]) for k in PER_POINT}}
+        rec["negative_count"] = int(rec["negative_count"])
+        for k in ("top", "top_residual", "bottom", "bottom_residual"):
+            rec[k] = cert[k][i].tolist()
+        rec["layer_trace"] = dict(zip(names, cert["layer_trace"][i].tolist()))
+        rec["layer_trace_se"] = dict(zip(names, cert["layer_trace_se"][i].tolist()))
+        rec["slq_nodes"], rec["slq_weights"] = cert["slq_nodes"][i].tolist(), cert["slq_weights"][i].tolist()
+        out.append(rec)
+    return out
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    """Mean of a - b over paired points with its 95% t interval ({"mean", "low", "high", "n"}; nan when n < 2)."""
+    from scipy.stats import t as student_t
+
+    d = (a.double() - b.double())
+    d = d[torch.isfinite(d)]
+    n = d.numel()
+    if n < 2:
+        return {"mean": d.mean().item() if n else math.nan, "low": math.nan, "high": math.nan, "n": n}
+    half = student_t.ppf(0.975, n - 1) * d.std().item() / math.sqrt(n)
+    return {"mean": d.mean().item(), "low": d.mean().item() - half, "high": d.mean().item() + half, "n": n}
+
+
+def certificate_summary(certs: dict[str, dict], names: list[str], settings: dict) -> dict:
+    """certificate.json: per group (init, landing, direct_minimum) the points' records, the verdict counts
+    with their intervals and the mean of the per-point statistics; paired landing - init differences."""
+    groups = {}
+    for group, cert in certs.items():
+        groups[group] = {"points": point_records(cert, names), "counts": verdict_counts(cert["verdict"]),
+                         "stats": {k: describe(cert[k]) for k in PER_POINT}}
+    out = {"rule": RULE, "settings": settings, "groups": groups}
+    if "init" in certs and "landing" in certs:
+        out["landing_minus_init"] = {k: paired_difference(certs["landing"][k], certs["init"][k])
+                                     for k in ("lambda_max", "lambda_min", "abs_ratio", "grad_norm", "trace_slq")}
+    return out
+
+
+def density_curves(summary: dict, sigma_fraction: float, points: int = 600) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The smoothed spectral density of every group of a certificate summary on one grid (its points'
+    mean density), sigma = sigma_fraction of the range of all nodes."""
+    nodes = {g: torch.tensor([p["slq_nodes"] for p in d["points"]], dtype=torch.float64)
+             for g, d in summary["groups"].items()}
+    weights = {g: torch.tensor([p["slq_weights"] for p in d["points"]], dtype=torch.float64)
+               for g, d in summary["groups"].items()}
+    lo = min(v.min().item() for v in nodes.values())
+    hi = max(v.max().item() for v in nodes.values())
+    sigma = sigma_fraction * max(hi - lo, 1e-12)
+    grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, points, dtype=torch.float64)
+    return grid, {g: smoothed_density(nodes[g], weights[g], grid, sigma).mean(dim=0) for g in nodes}

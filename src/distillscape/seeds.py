@@ -31,6 +31,8 @@ ANALYSIS_STREAMS = {
     "rl_episodes": 13,         # RL runs: the episode seeds every policy is measured on
     "rl_experience": 14,       # ... the static experience set of the PPO loss (the PPO minimum acting)
     "rl_polish": 15,           # ... the PPO polish from the landings
+    "certificate": 16,         # the curvature certificate: Lanczos starts, SLQ starts, Hutchinson probes
+    "certificate_subsample": 17,  # its fixed train subsample (analysis.certificate_examples)
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}
