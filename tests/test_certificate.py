@@ -207,3 +207,47 @@ def test_top_eigenvalue_agrees_with_pyhessian(tiny):
     exact = torch.linalg.eigvalsh(H[0].double())
     assert exact[-1] > exact[0].abs()
     assert ours["top"][0, 0].item() == pytest.approx(top[0], rel=1e-3)
+
+
+# -- the landing task's certificate, end to end -------------------------------------------------------
+CERT_RUN = ["analysis.kinds=[distilled]", "analysis.inits=3", "analysis.polish_inits=0", "analysis.curvature_inits=0",
+            "analysis.trajectory_inits=0", "analysis.train_examples=200", "analysis.barrier_points=3",
+            "analysis.certificate=true", "analysis.certificate_inits=2", "analysis.certificate_examples=300",
+            "analysis.certificate_eigs=3", "analysis.lanczos_steps=12", "analysis.slq_starts=2",
+            "analysis.slq_steps=8", "analysis.hutchinson_probes=2", "analysis.data_chunk=150"]
+
+
+def test_landing_task_writes_a_consistent_certificate_and_the_report_shows_it(digits_run, tmp_path, capsys):
+    from test_landing import compose_landing
+
+    from distillscape.artifacts import read_json
+    from distillscape.report import read_runs, render
+    from distillscape.tasks.landing import landing
+
+    out = tmp_path / "landing"
+    summary = landing(compose_landing([f"distilled={digits_run}", "logger=none", *CERT_RUN], out))
+    cert = read_json(out / "certificate.json")
+    assert (out / "density.png").stat().st_size > 10_000
+    assert set(cert["groups"]) == {"init", "landing", "direct_minimum"}
+    s = cert["settings"]
+    assert (s["grad_tol"], s["negative_tol"], s["examples"]) == (1e-3, 1e-3, 300)
+    for group, d in cert["groups"].items():
+        n = 1 if group == "direct_minimum" else 2
+        assert len(d["points"]) == n and summary["certificate"][group] == d["counts"]
+        for p in d["points"]:  # every verdict follows from its own numbers by the stated rule
+            lam_max = p["top"][0]
+            negative = sum(b < -(r + s["negative_tol"] * abs(lam_max)) for b, r in zip(p["bottom"], p["bottom_residual"]))
+            assert p["negative_count"] == negative and len(p["bottom"]) == 3
+            want = "not_stationary" if p["grad_norm"] > s["grad_tol"] else "saddle" if negative else "minimum"
+            assert p["verdict"] == want
+            assert p["top"] == sorted(p["top"], reverse=True) and p["bottom"] == sorted(p["bottom"])
+        assert sum(c["k"] for c in d["counts"].values()) == n
+    # the certified landings are the distilled kind's: same inits, same step
+    grad_landing = read_json(out / "landing_stats.json")["kinds"]["distilled"]["grad_norm_landing"]
+    assert grad_landing["n"] == 3
+    # a rerun reuses the finished certificate
+    capsys.readouterr()
+    landing(compose_landing([f"distilled={digits_run}", "logger=none", *CERT_RUN], out))
+    assert "certificate: reusing" in capsys.readouterr().out
+    html = render(read_runs([out]), "t")
+    assert "Is the landing a minimum?" in html and "The direct minimum: λ_max" in html

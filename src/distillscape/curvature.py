@@ -272,7 +272,11 @@ def certificate_summary(certs: dict[str, dict], names: list[str], settings: dict
     with their intervals and the mean of the per-point statistics; paired landing - init differences."""
     groups = {}
     for group, cert in certs.items():
+        n, k = len(cert["verdict"]), int((cert["negative_count"] > 0).sum())
+        low, high = wilson(k, n)
         groups[group] = {"points": point_records(cert, names), "counts": verdict_counts(cert["verdict"]),
+                         # whatever the gradient: points where the Hessian certifies negative curvature
+                         "negative_curvature": {"k": k, "n": n, "low": low, "high": high},
                          "stats": {k: describe(cert[k]) for k in PER_POINT}}
     out = {"rule": RULE, "settings": settings, "groups": groups}
     if "init" in certs and "landing" in certs:

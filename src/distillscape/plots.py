@@ -461,7 +461,7 @@ def density_figure(grid, densities: dict[str, "torch.Tensor"], counts: dict[str,
     for group, dens in densities.items():
         c = counts.get(group, {})
         n = next(iter(c.values()), {}).get("n", 0)
-        label = f"{group.replace('_', ' ')} ({n} points: " + ", ".join(
+        label = f"{group.replace('_', ' ')} ({n} point{'s' if n != 1 else ''}: " + ", ".join(
             f"{v['k']} {name.replace('_', ' ')}" for name, v in c.items()) + ")"
         ax.semilogy(np.asarray(grid), np.clip(np.asarray(dens), floor, None), label=label)
     ax.axvline(0, color="k", lw=0.6, ls=":")
