@@ -268,9 +268,17 @@ class DirectConfig:
     lr: float = 1e-3                   # Adam
     weight_decay: float = 0.0
     init_seed: int = 0
+    # then train until it is a minimum's neighbourhood: full-batch L-BFGS on the training split until the
+    # gradient norm of the mean train loss is <= converge_grad_tol, or converge_max_steps iterations
+    # (the rule and where it stopped are recorded in direct_minimum.json's "convergence")
+    converge: bool = False
+    converge_grad_tol: float = 1e-4
+    converge_max_steps: int = 500
 
     def __post_init__(self):
         _at_least("direct.epochs", self.epochs, 1)
+        _rate("direct.converge_grad_tol", self.converge_grad_tol)
+        _count("direct.converge_max_steps", self.converge_max_steps)
         _rate("direct.lr", self.lr)
         _at_least("direct.weight_decay", self.weight_decay, 0.0)
         _seed("direct.init_seed", self.init_seed)
