@@ -11,42 +11,19 @@ import torch.nn.functional as F
 
 from distillscape.curvature import (block_traces, certify, extreme_eigenpairs, lanczos, negative_count, slq,
                                     slq_trace, smoothed_density, verdict_counts, wilson)
-from distillscape.geometry import flatten, unflatten
-from distillscape.inner import InitSampler, InnerLoop, unstack
+from distillscape.inner import InnerLoop
 from distillscape.landing import TrueTask
 from distillscape.models import MLP
 
+from test_curvature import tiny  # noqa: F401  (the 35-parameter MLP, 2 inits, 23 examples and their explicit Hessians)
+
 CERT = dict(k=3, slq_starts=2, slq_steps=10, probes=4, negative_tol=1e-3)
-
-
-def explicit_hessians(loop, stack, x, y) -> torch.Tensor:
-    out = []
-    for i in range(next(iter(stack.values())).shape[0]):
-        params = unstack(stack, i)
-
-        def loss(v, like=params):
-            return F.cross_entropy(loop.forward(unflatten(v, like), x), y)
-
-        out.append(torch.func.hessian(loss)(flatten(params, loop.names).detach()))
-    return torch.stack(out)
 
 
 def matrix_hvp(h: torch.Tensor, times: int = 1):
     """H_m v for a stack of explicit matrices, each repeated `times` times point-major (as `tiled`)."""
     rep = h.repeat_interleave(times, dim=0)
     return lambda v: torch.einsum("mij,mj->mi", rep, v)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """A 35-parameter MLP, 2 random inits, 23 examples in chunks of 7, and the explicit Hessians."""
-    torch.manual_seed(0)
-    net = MLP(1, 2, 2, 3, hidden=[4])
-    loop = InnerLoop(net, "mse")
-    stack = InitSampler(net).sample(2, seed=3)
-    x, y = torch.randn(23, 1, 2, 2), torch.randint(0, 3, (23,))
-    task = TrueTask(loop, x, y, data_chunk=7)
-    return loop, stack, task, explicit_hessians(loop, stack, x, y)
 
 
 def test_lanczos_with_full_steps_finds_the_whole_spectrum(tiny):
