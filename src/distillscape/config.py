@@ -389,9 +389,17 @@ class DirectConfig:
     lr: float = 1e-3                   # Adam
     weight_decay: float = 0.0
     init_seed: int = 0
+    # then train until it is a minimum's neighbourhood: full-batch L-BFGS on the training split until the
+    # gradient norm of the mean train loss is <= converge_grad_tol, or converge_max_steps iterations
+    # (the rule and where it stopped are recorded in direct_minimum.json's "convergence")
+    converge: bool = False
+    converge_grad_tol: float = 1e-4
+    converge_max_steps: int = 500
 
     def __post_init__(self):
         _at_least("direct.epochs", self.epochs, 1)
+        _rate("direct.converge_grad_tol", self.converge_grad_tol)
+        _count("direct.converge_max_steps", self.converge_max_steps)
         _rate("direct.lr", self.lr)
         _at_least("direct.weight_decay", self.weight_decay, 0.0)
         _seed("direct.init_seed", self.init_seed)
@@ -691,7 +699,20 @@ class LandingConfig:
     curvature_examples: Optional[int] = 1000  # the first this many of the train subsample define that Hessian
     power_iters: int = 100             # power iteration: at most this many Hessian-vector products ...
     power_tol: float = 1e-4            # ... or until the top eigenvalue changes by less than this (relative)
-    hutchinson_probes: int = 20        # Rademacher probes of the trace estimate
+    hutchinson_probes: int = 20        # Rademacher probes of the trace estimate (and of the certificate's per-tensor traces)
+    # the curvature certificate (distillscape.curvature): is a point a minimum, a saddle or not stationary?
+    # certificate.json and density.png, for the first certificate_inits inits, their distilled landings
+    # and the direct minimum
+    certificate: bool = False
+    certificate_inits: int = 10        # landings (and their inits) certified: the first ones
+    certificate_examples: Optional[int] = None  # its true task: null = the whole training split, else a fixed random subsample
+    certificate_eigs: int = 10         # k: the top-k and bottom-k Hessian eigenvalues (Lanczos Ritz values)
+    lanczos_steps: int = 80            # Lanczos iterations (batched Hessian-vector products) per point
+    slq_starts: int = 4                # spectral density: random starts of stochastic Lanczos quadrature ...
+    slq_steps: int = 40                # ... and Lanczos iterations of each
+    grad_tol: float = 1e-3             # stationary: ||grad of the mean train loss|| <= grad_tol
+    negative_tol: float = 1e-3         # a Ritz value theta with residual r is significantly negative when theta < -(r + negative_tol * lambda_max)
+    density_sigma: float = 0.01        # Gaussian smoothing of the density figure: this fraction of the spectra's range
     barrier_points: int = 11           # points on each straight path (ends included)
     trajectory_inits: int = 5          # inits trained directly on real data (polish optimizer), to compare landings with
     trajectory_steps: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])  # (0, the init, is always added)
@@ -736,12 +757,19 @@ class LandingConfig:
         if not self.control_fractions or not all(0 < f <= 1 for f in self.control_fractions):
             raise ConfigError(f"analysis.control_fractions={list(self.control_fractions)}: give fractions of the "
                               f"training split in (0, 1], e.g. [0.005,0.01,0.02,0.05]")
-        for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk"):
+        for k in ("inits", "power_iters", "hutchinson_probes", "polish_batch_size", "data_chunk", "certificate_inits",
+                  "certificate_eigs", "lanczos_steps", "slq_starts", "slq_steps"):
             _count(f"analysis.{k}", getattr(self, k))
         for k in ("polish_inits", "curvature_inits", "trajectory_inits"):
             _count(f"analysis.{k}", getattr(self, k), 0)
         _at_least("analysis.polish_steps", self.polish_steps, 0)
-        for k in ("train_examples", "test_examples", "curvature_examples", "init_chunk"):
+        if self.lanczos_steps < 2 * self.certificate_eigs:
+            raise ConfigError(f"analysis.lanczos_steps={self.lanczos_steps} gives at most that many eigenvalues: "
+                              f"use at least 2 * analysis.certificate_eigs = {2 * self.certificate_eigs}")
+        _rate("analysis.grad_tol", self.grad_tol)
+        _at_least("analysis.negative_tol", self.negative_tol, 0.0)
+        _rate("analysis.density_sigma", self.density_sigma)
+        for k in ("train_examples", "test_examples", "curvature_examples", "certificate_examples", "init_chunk"):
             _at_least(f"analysis.{k}", getattr(self, k), 1)
         _at_least("analysis.barrier_points", self.barrier_points, 2)
         _at_most("analysis.barrier_points", self.barrier_points, 10_000, "each point is a full evaluation")

@@ -5,6 +5,7 @@ It is the direct-task baseline that one-step accuracy is compared with, and its 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import lightning as L
@@ -47,6 +48,49 @@ class DirectModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def converge(net: nn.Module, x: torch.Tensor, y: torch.Tensor, grad_tol: float, max_steps: int,
+             chunk: int = 1000) -> dict:
+    """Train `net` on (x, y) until it is stationary: full-batch L-BFGS (strong Wolfe line search) on the
+    mean cross-entropy over all of (x, y), in chunks of `chunk` examples, until the gradient norm is at most
+    `grad_tol` or after `max_steps` iterations. Returns the record of direct_minimum.json's "convergence"."""
+    device = next(net.parameters()).device
+    x, y = x.to(device), y.to(device)
+    params = [p for p in net.parameters() if p.requires_grad]
+    # one iteration per step (the rule is checked between them), its line search allowed 25 evaluations
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=1, max_eval=25, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=0, tolerance_change=0)
+
+    def full_batch():
+        opt.zero_grad()
+        total = 0.0
+        for i in range(0, len(y), chunk):
+            loss = F.cross_entropy(net(x[i:i + chunk]), y[i:i + chunk], reduction="sum") / len(y)
+            loss.backward()
+            total += loss.item()
+        return torch.tensor(total)
+
+    def grad_norm() -> float:
+        return torch.cat([p.grad.flatten() for p in params]).norm().item()
+
+    was_training = net.training
+    net.eval()
+    first = full_batch().item()
+    start_grad = grad = grad_norm()
+    loss, steps = first, 0
+    while grad > grad_tol and steps < max_steps:
+        opt.step(full_batch)
+        steps += 1
+        loss, grad = full_batch().item(), grad_norm()
+        if not math.isfinite(loss):
+            break
+    net.train(was_training)
+    opt.zero_grad(set_to_none=True)
+    return {"rule": f"full-batch L-BFGS on the training split until ||grad of the mean train loss|| <= {grad_tol} "
+                    f"or {max_steps} iterations", "converged": grad <= grad_tol, "steps": steps,
+            "grad_norm": grad, "train_loss": loss, "grad_norm_before": start_grad, "train_loss_before": first,
+            "examples": len(y)}
 
 
 def save_direct_minimum(out_dir, net: nn.Module, meta: dict) -> Path:

@@ -676,3 +676,26 @@ def learning_curves_figure(csv_path, title: str, path=None):
     if path is not None:
         save_figure(fig, path)
     return fig
+
+
+def density_figure(grid, densities: dict[str, "torch.Tensor"], counts: dict[str, dict], title: str, path: Path) -> Path:
+    """The Hessian's spectral density (stochastic Lanczos quadrature, Gaussian-smoothed) of each group of
+    points (init, landing, direct minimum) on one log-scaled axis, the eigenvalue 0 marked; the legend
+    gives each group's verdict counts."""
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    floor = 1e-8  # the density's tails underflow: clip them to show the log axis's useful range
+    for group, dens in densities.items():
+        c = counts.get(group, {})
+        n = next(iter(c.values()), {}).get("n", 0)
+        label = f"{group.replace('_', ' ')} ({n} point{'s' if n != 1 else ''}: " + ", ".join(
+            f"{v['k']} {name.replace('_', ' ')}" for name, v in c.items()) + ")"
+        ax.semilogy(np.asarray(grid), np.clip(np.asarray(dens), floor, None), label=label)
+    ax.axvline(0, color="k", lw=0.6, ls=":")
+    ax.set_xlabel("Hessian eigenvalue")
+    ax.set_ylabel("density (smoothed)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path

@@ -35,7 +35,7 @@ from .stats import interval_of, separated
 
 # json files that are not results, and keys inside results that are inputs or bulk, not metrics
 NOT_RESULTS = {"distilled.json"}  # its metrics are metrics.json's
-SKIP_KEYS = {"config", "settings", "per_image", "confusion_matrices", "normalization", "classes", "arch", "inner",
+SKIP_KEYS = {"config", "settings", "groups", "per_image", "confusion_matrices", "normalization", "classes", "arch", "inner",
              "figures", "param_names", "format_version", "image_shape", "num_classes"}
 # folders of a run dir that hold no report material
 SKIP_DIRS = {"snapshots", "checkpoints", "csv", "wandb", "tensorboard", ".hydra", "lightning_logs"}
@@ -368,6 +368,9 @@ def versions() -> dict[str, str]:
 
 # -- figures: what each shows and how to read it ---------------------------------------------------------
 CAPTIONS = {
+    "density": "The Hessian's spectral density on the true task (stochastic Lanczos quadrature, Gaussian-smoothed, "
+               "log scale), averaged over the points of each group: init, landing, direct minimum. Read: mass left "
+               "of 0 is negative curvature; the right edge is the sharpest direction.",
     "distilled": "The distilled batch: each learned image in pixel space beside its soft label (a bar per "
                  "class; red: the largest, which also titles the image). The title gives the learned inner "
                  "learning rate. Read: does each image show its class, and how soft are the labels?",
@@ -663,8 +666,9 @@ def landing_pivot(stats: dict) -> tuple[list[str], list[list[str]]]:
     for stat in seen:
         row = [stat] + [stat_text(kinds[k].get(stat)) for k in names]
         if direct:
-            key = stat.removeprefix("landing_")
-            row.append(f"{direct[key]:.4g}" if stat.startswith("landing_") and _is_number(direct.get(key)) else "")
+            # landing_train_loss -> train_loss, top_eig_landing -> top_eig: the direct minimum's own value
+            key = stat.removeprefix("landing_").removesuffix("_landing")
+            row.append(f"{direct[key]:.4g}" if "landing" in stat and key != stat and _is_number(direct.get(key)) else "")
         rows.append(row + [LANDING_STATS.get(stat, "")])
     return header, rows
 
@@ -686,13 +690,85 @@ def landing_summary(stats: dict) -> list[str]:
         verdict = "linearly connected" if b <= 0.05 * ref else "not linearly connected"
         out.append(f"The landing's barrier to the direct minimum is {b:.3g}: {verdict} "
                    f"(threshold: 5% of the landing's train loss).")
+    ratio = landing_kinds(stats).get("distilled", {}).get("grad_norm_ratio", {})
     if (g := mean("distilled", "grad_norm_ratio")) is not None:
-        out.append(f"The gradient at the landing is {g:.3g}× the gradient at the init: "
-                   + ("the step lands where the true task is flatter." if g < 1 else "the step does not reach a flatter place."))
+        low, high = mean_interval(ratio)
+        # a gradient norm says how far a point is from stationary, not how flat the surface is there
+        if math.isfinite(low) and (high < 1 or low > 1):
+            verdict = ("the landing is closer to stationary than the init" if high < 1 else
+                       "the landing is further from stationary than the init")
+        else:
+            verdict = "no clear difference from the init in how far from stationary it is"
+        interval = f" (95% interval [{low:.3g}, {high:.3g}] over {ratio.get('n')} landings)" if math.isfinite(low) else ""
+        out.append(f"The gradient norm at the landing is {g:.3g}× the gradient norm at the init{interval}: {verdict}. "
+                   "(A gradient norm measures distance from stationarity, not flatness; curvature is in \"Is the "
+                   "landing a minimum?\".)")
     if (r := mean("distilled", "polish_distance_ratio")) is not None and (drop := mean("distilled", "polish_loss_drop")) is not None:
         out.append(f"Polishing on real data moves {r:.3g}× the step's length further and removes {drop:.3g} train loss: "
-                   + ("the landing is near a minimum." if r < 1 and drop < 0.1 * max(loss or 1, 1e-12) else
-                      "the landing is not yet a minimum."))
+                   + ("the landing is close to where training on real data settles." if r < 1 and drop < 0.1 * max(loss or 1, 1e-12) else
+                      "training on real data still moves it and lowers its loss."))
+    return out
+
+
+def mean_interval(d: dict, level: float = 0.95) -> tuple[float, float]:
+    """The t interval of a mean from its {"mean", "std", "n"} summary; (nan, nan) for n < 2."""
+    from scipy.stats import t as student_t
+
+    n = d.get("n")
+    if not (_is_number(d.get("mean")) and _is_number(d.get("std")) and _is_number(n)) or n < 2:
+        return math.nan, math.nan
+    half = student_t.ppf(0.5 + level / 2, n - 1) * d["std"] / math.sqrt(n)
+    return d["mean"] - half, d["mean"] + half
+
+
+VERDICT_NAMES = {"minimum": "minima", "saddle": "saddles", "not_stationary": "not stationary"}
+CERTIFIED = {"lambda_max": "λ_max", "lambda_min": "λ_min", "abs_ratio": "|λ_min| / λ_max", "grad_norm": "‖∇L‖",
+             "trace_slq": "trace (SLQ)"}
+
+
+def certificate_pivot(cert: dict) -> tuple[list[str], list[list[str]]]:
+    """Group (init, landing, direct minimum) x verdict counts (k/n with Wilson 95% interval) and the mean ±
+    std of the certified statistics."""
+    header = ["points", *VERDICT_NAMES.values(), *CERTIFIED.values()]
+    rows = []
+    for group, d in (cert.get("groups") or {}).items():
+        c, st = d.get("counts", {}), d.get("stats", {})
+        rows.append([group.replace("_", " ")]
+                    + [f"{c[v]['k']}/{c[v]['n']} [{c[v]['low']:.2f}, {c[v]['high']:.2f}]" if v in c else "" for v in VERDICT_NAMES]
+                    + [stat_text(st.get(k), with_n=False) for k in CERTIFIED])
+    return header, rows
+
+
+def certificate_summary(cert: dict) -> list[str]:
+    """Sentences of a certificate.json, each with the statistic it rests on."""
+    out, groups, s = [], cert.get("groups") or {}, cert.get("settings") or {}
+    rule = (f"(a point is a minimum when ‖∇L‖ ≤ {s.get('grad_tol')} and none of its {s.get('certificate_eigs')} lowest "
+            f"Ritz values θ has θ < −(residual + {s.get('negative_tol')} λ_max); Lanczos over {s.get('examples')} "
+            f"training examples)")
+    for group, what in (("landing", "landings"), ("init", "inits")):
+        if (c := groups.get(group, {}).get("counts")):
+            n = next(iter(c.values()))["n"]
+            parts = [f"{c[v]['k']} {name} (95% interval of the fraction [{c[v]['low']:.2f}, {c[v]['high']:.2f}])"
+                     for v, name in VERDICT_NAMES.items() if v in c]
+            neg = groups[group].get("negative_curvature")
+            more = (f" {neg['k']} of {n} have certified negative curvature, whatever their gradient (95% interval "
+                    f"[{neg['low']:.2f}, {neg['high']:.2f}])." if neg else "")
+            out.append(f"Of {n} {what}, " + ", ".join(parts) + (f" {rule}." if group == "landing" else ".") + more)
+    if (dm := groups.get("direct_minimum", {}).get("points")):
+        p = dm[0]
+        why = {"minimum": "it is certified as a minimum",
+               "saddle": f"it is NOT a minimum but a saddle ({p['negative_count']} significantly negative eigenvalues)",
+               "not_stationary": f"it is NOT a minimum: not stationary (‖∇L‖ = {p['grad_norm']:.3g} > {s.get('grad_tol')})"}
+        out.append(f"The direct minimum: λ_max {p['lambda_max']:.4g}, λ_min {p['lambda_min']:.4g}, "
+                   f"‖∇L‖ {p['grad_norm']:.3g}: {why.get(p['verdict'], p['verdict'])}.")
+    for key, what in (("lambda_max", "The top Hessian eigenvalue λ_max"), ("abs_ratio", "|λ_min| / λ_max")):
+        d = (cert.get("landing_minus_init") or {}).get(key)
+        if not d or not _is_number(d.get("low")) or not math.isfinite(d["low"]):
+            continue
+        differs = d["low"] > 0 or d["high"] < 0
+        out.append(f"{what} at the landing minus at its init: {d['mean']:.3g} (95% interval [{d['low']:.3g}, "
+                   f"{d['high']:.3g}], {d['n']} pairs): " + (("higher" if d["low"] > 0 else "lower") + " at the landing."
+                                                          if differs else "no clear difference."))
     return out
 
 
@@ -1121,6 +1197,23 @@ def sections(runs: list[Run], made: Made, max_figures: int) -> list[dict]:
                                                  "(n: finite values); rates as k/n. Settings: appendix.",
                                       "header": header, "rows": rows})
                 sec["summary"] += landing_summary(stats)
+    if sec["tables"]:
+        out.append(sec)
+
+    # 3b the curvature certificate
+    sec = _section("certificate", "Is the landing a minimum?",
+                   "Lanczos on the true task's Hessian at the inits, their landings and the direct minimum: the "
+                   "extreme eigenvalues with their residuals, a verdict per point (minimum, saddle, not stationary) "
+                   "and the spectral density (stochastic Lanczos quadrature).")
+    for run in runs:
+        if (cert := run.results.get("certificate.json")) and cert.get("groups"):
+            header, rows = certificate_pivot(cert)
+            sec["tables"].append({"caption": f"Curvature certificate of {run.identity}: verdicts as k/n [Wilson 95% "
+                                             "interval]; the statistics as mean ± std over the points.",
+                                  "header": header, "rows": rows})
+            sec["summary"] += certificate_summary(cert)
+            sec["figures"] += take([_figure(run, p, f"{CAPTIONS['density']} ({run.identity})")
+                                    for p in _by_stem(run, "density")])
     if sec["tables"]:
         out.append(sec)
 

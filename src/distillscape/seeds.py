@@ -41,6 +41,8 @@ ANALYSIS_STREAMS = {
     "fair_tune": 21,           # ... the rate of those images with hard labels
     "fair_direct": 22,         # ... the directly trained networks (seed + 0, 1, ...)
     "recognition": 40,         # ... the networks of other architectures (seed + 0, 1, ...; 40: room for fair_direct's)
+    "certificate": 90,         # the curvature certificate: Lanczos starts, SLQ starts, Hutchinson probes (90: past
+    "certificate_subsample": 91,  # ... fair_direct's and recognition's per-network streams); its train subsample
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}

@@ -23,10 +23,11 @@ from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
 from ..baseline import tune_random_real_lr
 from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
+from ..curvature import VERDICTS, certificate_summary, certify, density_curves
 from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
 from ..params import detached, head, stack_len
 from ..rl import Collector, episode_returns, episode_seeds, log_probs, one_thread, ppo_batch, ppo_surrogate, train_ppo
-from ..plots import trajectory_figure
+from ..plots import density_figure, trajectory_figure
 from ..resume import check_owner, finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
@@ -148,6 +149,68 @@ def summary_table(summary: dict) -> Table:
     return t
 
 
+CERTIFICATE_KEYS = ("certificate_inits", "certificate_examples", "certificate_eigs", "lanczos_steps", "slq_starts",
+                    "slq_steps", "hutchinson_probes", "grad_tol", "negative_tol", "density_sigma", "seed")
+
+
+def certificate(s: LandingJob, run: Run, loop, dm, inits, direct, out: Path, stamp: str, device) -> dict:
+    """The curvature certificate (distillscape.curvature) of the first `certificate_inits` inits, their
+    distilled landings and the direct minimum, on the true task over the training split (or its fixed
+    subsample): certificate.json and density.png. Reused when certificate.json holds these settings' work."""
+    a = s.analysis
+    path = out / "certificate.json"
+    if (done := finished(path, stamp, on_mismatch="redo")) is not None:
+        console.print(f"certificate: reusing {path}")
+        return done
+    x, y = dm.train_x, dm.train_y
+    if a.certificate_examples is not None and a.certificate_examples < len(y):
+        keep = torch.randperm(len(y), generator=generator(a.seed, "analysis", "certificate_subsample"))[:a.certificate_examples]
+        x, y = x[keep], y[keep]
+    task = TrueTask(loop, x.to(device), y.to(device), a.data_chunk, a.init_chunk)
+    n = min(a.certificate_inits, a.inits)
+    first = head(inits, n)
+    landed = run.land(first, loop, a.init_chunk)
+    # one stack: every Hessian-vector product of the Lanczos runs covers init, landing and minimum at once
+    points = {k: torch.cat([first[k], landed[k], direct[k].unsqueeze(0)]) for k in loop.names}
+    console.print(f"certificate: Lanczos on the true task's Hessian ({len(y)} training examples) at {n} inits, "
+                  f"their landings and the direct minimum ...")
+    t0 = time.perf_counter()
+    cert = certify(task, points, k=a.certificate_eigs, lanczos_steps=a.lanczos_steps, slq_starts=a.slq_starts,
+                   slq_steps=a.slq_steps, probes=a.hutchinson_probes, grad_tol=a.grad_tol, negative_tol=a.negative_tol,
+                   generator=generator(a.seed, "analysis", "certificate"))
+    parts = {"init": slice(0, n), "landing": slice(n, 2 * n), "direct_minimum": slice(2 * n, 2 * n + 1)}
+    certs = {g: {k: v[part] for k, v in cert.items()} for g, part in parts.items()}
+    settings = {k: getattr(a, k) for k in CERTIFICATE_KEYS}
+    settings["examples"] = len(y)
+    summary = certificate_summary(certs, loop.names, settings)
+    dm_point = summary["groups"]["direct_minimum"]["points"][0]
+    summary["direct_minimum_verdict"] = dm_point["verdict"]
+    summary["seconds"] = time.perf_counter() - t0
+    grid, densities = density_curves(summary, a.density_sigma)
+    density_figure(grid, densities, {g: d["counts"] for g, d in summary["groups"].items()},
+                   f"Hessian spectral density on the true task ({run.dataset_name} / {run.arch_name}; SLQ, "
+                   f"{a.slq_starts} starts x {a.slq_steps} steps)", out / "density.png")
+    write_json(path, {"fingerprint": stamp, **summary})
+    console.print(certificate_table(summary))
+    if dm_point["verdict"] != "minimum":
+        console.print(f"[yellow]the direct minimum is not certified as a minimum: {dm_point['verdict'].replace('_', ' ')} "
+                      f"(||grad|| {dm_point['grad_norm']:.3g}, grad_tol {a.grad_tol:g}; {dm_point['negative_count']} "
+                      f"significantly negative eigenvalues)[/yellow]")
+    console.print(f"certificate: {path} (+ density.png), {summary['seconds']:.0f} s")
+    return summary
+
+
+def certificate_table(summary: dict) -> Table:
+    t = Table(title="is the point a minimum? (k of n, Wilson 95% interval; means over the points)")
+    for col in ("points", *(v.replace("_", " ") for v in VERDICTS), "lambda_max", "lambda_min", "|lmin|/lmax", "||grad||"):
+        t.add_column(col, justify="right")
+    for group, d in summary["groups"].items():
+        c, st = d["counts"], d["stats"]
+        t.add_row(group, *(f"{c[v]['k']}/{c[v]['n']} [{c[v]['low']:.2f}, {c[v]['high']:.2f}]" for v in VERDICTS),
+                  *(f"{st[k]['mean']:.4g}" for k in ("lambda_max", "lambda_min", "abs_ratio", "grad_norm")))
+    return t
+
+
 def check(cfg: DictConfig):
     """The checks before work (also run for each job of a multirun at submission): the settings, the run and its
     data; (settings, run, data), the last two None for a run distilled here first (distill_first=true)."""
@@ -167,6 +230,9 @@ def check(cfg: DictConfig):
     # a wrong distilled= or dataset refused before the directory is touched, its data too (missing files,
     # a split too small for the random_real kind), and early parts this run or data cannot do
     run = open_run(s.distilled, s)
+    if run.is_rl and s.analysis.certificate:
+        raise ConfigError("analysis.certificate=true certifies landings on a dataset's true task; this run is an RL "
+                          "run: leave analysis.certificate=false")
     if run.is_rl:
         check_early(s, run)
         return s, run, None
@@ -255,6 +321,9 @@ def landing(cfg: DictConfig) -> dict:
             **{c: {kind: r[f"curve/{c}"].mean(dim=0).tolist() for kind, r in results.items() if f"curve/{c}" in r}
                for c in CURVES}}
         trajectory_figure(summary, out / "trajectory.png")
+    if a.certificate:
+        cert = certificate(s, run, loop, dm, inits, direct, out, stamp, device)
+        summary["certificate"] = {g: d["counts"] for g, d in cert["groups"].items()}
     if a.early:
         held_out = head(inits, min(a.early_inits, a.inits))
         early = early_parts(Early(s, run, loop, sampler, dm, analysis, held_out, device), out, stamp)

@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..config import settings
-from ..direct import DirectModule, save_direct_minimum
+from ..direct import DirectModule, converge, save_direct_minimum
 from ..models import init_parameters_
 from hydra.utils import instantiate
 
@@ -34,12 +34,22 @@ def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprin
     trainer = build_trainer(cfg, logger=logger, max_epochs=s.direct.epochs, max_steps=-1, log_every_n_steps=every,
                             val_check_interval=1.0, check_val_every_n_epoch=1, enable_checkpointing=False)
     trainer.fit(module, dm)
+    convergence = None
+    if s.direct.converge:
+        console.print(f"direct training: converging (full-batch L-BFGS until ||grad|| <= {s.direct.converge_grad_tol}, "
+                      f"at most {s.direct.converge_max_steps} iterations) ...")
+        convergence = converge(net, dm.train_x, dm.train_y, s.direct.converge_grad_tol, s.direct.converge_max_steps,
+                               chunk=cfg.dataset.eval_batch_size)
+        console.print(("converged" if convergence["converged"] else "[yellow]NOT converged[/yellow]")
+                      + f" after {convergence['steps']} iterations: ||grad|| {convergence['grad_norm']:.3g} "
+                        f"(from {convergence['grad_norm_before']:.3g}), train loss {convergence['train_loss']:.4g}")
     result = trainer.test(module, dm, verbose=False)[0]
     metrics = {"direct/acc": result[f"{metric_prefix}test/acc"], "direct/loss": result[f"{metric_prefix}test/loss"]}
     save_direct_minimum(out, net, {"dataset": cfg.dataset.name, "arch": resolved(cfg.arch),
                                    "num_classes": dm.num_classes, "image_shape": list(dm.image_shape),
                                    "normalization": dm.normalization(), "metrics": metrics,
                                    "epochs": s.direct.epochs, "config": resolved(cfg),
+                                   **({"convergence": convergence} if convergence else {}),
                                    **({"fingerprint": fingerprint} if fingerprint else {})})
     return metrics
 
