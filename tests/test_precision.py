@@ -12,20 +12,12 @@ import torch.nn.functional as F
 from conftest import compose_cfg
 from distillscape.artifacts import read_json
 from distillscape.config import ConfigError
-from distillscape.data import TensorDataModule
 from distillscape.geometry import flatten, grid_coordinates, points, unflatten
 from distillscape.landscape import (certificate_sample, compute_shard, grid_axes, merge_shards, precision_certificate,
                                     rank_correlation, read_npz)
 from distillscape.models import MLP, SimpleConvNet
 from distillscape.resume import fingerprint
-from test_landscape import TINY, predict_trainer, sweep_module
-
-
-@pytest.fixture(scope="module")
-def digits():
-    dm = TensorDataModule("digits", val_size=200)
-    dm.setup()
-    return dm
+from test_landscape import TINY, digits, predict_trainer, sweep_module  # noqa: F401 (digits: the fixture)
 
 
 def bf16_copy_loss(net, vec, like, x, y) -> tuple[float, float]:
