@@ -125,6 +125,10 @@ def read_job(job: Path) -> AtlasJob:
     if controls:
         d = controls["difference"]["checkpoint_minus_controls"]
         out.early = {k: d[k] for k in ("mean", "lo", "hi", "n")}
+        chosen = next((f["test_acc"] for f in controls.get("fractions", []) if f.get("fraction") == controls.get("chosen")), None)
+        if chosen and controls.get("landing_test_acc"):
+            # the controls stand for "equal accuracy": where their accuracy interval misses the landings', say so
+            out.early["matched"] = separated(controls["landing_test_acc"], chosen) == 0
     elif stats is not None:
         out.missing.append("early training: no controls (analysis.early=[controls] in the landing's overrides runs them)")
     return out
@@ -189,7 +193,7 @@ def early_text(d: dict | None) -> str:
     if not d:
         return "–"
     word = {1: "early", -1: "not early", 0: "inconclusive"}[separated(d, 0.0)]
-    return f"{ci(d, pct=True)}: {word}"
+    return f"{ci(d, pct=True)}: {word}" + (" (controls' accuracy not matched)" if d.get("matched") is False else "")
 
 
 def table_rows(jobs: list[AtlasJob]) -> list[list[str]]:
@@ -242,7 +246,10 @@ def sentences(jobs: list[AtlasJob]) -> list[str]:
                     -1: "less than accuracy-matched controls: not early training",
                     0: "not separated from the controls: inconclusive"}[separated(j.early, 0.0)]
             out.append(f"job {j.number} ({j.name}): agreement with its accuracy-matched direct-training checkpoint minus "
-                       f"with the controls {ci(j.early, pct=True)} over {j.early['n']} inits, {word}.")
+                       f"with the controls {ci(j.early, pct=True)} over {j.early['n']} inits, {word}."
+                       + (" Caution: the controls' test accuracy interval does not overlap the landings', so they do not "
+                          "stand for equal accuracy (analysis.control_fractions can bring it closer)."
+                          if j.early.get("matched") is False else ""))
     return out
 
 
