@@ -136,7 +136,7 @@ TINY_ATLAS = [
         "analysis.early=[controls]", "analysis.early_inits=3", "analysis.control_fractions=[0.02]",
         "analysis.control_models=2", "analysis.control_steps=5"]),
     as_list("study.overrides.instances", ["instances.models=3", "instances.neighbours=2", "instances.test_limit=100"]),
-    "study.tasks.report=none"]
+    "+study.tasks.report=none"]  # the per-job report pages: not what this test reads
 
 
 @pytest.mark.slow
@@ -145,8 +145,9 @@ def test_a_tiny_real_atlas_gives_one_row_per_job_and_lists_a_missing_one(tmp_pat
     is removed (a job that never ran) and the report lists it instead of a row."""
     sweep = tmp_path / "atlas"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    subprocess.run([sys.executable, "-m", "distillscape.tasks.study", *TINY_ATLAS, f"hydra.sweep.dir={sweep}",
-                    f"paths.data_dir={tmp_path / 'data'}"], cwd=REPO, env=env, check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "distillscape.tasks.study", "--multirun", *TINY_ATLAS, f"hydra.sweep.dir={sweep}",
+                           f"paths.data_dir={tmp_path / 'data'}"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     jobs, missing = read_atlas(sweep)
     assert sorted((j.method, j.protocol) for j in jobs) == [("dm", "one_step"), ("dm", "yang"), ("meta", "one_step"),
                                                             ("meta", "yang")]
