@@ -39,8 +39,11 @@ METHODS = ("meta", "dm", "mtt", "gm", "import")  # how a batch is distilled (dis
 EVAL_PROTOCOLS = ("one_step", "k_steps", "yang", "minibatch")  # how a batch trains a model (distill.eval.protocol)
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
-SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
-RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
+SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss",
+               "ppo_loss_reference")
+# costs of an RL run (env=...); "distilled" serves both kinds. ppo_loss: on experience of each centre's own policy;
+# ppo_loss_reference: on experience of the run's direct PPO minimum, shared by every centre (rl_objective)
+RL_COSTS = ("episode_return", "ppo_loss", "ppo_loss_reference")
 DATASET_COSTS = ("train", "test", "train_subsets")
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
 EARLY_PARTS = ("influence", "fair_baselines", "mixing", "controls", "recognition")  # the early-training analyses (issue 25, distillscape.early)
@@ -659,7 +662,7 @@ class LandscapeConfig:
     random_batch_seed: int = 0         # cost random_batch: the noise batch of the sanity check
     episodes: int = 10                 # cost episode_return: episodes per point (the same seeds at every point)
     episode_seed: int = 0              # ... their seeds' base
-    experience_steps: int = 2048       # cost ppo_loss: samples of the static experience set (the centre policy's)
+    experience_steps: int = 2048       # costs ppo_loss(_reference): samples of the static experience set (the centre's / the reference policy's)
     experience_envs: int = 10          # ... environments it is gathered in
     experience_seed: int = 0
 
