@@ -160,5 +160,9 @@ def test_rl_landing_writes_the_certificate_on_the_ppo_loss(cartpole_run, tmp_pat
             assert {"lambda_max", "lambda_min", "abs_ratio", "trace_slq", "layer_trace"} <= set(p)
     # the same loss as landing_stats' PPO loss: the direct minimum's gradient there is the policy gradient, not 0
     assert cert["groups"]["direct_minimum"]["points"][0]["grad_norm"] > 0
+    from distillscape.report import read_runs, render
+    html = render(read_runs([tmp_path]), "t")
+    assert "Is the landing a minimum?" in html and "Hessian of the PPO loss on fixed reference experience" in html
+    assert "Return estimate certified: none" in html
     with pytest.raises(ConfigError, match="certificate_examples"):
         landing(compose_cfg("landing", [*base, *certificate, "analysis.certificate_examples=100"], tmp_path / "b"))
