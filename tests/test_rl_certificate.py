@@ -60,6 +60,8 @@ def test_reference_experience_surface_against_the_hand_loss_and_the_own_experien
         surface = read_npz(path)
         said = json.loads(str(surface["experience"]))
         assert said["ppo/loss"].startswith("own:") and said["ppo_reference/loss"].startswith("reference:")
+        own = rl_experience_cost(s, run, pts, centre)  # this centre's own experience, the record its size
+        assert said["ppo/loss"] == own.experience and f" {len(own.actions)} samples" in said["ppo/loss"]
         t = read_tensors(path.parent / "directions.safetensors")
         for i, a0 in enumerate(surface["axis0"]):
             for j, a1 in enumerate(surface["axis1"]):
@@ -70,7 +72,6 @@ def test_reference_experience_surface_against_the_hand_loss_and_the_own_experien
         hand_at[centre] = surface["ppo_reference/loss"][1, 1]
         own_at_centre = surface["ppo/loss"][1, 1]
         # own experience: every ratio is 1 at the centre, the loss is minus the mean normalised advantage
-        own = rl_experience_cost(s, run, pts, centre)
         assert own_at_centre == pytest.approx(-own.adv.mean().item(), abs=1e-6)
         if centre == "minimum":  # the reference policy is this centre: the two surfaces are one
             assert (surface["ppo/loss"] == surface["ppo_reference/loss"]).all()

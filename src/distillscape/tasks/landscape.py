@@ -318,7 +318,7 @@ class Sweep:
             remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
             path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
                                 self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)}
-                                | experience_record(self.costs))
+                                | experience_record(module.costs))
             surface = read_npz(path)
             certificate = self._certify(module, surface, axes, sweep_dir, fp)
             self._report(surface, sweep_dir, self.name or label, module.metric_names, certificate)
