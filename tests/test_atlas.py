@@ -1,4 +1,4 @@
-"""The atlas's cross-method table (distillscape.atlas, issue 24 §3): read over hand-made job directories whose
+"""The atlas's cross-method table (distillscape.report.atlas, issue 24 §3): read over hand-made job directories whose
 numbers are known (an oracle for the interval maths: t-intervals from mean, std and n against Student's t
 quantile from a table, Wilson intervals against published values), and over a real tiny atlas run as a Hydra
 multirun of studies (slow)."""
@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conftest import compose_cfg
-from distillscape.atlas import read_atlas, sentences, table_rows
+from distillscape.report.atlas import read_atlas, sentences, table_rows
 from test_study import as_list
 
 REPO = Path(__file__).resolve().parents[1]

@@ -175,13 +175,16 @@ class EpisodeReturnCost(Cost):
 
 class PPOLossCost(Cost):
     """PPO's clipped-surrogate actor loss of every point's policy on one static experience set (gathered
-    with the centre's policy, advantages from the centre's critic held fixed: the reference study's
-    choice), metric name/loss. The points share the inputs: `models.forward` on data batches."""
+    with the centre's policy, the reference study's choice, or with one fixed reference policy shared by
+    every centre: `rl_objective`; advantages from the run's critic held fixed), metric name/loss.
+    `experience`: whose experience it is, in words, for the outputs. The points share the inputs:
+    `models.forward` on data batches."""
 
     def __init__(self, name: str, obs: torch.Tensor, actions: torch.Tensor, logp_old: torch.Tensor,
-                 advantages: torch.Tensor, clip: float = 0.2):
+                 advantages: torch.Tensor, clip: float = 0.2, experience: str = ""):
         super().__init__(name)
         self.obs, self.actions, self.logp_old, self.adv, self.clip = obs, actions, logp_old, advantages, clip
+        self.experience = experience
 
     @property
     def metrics(self) -> list[str]:

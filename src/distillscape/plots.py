@@ -701,7 +701,7 @@ def density_figure(grid, densities: dict[str, "torch.Tensor"], counts: dict[str,
     return path
 
 
-# -- the atlas (distillscape.atlas): one statistic per job, with its 95% interval -------------------------
+# -- the atlas (distillscape.report.atlas): one statistic per job, with its 95% interval -------------------------
 def interval_figure(xs: list[str], series: dict[str, list[dict | None]], ylabel: str, title: str, path: Path,
                     percent: bool = False) -> Path:
     """Means with their 95% intervals ({"mean", "lo", "hi"}; None: no value) at each x, one colour per series

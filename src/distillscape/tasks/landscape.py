@@ -28,11 +28,10 @@ from torch import nn
 
 from ..artifacts import (load_distilled, read_checkpoint, read_tensors, remove_temporaries, write_json,
                          write_tensors)
-from ..config import (DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeConfig, LandscapeJob, RLConfig, SweepConfig,
-                      as_settings, settings)
+from ..config import DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeConfig, LandscapeJob, SweepConfig, settings
 from ..costs import Cost, CrossEntropyCost, EpisodeReturnCost, InnerLossCost, PPOLossCost
-from ..inner import InnerLoop
-from ..rl import Collector, episode_seeds, one_thread, ppo_batch
+from ..rl import episode_seeds, one_thread
+from ..rl_objective import REFERENCE_POLICY, gather_experience, ppo_cost
 from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane, swept_state)
@@ -171,25 +170,22 @@ def check_costs_fit_run(s: LandscapeJob, run: Run) -> None:
                               f"dataset costs (train, test, distilled)")
 
 
-def rl_experience_cost(s: LandscapeJob, run: Run, pts: "RunPoints", centre: str) -> PPOLossCost:
-    """The static experience set of cost ppo_loss: the centre's policy acting (sampled actions) in
-    landscape.experience_envs environments, advantages by GAE from the run's PPO critic, held fixed."""
-    ls, env = s.landscape, run.env()
-    rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
-    loop = InnerLoop(run.net())
-    params = {k: v.unsqueeze(0) for k, v in unflatten(pts[centre], pts.swept).items()}
-    collector = Collector(env, 1, ls.experience_envs, ls.experience_seed)
-    exp = collector.collect(loop, params, -(-ls.experience_steps // ls.experience_envs))
-    collector.close()
-    batch = ppo_batch(exp, run.critic("direct"), rl.gamma, rl.gae_lambda)
-    keep = batch.mask[0]
-    obs, act, logp, adv = (t[0][keep][:ls.experience_steps] for t in (batch.obs, batch.actions, batch.logp, batch.adv))
-    return PPOLossCost("ppo", obs, act, logp, adv, rl.clip)
+def rl_experience_cost(s: LandscapeJob, run: Run, pts: "RunPoints", centre: str, source: str = "own") -> PPOLossCost:
+    """The static experience set of cost ppo_loss (source "own": the centre's policy acting) or
+    ppo_loss_reference (source "reference": the run's direct PPO minimum acting, the same set for every
+    centre): sampled actions in landscape.experience_envs environments, advantages by GAE from the run's
+    PPO critic, held fixed (rl_objective)."""
+    ls = s.landscape
+    policy = centre if source == "own" else REFERENCE_POLICY
+    exp = gather_experience(run, unflatten(pts[policy], pts.swept), ls.experience_steps, ls.experience_envs,
+                            ls.experience_seed, source, policy)
+    return ppo_cost(exp)
 
 
 def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, centre: str | None = None) -> list[Cost]:
     """The costs sweep.costs names, in its order, on the run's data (checked by `Run.datamodule`); an RL
-    run's costs on its environment (ppo_loss: on experience of the policy at `centre`)."""
+    run's costs on its environment (ppo_loss: on experience of the policy at `centre`; ppo_loss_reference: of
+    the run's direct PPO minimum, whatever the centre)."""
     ls, d, kind = s.landscape, run.distilled, run.inner_loss
     check_costs_fit_run(s, run)
     costs: list[Cost] = []
@@ -198,6 +194,8 @@ def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, c
             costs.append(EpisodeReturnCost("episode", run.env(), episode_seeds(ls.episode_seed, ls.episodes)))
         elif cost == "ppo_loss":
             costs.append(rl_experience_cost(s, run, pts, centre))
+        elif cost == "ppo_loss_reference":
+            costs.append(rl_experience_cost(s, run, pts, centre, "reference"))
         elif cost == "train":
             x, y = dm.train_x, dm.train_y
             if ls.train_subsample is not None and ls.train_subsample < len(y):
@@ -234,6 +232,13 @@ def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, c
         else:
             raise ConfigError(f"sweep.costs entry {cost!r}; choose from: {', '.join(SWEEP_COSTS)}")
     return costs
+
+
+def experience_record(costs: list[Cost]) -> dict[str, np.ndarray]:
+    """surface.npz's record of whose experience each PPO-loss metric is on: {"experience": JSON {metric: words}}
+    (nothing for a sweep without one)."""
+    said = {f"{c.name}/loss": c.experience for c in costs if isinstance(c, PPOLossCost)}
+    return {"experience": np.array(json.dumps(said))} if said else {}
 
 
 @dataclass
@@ -275,7 +280,9 @@ class Sweep:
         if any(c in RL_COSTS for c in job.sweep.costs):  # what an RL cost's values depend on besides the points
             data.update({k: getattr(ls, k) for k in ("episodes", "episode_seed", "experience_steps", "experience_envs",
                                                      "experience_seed")})
-        fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
+        # ppo_loss_reference's values depend on the reference policy, whatever the centre
+        reference = [self.points[REFERENCE_POLICY]] if "ppo_loss_reference" in job.sweep.costs else []
+        fp = fingerprint(centre, self.directions, *axes, *reference, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
         sweep_dir = self.out / (self.name or label)
         # the shards still to come are computed as the finished ones were (the paths round differently)
@@ -310,7 +317,8 @@ class Sweep:
         with holding(sweep_dir / ".sweep.lock"):  # two jobs finishing together both merge: one after the other
             remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
             path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
-                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)})
+                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)}
+                                | experience_record(module.costs))
             surface = read_npz(path)
             certificate = self._certify(module, surface, axes, sweep_dir, fp)
             self._report(surface, sweep_dir, self.name or label, module.metric_names, certificate)
@@ -370,6 +378,8 @@ class Sweep:
             sm = surface_summary(surface, metric)
             where = ", ".join(f"{sm[f'best_axis{i}']:+.3f}" for i in range(surface[metric].ndim))
             console.print(f"  {metric:32s} centre {sm['centre']:.4g}  best {sm['best']:.4g} at ({where})")
+        for metric, said in json.loads(str(surface.get("experience", "{}"))).items():
+            console.print(f"  {metric:32s} experience {said}")
         if certificate is not None:
             worst = max(certificate["metrics"].items(), key=lambda kv: kv[1]["max_difference"])
             line = (f"  {certificate['precision']} against fp32 at {len(certificate['points'])} points: largest "
@@ -430,7 +440,7 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
     directions, direction_names = build_directions(s.sweep, pts, centres[0])
     per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
-    costs = None if per_centre else build_costs(s, run, dm)
+    costs = None if per_centre else build_costs(s, run, dm, pts)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir))
     planned: list[tuple[Sweep, Planned]] = []

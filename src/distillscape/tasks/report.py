@@ -15,10 +15,10 @@ import hydra
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from .. import atlas
 from ..artifacts import atomic_write, write_json
 from ..config import ConfigError, settings
 from ..plots import interval_figure, learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
+from ..report import atlas
 from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
 from ..resume import check_owner
@@ -68,7 +68,7 @@ def draw(runs, out: Path) -> Made:
 
 
 def atlas_report(sweep: Path, out: Path, file: str, title: str) -> Path:
-    """An atlas multirun (experiment=atlas: each job a study) -> its cross-method page (distillscape.atlas) with
+    """An atlas multirun (experiment=atlas: each job a study) -> its cross-method page (distillscape.report.atlas) with
     a figure per question, and atlas.json with the table's numbers; returns the page's path."""
     jobs, missing = atlas.read_atlas(sweep)
     figures = []

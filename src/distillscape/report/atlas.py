@@ -12,18 +12,19 @@ landing/early.json, config_resolved.yaml); `distillscape-report` on the multirun
 """
 from __future__ import annotations
 
-import base64
 import itertools
 import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 import yaml
 
-from .resume import read_refused
-from .stats import interval_of, separated, wilson_interval
+from ..resume import read_refused
+from ..stats import interval_of, separated, wilson_interval
+from .figures import _data_uri
+from .page import _environment
+from .text import ci_text
 
 GRID_KEYS = ("study.method", "study.dataset", "study.arch", "study.protocol")  # what names a job of the atlas
 VERDICTS = ("minimum", "saddle", "not_stationary")
@@ -167,12 +168,8 @@ def read_atlas(sweep: Path) -> tuple[list[AtlasJob], list[str]]:
 
 # -- text ---------------------------------------------------------------------------------------------
 def ci(d: dict | None, pct: bool = False) -> str:
-    """"0.873 [0.85, 0.90]" (percent with pct); "–" where there is no value."""
-    if not d or not isinstance(d.get("mean"), (int, float)) or not math.isfinite(d["mean"]):
-        return "–"
-    f = (lambda v: f"{100 * v:.1f}%") if pct else (lambda v: f"{v:.3g}")
-    lo, hi = d.get("lo"), d.get("hi")
-    return f"{f(d['mean'])} [{f(lo)}, {f(hi)}]" if isinstance(lo, (int, float)) and math.isfinite(lo) else f"{f(d['mean'])} [no interval]"
+    """"0.873 [0.85, 0.90]" (percent with pct); "–" where there is no value. The table's n has its own column."""
+    return ci_text({k: v for k, v in (d or {}).items() if k != "n"} or None, pct)
 
 
 def minima_rate(job: AtlasJob) -> dict | None:
@@ -271,10 +268,7 @@ def as_json(jobs: list[AtlasJob], missing: list[str]) -> dict:
 def render(sweep: Path, jobs: list[AtlasJob], missing: list[str], figures: list[tuple[Path, str]], title: str) -> str:
     """The atlas page (templates/atlas.html.j2): the table, what is missing, the sentences and the figures
     ((png path, caption), embedded), one self-contained file."""
-    env = jinja2.Environment(loader=jinja2.PackageLoader("distillscape", "templates"), autoescape=True,
-                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    figs = [{"src": "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode("ascii"), "caption": c}
-            for p, c in figures]
-    return env.get_template("atlas.html.j2").render(
+    figs = [{"src": _data_uri(p), "caption": c} for p, c in figures]
+    return _environment().get_template("atlas.html.j2").render(
         title=title, sweep=str(sweep), jobs=len(jobs), header=COLUMNS, rows=table_rows(jobs), missing=missing,
         sentences=sentences(jobs), figures=figs)
