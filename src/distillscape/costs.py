@@ -25,11 +25,11 @@ import torch
 from torch.func import vmap
 
 from .artifacts import load_distilled
-from .config import DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeJob, RLConfig, as_settings
+from .config import DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeJob
 from .errors import ArtifactError, ConfigError
-from .inner import InnerLoop, accuracy_and_loss, inner_loss
+from .inner import accuracy_and_loss, inner_loss
 from .params import Params, stack_len, unflatten
-from .rl import Collector, episode_seeds, ppo_batch, ppo_surrogate, rollout_returns
+from .rl import episode_seeds, ppo_surrogate, rollout_returns
 from .run import Run, RunPoints
 
 # one model's logits: forward_one(params, x [B, ...]) -> [B, C]
@@ -224,15 +224,18 @@ class EpisodeReturnCost(Cost, SweepCost):
 
 class PPOLossCost(Cost, SweepCost):
     """PPO's clipped-surrogate actor loss of every point's policy on one static experience set (gathered
-    with the centre's policy, advantages from the centre's critic held fixed: the reference study's
-    choice), metric name/loss. The points share the inputs: `models.forward` on data batches. As sweep.costs'
-    ppo_loss: on the experience of the policy at the sweep's centre (`rl_experience_cost`)."""
+    with the centre's policy, the reference study's choice, or with one fixed reference policy shared by
+    every centre: `rl_objective`; advantages from the run's critic held fixed), metric name/loss.
+    `experience`: whose experience it is, in words, for the outputs. The points share the inputs:
+    `models.forward` on data batches. As sweep.costs' ppo_loss: on the experience of the policy at the
+    sweep's centre (`rl_experience_cost`)."""
     key, kind = "ppo_loss", "rl"
 
     def __init__(self, name: str, obs: torch.Tensor, actions: torch.Tensor, logp_old: torch.Tensor,
-                 advantages: torch.Tensor, clip: float = 0.2):
+                 advantages: torch.Tensor, clip: float = 0.2, experience: str = ""):
         super().__init__(name)
         self.obs, self.actions, self.logp_old, self.adv, self.clip = obs, actions, logp_old, advantages, clip
+        self.experience = experience
 
     @property
     def metrics(self) -> list[str]:
@@ -257,6 +260,16 @@ class PPOLossCost(Cost, SweepCost):
     @classmethod
     def build(cls, src):
         return BuiltCosts([rl_experience_cost(src.job, src.run, src.points, src.centre)])
+
+
+class ReferencePPOLossCost(PPOLossCost):
+    """sweep.costs' ppo_loss_reference: the PPO loss on the experience of the run's direct PPO minimum, one set
+    shared by every centre (`rl_objective`)."""
+    key = "ppo_loss_reference"
+
+    @classmethod
+    def build(cls, src):
+        return BuiltCosts([rl_experience_cost(src.job, src.run, src.points, src.centre, "reference")])
 
 
 class TrainCost(CrossEntropyCost, SweepCost):
@@ -339,7 +352,7 @@ class RandomBatchCost(InnerLossCost, SweepCost):
 # against DATASET_COSTS / RL_COSTS)
 SWEEP_COST_CLASSES: dict[str, type[SweepCost]] = {c.key: c for c in (
     TrainCost, TestCost, DistilledCost, SnapshotCost, RandomBatchCost, TrainSubsetsCost, EpisodeReturnCost,
-    PPOLossCost)}
+    PPOLossCost, ReferencePPOLossCost)}
 
 
 def check_costs_fit_run(s: LandscapeJob, run: Run) -> None:
@@ -358,25 +371,25 @@ def check_costs_fit_run(s: LandscapeJob, run: Run) -> None:
                               f"dataset costs (train, test, distilled)")
 
 
-def rl_experience_cost(s: LandscapeJob, run: Run, pts: RunPoints, centre: str) -> PPOLossCost:
-    """The static experience set of cost ppo_loss: the centre's policy acting (sampled actions) in
-    landscape.experience_envs environments, advantages by GAE from the run's PPO critic, held fixed."""
-    ls, env = s.landscape, run.env()
-    rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
-    loop = InnerLoop(run.net())
-    params = {k: v.unsqueeze(0) for k, v in unflatten(pts[centre], pts.swept).items()}
-    collector = Collector(env, 1, ls.experience_envs, ls.experience_seed)
-    exp = collector.collect(loop, params, -(-ls.experience_steps // ls.experience_envs))
-    collector.close()
-    batch = ppo_batch(exp, run.critic("direct"), rl.gamma, rl.gae_lambda)
-    keep = batch.mask[0]
-    obs, act, logp, adv = (t[0][keep][:ls.experience_steps] for t in (batch.obs, batch.actions, batch.logp, batch.adv))
-    return PPOLossCost("ppo", obs, act, logp, adv, rl.clip)
+def rl_experience_cost(s: LandscapeJob, run: Run, pts: RunPoints, centre: str, source: str = "own") -> PPOLossCost:
+    """The static experience set of cost ppo_loss (source "own": the centre's policy acting) or
+    ppo_loss_reference (source "reference": the run's direct PPO minimum acting, the same set for every
+    centre): sampled actions in landscape.experience_envs environments, advantages by GAE from the run's
+    PPO critic, held fixed (rl_objective)."""
+    # rl_objective builds its sets as PPOLossCosts (it imports this module): imported here, when first needed
+    from .rl_objective import REFERENCE_POLICY, gather_experience, ppo_cost
+
+    ls = s.landscape
+    policy = centre if source == "own" else REFERENCE_POLICY
+    exp = gather_experience(run, unflatten(pts[policy], pts.swept), ls.experience_steps, ls.experience_envs,
+                            ls.experience_seed, source, policy)
+    return ppo_cost(exp)
 
 
 def build_costs(s: LandscapeJob, run: Run, dm, pts: RunPoints | None = None, centre: str | None = None) -> BuiltCosts:
     """The costs sweep.costs names, in its order, on the run's data (checked by `Run.datamodule`); an RL
-    run's costs on its environment (ppo_loss: on experience of the policy at `centre`)."""
+    run's costs on its environment (ppo_loss: on experience of the policy at `centre`; ppo_loss_reference: of
+    the run's direct PPO minimum, whatever the centre)."""
     check_costs_fit_run(s, run)
     src, built = CostSource(s, run, dm, pts, centre), BuiltCosts([])
     for name in s.sweep.costs:

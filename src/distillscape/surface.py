@@ -3,11 +3,13 @@ the landing task and the loggers read.
 
 A surface holds `axis0` (and `axis1` for a plane) with the coordinates of each axis, one grid-shaped array per
 metric named in `metrics` (e.g. `train/loss`, `test/acc`, `episode/return`), the sweep's `fingerprint`, how it
-was computed (`batching`, `data_batch`) and what the task adds (centre and direction names, marked points).
+was computed (`batching`, `data_batch`) and what the task adds (centre and direction names, marked points, and
+for a PPO-loss metric whose experience it is measured on: `experience`).
 Its shards (shards/shard_IIII_of_NNNN.npz) are written and read with the same `write_npz` / `read_npz`.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +55,13 @@ def axes_of(surface: dict, metric: str) -> list[np.ndarray]:
 def centre_index(axes: list[np.ndarray]) -> tuple[int, ...]:
     """The grid point nearest the origin of the plane: where the sweep's centre is."""
     return tuple(int(np.abs(a).argmin()) for a in axes)
+
+
+def experience_arrays(said: dict[str, str]) -> dict[str, np.ndarray]:
+    """The arrays that record whose experience each PPO-loss metric is on (metric -> words); none when empty."""
+    return {"experience": np.array(json.dumps(said))} if said else {}
+
+
+def experience_of(surface: dict) -> dict[str, str]:
+    """metric -> whose experience it is measured on, as `experience_arrays` wrote it ({} for other surfaces)."""
+    return json.loads(str(surface.get("experience", "{}")))

@@ -27,8 +27,9 @@ from rich.markup import escape
 
 from ..artifacts import remove_temporaries, write_json, write_tensors
 from ..config import RL_COSTS, LandscapeJob, SweepConfig, settings
-from ..costs import Cost, build_costs, check_costs_fit_run
+from ..costs import Cost, PPOLossCost, build_costs, check_costs_fit_run
 from ..rl import one_thread
+from ..rl_objective import REFERENCE_POLICY
 from ..errors import ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
                         random_direction, reference_plane)
@@ -38,6 +39,7 @@ from ..params import flatten, unflatten
 from ..plots import surface_figure
 from ..resume import check_owner, fingerprint, finished, holding, mark_finished
 from ..run import Run, RunPoints, point_label
+from ..surface import experience_arrays, experience_of
 from ..tracking import log_surface
 from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, build_trainer, check_fits, console, console_script,
                      dataset_bytes, model_sizes, start_job, task)
@@ -92,6 +94,12 @@ def costs_for(s: LandscapeJob, run: Run, dm, pts: RunPoints | None = None, centr
     return built.costs
 
 
+def experience_record(costs: list[Cost]) -> dict[str, np.ndarray]:
+    """surface.npz's record of whose experience each PPO-loss metric is on: {"experience": JSON {metric: words}}
+    (nothing for a sweep without one)."""
+    return experience_arrays({f"{c.name}/loss": c.experience for c in costs if isinstance(c, PPOLossCost)})
+
+
 @dataclass
 class Planned:
     """A surface of a job before anything of it is written (`Sweep.plan`)."""
@@ -131,7 +139,9 @@ class Sweep:
         if any(c in RL_COSTS for c in job.sweep.costs):  # what an RL cost's values depend on besides the points
             data.update({k: getattr(ls, k) for k in ("episodes", "episode_seed", "experience_steps", "experience_envs",
                                                      "experience_seed")})
-        fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
+        # ppo_loss_reference's values depend on the reference policy, whatever the centre
+        reference = [self.points[REFERENCE_POLICY]] if "ppo_loss_reference" in job.sweep.costs else []
+        fp = fingerprint(centre, self.directions, *axes, *reference, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
         sweep_dir = self.out / (self.name or label)
         # the shards still to come are computed as the finished ones were (the paths round differently)
@@ -166,7 +176,8 @@ class Sweep:
         with holding(sweep_dir / ".sweep.lock"):  # two jobs finishing together both merge: one after the other
             remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
             path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
-                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)})
+                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)}
+                                | experience_record(module.costs))
             surface = read_npz(path)
             certificate = self._certify(module, surface, axes, sweep_dir, fp)
             self._report(surface, sweep_dir, self.name or label, module.metric_names, certificate)
@@ -226,6 +237,8 @@ class Sweep:
             sm = surface_summary(surface, metric)
             where = ", ".join(f"{sm[f'best_axis{i}']:+.3f}" for i in range(surface[metric].ndim))
             console.print(f"  {metric:32s} centre {sm['centre']:.4g}  best {sm['best']:.4g} at ({where})")
+        for metric, said in experience_of(surface).items():
+            console.print(f"  {metric:32s} experience {said}")
         if certificate is not None:
             worst = max(certificate["metrics"].items(), key=lambda kv: kv[1]["max_difference"])
             line = (f"  {certificate['precision']} against fp32 at {len(certificate['points'])} points: largest "
@@ -286,7 +299,7 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
     directions, direction_names = build_directions(s.sweep, pts, centres[0])
     per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
-    costs = None if per_centre else costs_for(s, run, dm)
+    costs = None if per_centre else costs_for(s, run, dm, pts)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir))
     planned: list[tuple[Sweep, Planned]] = []
