@@ -39,7 +39,8 @@ def test_reference_experience_surface_against_the_hand_loss_and_the_own_experien
     from distillscape.config import settings
     from distillscape.landscape import read_npz
     from distillscape.run import Run
-    from distillscape.tasks.landscape import RunPoints, rl_experience_cost
+    from distillscape.costs import rl_experience_cost
+    from distillscape.run import RunPoints
     from conftest import compose_cfg
 
     overrides = ["experiment=rl_surfaces_2x2", "sweep.costs=[ppo_loss,ppo_loss_reference]", "sweep.resolution=[3,3]",
