@@ -699,3 +699,20 @@ def density_figure(grid, densities: dict[str, "torch.Tensor"], counts: dict[str,
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def curve_figure(summary: dict, context: str, path: Path) -> Path:
+    """One basin or two: the mean loss over the landings along the straight line and along the trained curve
+    landing (t = 0) -> direct minimum (t = 1), train and test side by side; the titles give each path's barrier
+    (mean over the landings with its 95% interval)."""
+    t = np.asarray(summary["t"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, split in zip(axes, ("train", "test")):
+        for name, label, style in (("line", "straight line", "--"), ("curve", f"{summary['kind']} curve", "-")):
+            b = summary["barriers"][f"barrier_{name}_{split}"]
+            ax.plot(t, summary[f"{name}_{split}_loss"], style, marker="o", ms=3,
+                    label=f"{label}: barrier {b['mean']:.3g} [{b['lo']:.3g}, {b['hi']:.3g}]")
+        ax.set_xlabel("t (0: landing, 1: direct minimum)")
+        ax.set_ylabel(f"{split} loss (mean over {summary['landings']} landings)")
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"Loss along the paths landing -> direct minimum ({context})")
