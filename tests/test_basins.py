@@ -194,3 +194,48 @@ def test_landing_task_writes_the_curve_part_and_reuses_it(digits_run, tmp_path, 
     assert "distilled: reusing" in printed and "curve: training" in printed
     landing(compose_landing([f"distilled={digits_run}", "logger=none", *CURVE_RUN, "analysis.curve_steps=10", "skip_complete=false"], out))
     assert "curve: reusing" in capsys.readouterr().out
+    from distillscape.report import read_runs, render
+    html = render(read_runs([out]), "t")
+    assert "One basin or two: from each of 2 landings" in html and "barrier, bezier curve" in html
+
+
+def summary_of(values) -> dict:
+    from distillscape.stats import interval
+    return interval(torch.tensor(values))
+
+
+@pytest.mark.parametrize("line, curve, says", [
+    ([0.5, 0.6, 0.55, 0.52], [0.01, 0.0, 0.02, 0.0], ["the straight line crosses a barrier", "no clear barrier along "
+                                                       "the curve", "one basin", "the curve lowers the barrier by"]),
+    ([0.5, 0.6, 0.55, 0.52], [0.01, 0.012, 0.011, 0.01], ["a barrier remains beyond its interval, 2.0% of the straight",
+                                                           "the curve lowers the barrier by"]),
+    ([0.5, 0.6, 0.55, 0.52], [0.5, 0.61, 0.54, 0.52], ["does not lower the barrier", "two basins", "no clear difference"]),
+    ([0.0, 0.01, 0.0, 0.0], [0.0, 0.0, 0.01, 0.0], ["no clear barrier on the straight line", "no clear difference"]),
+])
+def test_one_basin_or_two_calls_a_difference_only_when_its_interval_excludes_zero(line, curve, says):
+    from distillscape.report import basin_pivot, basin_sentences
+
+    d = {"kind": "bezier", "landings": 4, "steps": 10, "line_train_loss": [0.3, 0.2, 0.1],
+         "barriers": {"barrier_line_train": summary_of(line), "barrier_curve_train": summary_of(curve)},
+         "line_minus_curve": {"train": summary_of([a - b for a, b in zip(line, curve)])}}
+    text = basin_sentences(d)[0]
+    for phrase in says:
+        assert phrase in text.lower()
+    assert basin_pivot(d)[1][0][0] == "train"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["analysis.curve=spline"], "analysis.curve='spline' is not allowed; choose one of: none, bezier, polychain"),
+    (["analysis.curve_points=2"], "analysis.curve_points=2 must be >= 3"),
+    (["analysis.curve_lr=0"], "analysis.curve_lr=0"),
+])
+def test_bad_curve_settings_are_one_clear_line(digits_run, tmp_path, capsys, args, message):
+    from test_landing import compose_landing
+
+    from distillscape.tasks.landing import main
+
+    with pytest.raises(SystemExit) as e:
+        main(compose_landing([f"distilled={digits_run}", *args, "logger=none"], tmp_path))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "landing_stats.json").exists()
