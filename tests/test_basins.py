@@ -164,7 +164,9 @@ def test_batch_norm_statistics_are_recomputed_over_the_split():
 # -- the landing task's curve part, end to end ------------------------------------------------------------------
 CURVE_RUN = ["analysis.kinds=[distilled]", "analysis.inits=3", "analysis.polish_inits=0", "analysis.curvature_inits=0",
              "analysis.trajectory_inits=0", "analysis.train_examples=300", "analysis.barrier_points=3",
-             "analysis.curve=bezier", "analysis.curve_inits=2", "analysis.curve_steps=30", "analysis.curve_points=5"]
+             "analysis.test_examples=200", "analysis.power_iters=3", "analysis.hutchinson_probes=2",
+             "analysis.curvature_examples=100", "baseline.tune_inits=2",
+             "analysis.curve=bezier", "analysis.curve_inits=2", "analysis.curve_steps=20", "analysis.curve_points=5"]
 
 
 def test_landing_task_writes_the_curve_part_and_reuses_it(digits_run, tmp_path, capsys):
