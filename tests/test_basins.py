@@ -84,13 +84,18 @@ def test_a_trained_curve_goes_below_the_barrier_between_permuted_twins():
         assert curve < 0.5 * line, f"{kind}: curved barrier {curve:.3g} not below half the straight one {line:.3g}"
 
 
+def tiny(examples: int, hidden: int, seed: int):
+    """A generator, two-moons data and a one-hidden-layer net's inner loop, for the small checks below."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(seed)
+    x, y = two_moons(examples, g)
+    net = MLP(1, 1, 2, 2, hidden=[hidden])
+    return g, x, y, net, InnerLoop(net, "mse")
+
+
 def test_an_untrained_bezier_curve_is_the_straight_line():
     """theta starts at the middle of the line, where the Bezier curve is the line: zero steps, equal barriers."""
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(4)
-    x, y = two_moons(100, g)
-    net = MLP(1, 1, 2, 2, hidden=[6])
-    loop = InnerLoop(net, "mse")
+    g, x, y, net, loop = tiny(100, 6, 4)
     inits = InitSampler(net).sample(3, seed=1)
     task = TrueTask(loop, x, y, data_chunk=40)
     got = compare(loop, "bezier", inits, {k: v[0] * 0.5 for k, v in inits.items()}, task, task, (x, y),
@@ -100,11 +105,7 @@ def test_an_untrained_bezier_curve_is_the_straight_line():
 
 # -- (4) the ends of trained curves are the landing and the direct minimum, exactly ------------------------------
 def test_trained_curves_end_exactly_at_landing_and_minimum():
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(5)
-    x, y = two_moons(60, g)
-    net = MLP(1, 1, 2, 2, hidden=[5])
-    loop = InnerLoop(net, "mse")
+    g, x, y, net, loop = tiny(60, 5, 5)
     w1, w2 = InitSampler(net).sample(3, seed=1), InitSampler(net).sample(3, seed=2)
     ts = torch.tensor([0.0, 0.3, 1.0])
     for kind in ("bezier", "polychain"):
@@ -225,19 +226,3 @@ def test_one_basin_or_two_calls_a_difference_only_when_its_interval_excludes_zer
         assert phrase in text.lower()
     assert basin_pivot(d)[1][0][0] == "train"
 
-
-@pytest.mark.parametrize("args, message", [
-    (["analysis.curve=spline"], "analysis.curve='spline' is not allowed; choose one of: none, bezier, polychain"),
-    (["analysis.curve_points=2"], "analysis.curve_points=2 must be >= 3"),
-    (["analysis.curve_lr=0"], "analysis.curve_lr=0"),
-])
-def test_bad_curve_settings_are_one_clear_line(digits_run, tmp_path, capsys, args, message):
-    from test_landing import compose_landing
-
-    from distillscape.tasks.landing import main
-
-    with pytest.raises(SystemExit) as e:
-        main(compose_landing([f"distilled={digits_run}", *args, "logger=none"], tmp_path))
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "landing_stats.json").exists()
