@@ -41,9 +41,6 @@ from .landing import TrueTask, barrier
 from .params import Params, stack_len, unstack
 from .stats import interval
 
-CURVE_KINDS = ("bezier", "polychain")
-
-
 # -- the curves ------------------------------------------------------------------------------------------
 def _along(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """t ([M] for a stack, 0-d for one model) shaped to broadcast over a parameter tensor of the same models."""

@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional
 from ..errors import ConfigError
 from .arch import ARCH_SCHEMAS, IMAGE_ARCHS
 from .checks import _at_least, _at_most, _choice, _count, _rate, _seed
-from .names import (DATASETS, EARLY_PARTS, EVAL_PROTOCOLS, LANDING_CURVES, LANDING_KINDS, LANDSCAPE_BATCHINGS, MAX_MODELS, METHODS,
-                    STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
+from .names import (DATASETS, EARLY_PARTS, EVAL_PROTOCOLS, LANDING_CURVES, LANDING_KINDS, LANDSCAPE_BATCHINGS,
+                    MAX_MODELS, METHODS, STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
 from .runtime import LOGGER_SCHEMAS
 
 
