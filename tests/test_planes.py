@@ -240,3 +240,15 @@ def test_swept_state_names_are_the_hessians(digits_run):
 
     run = Run.open(digits_run)
     assert run.loop().names == list(swept_state(run.net())[0])
+
+
+def test_report_sentence_states_the_rank_correlation_it_computes():
+    from distillscape.report.surfaces import cost_agreement
+
+    a, b = np.array([[10.0, 20.0], [20.0, 40.0]]), np.array([[1.0, 3.0], [2.0, 4.0]])  # rho = 4.5 / sqrt(22.5)
+    surface = {"axis0": np.array([0.0, 1.0]), "axis1": np.array([0.0, 2.0]), "distilled/loss": a, "train/loss": b}
+    [line] = cost_agreement("landing", surface)
+    assert "Spearman rank correlation +0.95" in line and "4 grid points" in line and "0 apart" in line
+    surface["train/loss"] = np.array([[4.0, 3.0], [2.0, 1.0]])  # its minimum at (1, 2): sqrt(5) from (0, 0)
+    assert f"{np.sqrt(5):.3g} apart" in cost_agreement("landing", surface)[0]
+    assert cost_agreement("landing", {"train/loss": b}) == []
