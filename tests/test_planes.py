@@ -168,7 +168,7 @@ def test_hessian_plane_through_the_landing_in_step_lengths(digits_run, tmp_path)
     """sweep=hessian: unit orthogonal eigenvectors at the landing, their eigenvalues recorded (top >= bottom,
     the top one the surface's curvature along axis 0), the range in step lengths ||landing - init||."""
     [path] = run_landscape(digits_run, tmp_path, ["sweep=hessian", "sweep.costs=[train,distilled]",
-                                                  "sweep.hessian_examples=300", "sweep.lanczos_steps=20",
+                                                  "sweep.hessian_examples=300", "sweep.lanczos_steps=8",
                                                   "sweep.range=[[-2.0,2.0],[-0.5,0.5]]"])
     s = read_npz(path)
     d = read_tensors(path.parent / "directions.safetensors")
@@ -252,3 +252,24 @@ def test_report_sentence_states_the_rank_correlation_it_computes():
     surface["train/loss"] = np.array([[4.0, 3.0], [2.0, 1.0]])  # its minimum at (1, 2): sqrt(5) from (0, 0)
     assert f"{np.sqrt(5):.3g} apart" in cost_agreement("landing", surface)[0]
     assert cost_agreement("landing", {"train/loss": b}) == []
+
+
+def test_the_2x2_figure_has_one_colour_scale_per_cost():
+    """surface_grid_figure (the report's 2x2: a row per centre, a column per cost): the panels of one cost share
+    their contour levels, spanning both centres' values; two costs of different scales get scales of their own."""
+    from matplotlib.contour import ContourSet
+
+    from distillscape.plots import surface_grid_figure
+
+    a = np.linspace(-1, 1, 5)
+    A, B = np.meshgrid(a, a, indexing="ij")
+    surfaces = {c: {"axis0": a, "axis1": a, "train/loss": 0.1 * k + A ** 2 + B ** 2,
+                    "distilled/loss": 100.0 * k + 50 * (A ** 2 + B ** 2)} for k, c in enumerate(["minimum", "landing"], 1)}
+    fig = surface_grid_figure(surfaces, ["train/loss", "distilled/loss"], "test")
+    levels = [[next(c for c in ax.collections if isinstance(c, ContourSet)).levels for ax in row]
+              for row in np.asarray(fig.axes[:4]).reshape(2, 2)]
+    for j, metric in enumerate(["train/loss", "distilled/loss"]):
+        assert np.array_equal(levels[0][j], levels[1][j])  # one scale down the column
+        both = np.log10(np.concatenate([surfaces[c][metric].ravel() for c in surfaces]))
+        assert levels[0][j][0] == pytest.approx(both.min()) and levels[0][j][-1] == pytest.approx(both.max())
+    assert not np.allclose(levels[0][0], levels[0][1])  # and its own per cost

@@ -197,6 +197,16 @@ def hessian_plane(sweep: SweepConfig, pts: RunPoints, centre: str, dm) -> Plane:
     return Plane(found["directions"].to(pts[centre].dtype), names, record)
 
 
+def snapshot_files(run: Run, wanted: str) -> list[Path]:
+    """The run's snapshots of the distilled batch, in step order; ArtifactError (saying what `wanted` them)
+    when it kept none."""
+    files = sorted((run.path / "snapshots").glob("distilled_step*.safetensors"))
+    if not files:
+        raise ArtifactError(f"{wanted}, but there are no snapshots in {run.path / 'snapshots'}: rerun "
+                            f"distillscape-distill with snapshot_every > 0")
+    return files
+
+
 def trajectory_points(sweep: SweepConfig, pts: RunPoints) -> tuple[list[str], torch.Tensor]:
     """The trajectory's points in order, flat [T, D], and their names: each entry of sweep.trajectory is
     "snapshots" (the landings of the landscape's init under each of the run's snapshots/ batches),
@@ -205,11 +215,7 @@ def trajectory_points(sweep: SweepConfig, pts: RunPoints) -> tuple[list[str], to
     run, names, vecs = pts.run, [], []
     for entry in sweep.trajectory:
         if entry == "snapshots":
-            files = sorted((run.path / "snapshots").glob("distilled_step*.safetensors"))
-            if not files:
-                raise ArtifactError(f"sweep.trajectory=snapshots, but {run.path / 'snapshots'} holds none: rerun "
-                                    f"distillscape-distill with snapshot_every > 0")
-            for f in files:
+            for f in snapshot_files(run, "sweep.trajectory=snapshots"):
                 landing = Run.open(f).landing(pts.landscape.init_seed)
                 names.append(f"landing of {f.stem}")
                 vecs.append(flatten(landing, pts.names).detach())
@@ -320,11 +326,7 @@ def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, c
         elif cost == "distilled":
             costs.append(InnerLossCost("distilled", d.images, d.labels, kind))
         elif cost == "snapshots":
-            snaps = sorted((run.path / "snapshots").glob("distilled_step*.safetensors"))
-            if not snaps:
-                raise ArtifactError(f"no snapshots in {run.path / 'snapshots'}: rerun distillscape-distill with "
-                                    f"snapshot_every > 0")
-            for p in snaps:
+            for p in snapshot_files(run, "sweep.costs has snapshots"):
                 snap = load_distilled(p)
                 costs.append(InnerLossCost(p.stem, snap.images, snap.labels, kind))
         elif cost == "random_batch":
