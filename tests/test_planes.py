@@ -20,8 +20,8 @@ from distillscape.curvature import hessian_directions
 from distillscape.geometry import grid_coordinates, pca_directions, project, swept_state
 from distillscape.inner import InnerLoop
 from distillscape.landing import TrueTask
-from distillscape.landscape import (LandscapeModule, average_ranks, compare_costs, grid_axes, rank_correlation,
-                                    rank_map, read_npz)
+from distillscape.landscape import (LandscapeModule, average_ranks, centre_curvature, compare_costs, grid_axes,
+                                    rank_correlation, rank_map, read_npz)
 from distillscape.params import flatten, unflatten
 
 
@@ -84,6 +84,23 @@ def test_surface_along_the_bottom_direction_of_a_saddle_curves_down():
     assert along_bottom < 0 < along_top
     assert along_bottom == pytest.approx(values[0].item(), rel=1e-3)
     assert along_top == pytest.approx(values[-1].item(), rel=1e-3)
+    # what summary.json records of it: the same second differences, per unit of parameter distance
+    surface = {"axis0": axes[0].numpy(), "axis1": axes[1].numpy(), "train/loss": grid}
+    assert centre_curvature(surface, "train/loss", np.ones(2)) == pytest.approx([along_top, along_bottom], rel=1e-9)
+
+
+def test_centre_curvature_of_a_constructed_quadratic():
+    """v = 3 x^2 - y^2 + x y over coordinates of directions of norms 2 and 0.5: second derivatives per unit of
+    parameter distance 6 / 2^2 and -2 / 0.5^2, exact for a quadratic; nan where the grid misses the centre."""
+    axes = grid_axes([[-1, 1], [-2, 2]], [5, 9])
+    x, y = np.meshgrid(axes[0].numpy(), axes[1].numpy(), indexing="ij")
+    surface = {"axis0": axes[0].numpy(), "axis1": axes[1].numpy(), "c/loss": 3 * x ** 2 - y ** 2 + x * y}
+    assert centre_curvature(surface, "c/loss", np.array([2.0, 0.5])) == pytest.approx([6 / 4, -2 / 0.25])
+    off = grid_axes([[-1, 1], [0.5, 2]], [5, 4])  # axis 1 does not hold 0
+    x, y = np.meshgrid(off[0].numpy(), off[1].numpy(), indexing="ij")
+    got = centre_curvature({"axis0": off[0].numpy(), "axis1": off[1].numpy(), "c/loss": 3 * x ** 2 + y},
+                           "c/loss", np.ones(2))
+    assert got[0] == pytest.approx(6.0) and np.isnan(got[1])
 
 
 # -- trajectory PCA ------------------------------------------------------------------------------------
@@ -183,6 +200,7 @@ def test_hessian_plane_through_the_landing_in_step_lengths(digits_run, tmp_path)
     plane = json.loads((path.parent / "plane.json").read_text())
     assert plane["directions"] == "hessian" and plane["eigenvalues"] == pytest.approx([top, bottom])
     assert plane["hessian_examples"] == 300 and plane["centre_grad_norm"] > 0
+    assert np.isfinite(plane["centre_curvature"]["train/loss"]).all()  # 3 x 3: the centre and a neighbour each side
     summary = json.loads((path.parent / "summary.json").read_text())
     assert summary["compare/distilled_vs_train/spearman"] == pytest.approx(
         rank_correlation(s["distilled/loss"], s["train/loss"]))

@@ -493,3 +493,27 @@ def cost_comparisons(surface: dict[str, np.ndarray], directions: torch.Tensor) -
     gram = (d @ d.T).cpu().numpy()
     return {f"distilled_vs_{true.split('/')[0]}": compare_costs(surface, gram, DISTILLED_COST, true)
             for true in TRUE_COSTS if true in surface}
+
+
+def centre_curvature(surface: dict[str, np.ndarray], metric: str, norms: np.ndarray) -> list[float]:
+    """Per axis, the metric's second difference at the grid's centre point over the squared spacing in
+    parameter distance, (v(+h) - 2 v(0) + v(-h)) / (h ||d_i||)^2: the directional second derivative along
+    direction i at the grid's spacing (for a unit Hessian eigenvector, its eigenvalue up to O(h^2)).
+    nan along an axis whose grid does not hold the centre (coordinate 0) with a neighbour on each side."""
+    v = surface[metric]
+    axes = [surface[f"axis{i}"] for i in range(v.ndim)]
+    origin = [int(np.abs(a).argmin()) for a in axes]
+    out = []
+    for i, a in enumerate(axes):
+        j = origin[i]
+        spacing = float(a[1] - a[0]) if len(a) > 1 else 0.0
+        if not (0 < j < len(a) - 1) or abs(a[j]) > 1e-6 * abs(spacing):
+            out.append(float("nan"))
+            continue
+        at = list(origin)
+        values = []
+        for k in (j - 1, j, j + 1):
+            at[i] = k
+            values.append(float(v[tuple(at)]))
+        out.append((values[0] - 2 * values[1] + values[2]) / (spacing * float(norms[i])) ** 2)
+    return out

@@ -39,9 +39,9 @@ from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, pca_directions, plane_through, project,
                         random_direction, reference_plane, swept_state)
 from ..landing import TrueTask
-from ..landscape import (DISTILLED_COST, LandscapeModule, compute_shard, cost_comparisons, grid_axes, merge_shards,
-                         missing_shards, precision_certificate, read_npz, recorded_batching, refuse_other_sweeps,
-                         surface_summary)
+from ..landscape import (DISTILLED_COST, LandscapeModule, centre_curvature, compute_shard, cost_comparisons, grid_axes,
+                         merge_shards, missing_shards, precision_certificate, read_npz, recorded_batching,
+                         refuse_other_sweeps, surface_summary)
 from ..params import Params, flatten, unflatten
 from ..plots import difference_figure, surface_figure
 from ..resume import check_owner, fingerprint, finished, holding, mark_finished
@@ -502,6 +502,12 @@ class Sweep:
                 figures[f"difference/{pair}"] = fig_path
         record = {"directions": self.job.sweep.directions, "direction_names": self.direction_names,
                   "range_unit": self.job.sweep.range_unit, **self.plane_record}
+        if "eigenvalues" in self.plane_record:  # the surface's own curvature along each eigenvector, beside its eigenvalue
+            norms = self.directions.double().norm(dim=1).cpu().numpy()
+            for metric in (m for m in metrics if m.endswith("/loss")):
+                curvature = centre_curvature(surface, metric, norms)
+                record.setdefault("centre_curvature", {})[metric] = curvature
+                summary.update({f"{metric}/centre_curvature_axis{i}": c for i, c in enumerate(curvature)})
         if "step_length" in surface:
             record["step_length"] = float(surface["step_length"])
         write_json(sweep_dir / "plane.json", record)
