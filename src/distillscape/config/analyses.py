@@ -107,7 +107,7 @@ class LandscapeConfig:
     random_batch_seed: int = 0         # cost random_batch: the noise batch of the sanity check
     episodes: int = 10                 # cost episode_return: episodes per point (the same seeds at every point)
     episode_seed: int = 0              # ... their seeds' base
-    experience_steps: int = 2048       # cost ppo_loss: samples of the static experience set (the centre policy's)
+    experience_steps: int = 2048       # costs ppo_loss(_reference): samples of the static experience set (the centre's / the reference policy's)
     experience_envs: int = 10          # ... environments it is gathered in
     experience_seed: int = 0
 

@@ -47,10 +47,13 @@ HESSIAN_PAIRS = ("top_bottom", "top2", "bottom2")  # sweep.hessian_pair
 RANGE_UNITS = ("coordinate", "step")  # sweep.range_unit
 
 
-SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
+SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss",
+               "ppo_loss_reference")
 
 
-RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
+# costs of an RL run (env=...); "distilled" serves both kinds. ppo_loss: on experience of each centre's own policy;
+# ppo_loss_reference: on experience of the run's direct PPO minimum, shared by every centre (rl_objective)
+RL_COSTS = ("episode_return", "ppo_loss", "ppo_loss_reference")
 
 
 DATASET_COSTS = ("train", "test", "train_subsets")
