@@ -24,7 +24,7 @@ from .generalise import accuracy_summary, headline, return_summary
 from .instances import class_coverage_summary, likeness_pivot, likeness_summary
 from .landing import landing_pivot, landing_summary
 from .reading import RunRecord, _is_path_override, _metrics, _override_kv, _quote, refused_jobs
-from .surfaces import surface_groups, surface_summary
+from .surfaces import cost_agreement, surface_groups, surface_summary
 from .sweeps import SWEEP_METRICS, sweep_groups, swept_keys
 from .tables import nested_rows
 from .text import stat_text
@@ -197,7 +197,7 @@ def sections(runs: list[RunRecord], made: Made, max_figures: int) -> list[dict]:
         for g in groups:
             loaded = {c: read_surface(p) for c, p in g.surfaces.items()}
             for c, surf in loaded.items():
-                sec["summary"] += surface_summary(f"{c} ({g.key})", surf)
+                sec["summary"] += surface_summary(f"{c} ({g.key})", surf) + cost_agreement(f"{c} ({g.key})", surf)
             if g.key in made.surface_grids:
                 sec["figures"] += take([_plain_figure(
                     made.surface_grids[g.key],
