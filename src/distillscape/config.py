@@ -38,6 +38,7 @@ BATCHINGS = ("auto", "vmap", "loop")
 METHODS = ("meta", "dm", "mtt", "gm", "import")  # how a batch is distilled (distill.method)
 EVAL_PROTOCOLS = ("one_step", "k_steps", "yang", "minibatch")  # how a batch trains a model (distill.eval.protocol)
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
+PRECISIONS = ("fp32", "bf16")  # what the many-model forwards run in (sweep.precision, analysis.precision, distill.eval.precision)
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
 SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
 RL_COSTS = ("episode_return", "ppo_loss")       # costs of an RL run (env=...); "distilled" serves both kinds
@@ -80,6 +81,16 @@ def _count(key: str, value, low: int = 1) -> None:
     """A number of models, steps or examples: at least `low`, and not absurdly many."""
     _at_least(key, value, low)
     _at_most(key, value, MAX_MODELS, "more would exhaust memory before it ran")
+
+
+def _precision(prefix: str, precision: str, tolerance: float, sample_key: str, sample: int) -> None:
+    """A precision option and its certificate's settings: precision one of PRECISIONS, a positive tolerance,
+    a sample of at least 0 (the certificate's fp32 recomputations)."""
+    _choice(f"{prefix}.precision", precision, PRECISIONS)
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ConfigError(f"{prefix}.precision_tolerance={tolerance} must be a positive number "
+                          f"(e.g. 1e-3: a bf16 loss within 0.1% of fp32)")
+    _at_least(f"{prefix}.{sample_key}", sample, 0)
 
 
 def _seed(key: str, value) -> None:
@@ -240,9 +251,16 @@ class EvalConfig:
     # the one-step rate of a method that does not learn one (dm, gm, mtt, import without a rate): the rate of
     # this grid with the best mean val accuracy over distill.val_inits held-out inits, as baseline.lr_grid
     lr_grid: List[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    # the held-out models' forwards on the val / test data: fp32 | bf16 (bfloat16 forwards, float32 loss sums),
+    # checked against fp32 on the first precision_inits models of each evaluation (the test's certificate is in
+    # distilled.json and metrics.json)
+    precision: str = "fp32"
+    precision_tolerance: float = 1e-2  # bf16: largest relative loss (absolute accuracy) difference per model that passes
+    precision_inits: int = 8
 
     def __post_init__(self):
         _choice("distill.eval.protocol", self.protocol, EVAL_PROTOCOLS)
+        _precision("distill.eval", self.precision, self.precision_tolerance, "precision_inits", self.precision_inits)
         for k in ("k", "yang_steps", "minibatch_size", "minibatch_epochs"):
             _at_least(f"distill.eval.{k}", getattr(self, k), 1)
             _at_most(f"distill.eval.{k}", getattr(self, k), 100_000, "steps run one after another")
@@ -609,11 +627,7 @@ class SweepConfig:
 
     def __post_init__(self):
         _choice("sweep.directions", self.directions, SWEEP_DIRECTIONS)
-        _choice("sweep.precision", self.precision, ("fp32", "bf16"))
-        if not (math.isfinite(self.precision_tolerance) and self.precision_tolerance > 0):
-            raise ConfigError(f"sweep.precision_tolerance={self.precision_tolerance} must be a positive number "
-                              f"(e.g. 1e-3: a bf16 loss within 0.1% of fp32)")
-        _at_least("sweep.precision_points", self.precision_points, 0)
+        _precision("sweep", self.precision, self.precision_tolerance, "precision_points", self.precision_points)
         _choice("sweep.bias", self.bias, ("zero", "keep"))
         _choice("sweep.norm", self.norm, ("zero", "keep"))
         _choice("sweep.buffers", self.buffers, ("freeze", "sweep"))
@@ -719,6 +733,11 @@ class LandingConfig:
     data_chunk: int = 1000             # examples per forward
     init_chunk: Optional[int] = None   # models per vmapped forward (lower it if memory runs out)
     device: str = "cpu"                # cpu | cuda
+    # true-task loss / accuracy / predictions of the stacks (not gradients, curvature or polish): fp32 | bf16
+    # (bfloat16 forwards, float32 loss sums), checked against fp32 on the first precision_inits inits and landings
+    precision: str = "fp32"
+    precision_tolerance: float = 1e-2  # bf16: largest relative loss (absolute accuracy) difference per model that passes
+    precision_inits: int = 8
     # -- does the distilled batch only encode early training? (issue 25; distillscape.early; [] runs none)
     early: List[str] = field(default_factory=list)  # any of influence, fair_baselines, mixing, controls
     early_inits: int = 20              # the first this many of the M inits are the held-out inits of every early part
@@ -737,6 +756,7 @@ class LandingConfig:
     def __post_init__(self):
         for k in self.kinds:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
+        _precision("analysis", self.precision, self.precision_tolerance, "precision_inits", self.precision_inits)
         for k in self.early:
             _choice("analysis.early entry", k, EARLY_PARTS)
         for k in self.recognition_archs:

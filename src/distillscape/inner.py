@@ -18,6 +18,8 @@ from .models import channels_last_params, features_channels_last, init_parameter
 from .params import Params, stack_len, unstack
 
 EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
+# the dtype each of config.PRECISIONS's forwards run in; their losses are taken in float32 and summed in float32 or wider
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def has_conv_weights(net: nn.Module) -> bool:
@@ -162,12 +164,26 @@ class InnerLoop:
         """Logits [n_inits, batch, classes] of every model of the stack on the same inputs."""
         return vmap(self.forward, in_dims=(0, None), chunk_size=chunk_size)(stack, x)
 
-    def forward_models(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def forward_models(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None,
+                       precision: str = "fp32") -> torch.Tensor:
         """Logits [n_models, batch, classes] for evaluation (no autograd): vmapped over the models, or
         one model at a time with channels-last weights on cache-sized pieces of x; `eval_path`, or with
-        auto the path `eval_path_rule` gives for the net and x's device."""
-        if self.eval_path_for(x) == "vmap":
-            return self.forward_stack(stack, x, chunk_size or self.eval_chunk(x))
+        auto the path `eval_path_rule` gives for the net and x's device (the same path in every precision).
+        precision bf16: weights, buffers and inputs cast to bfloat16 for the forward, logits back in float32."""
+        path, chunk = self.eval_path_for(x), chunk_size or self.eval_chunk(x)  # measured on x as it is (fp32)
+        if precision == "fp32":
+            return self._forward_path(path, stack, x, chunk)
+        dtype = PRECISION_DTYPES[precision]
+        kept = self.buffers
+        self.buffers = {k: v.to(dtype) if v.is_floating_point() else v for k, v in kept.items()}
+        try:
+            return self._forward_path(path, {k: v.to(dtype) for k, v in stack.items()}, x.to(dtype), chunk).float()
+        finally:
+            self.buffers = kept
+
+    def _forward_path(self, path: str, stack: Params, x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        if path == "vmap":
+            return self.forward_stack(stack, x, chunk_size)
         return self._forward_channels_last(stack, x)
 
     def eval_path_for(self, x: torch.Tensor) -> str:
@@ -234,15 +250,17 @@ def accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor,
-                   batch_size: int = 1000, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch_size: int = 1000, chunk_size: int | None = None,
+                   precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models].
     Models are vmapped `chunk_size` at a time (default: as many as fit in 2 GiB of activations), or run
-    one at a time in channels-last format (InnerLoop.forward_models: eval_path, or its rule)."""
+    one at a time in channels-last format (InnerLoop.forward_models: eval_path, or its rule); in bf16
+    their forwards run in bfloat16 and the losses are taken and summed in float32."""
     correct = torch.zeros(stack_len(stack), dtype=torch.long, device=x.device)
     loss = torch.zeros(stack_len(stack), device=x.device)
     for i in range(0, len(y), batch_size):
         xb = x[i:i + batch_size]
-        c, l = accuracy_and_loss(loop.forward_models(stack, xb, chunk_size), y[i:i + batch_size])
+        c, l = accuracy_and_loss(loop.forward_models(stack, xb, chunk_size, precision), y[i:i + batch_size])
         correct += c
         loss += l
     return correct.float() / len(y), loss / len(y)

@@ -39,15 +39,15 @@ from .artifacts import atomic_write
 from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
-from .inner import InnerLoop, eval_path_rule
+from .config import PRECISIONS
+from .inner import PRECISION_DTYPES, InnerLoop, eval_path_rule
 from .models import channels_last_params, features_channels_last
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
+from .stats import precision_difference, rank_correlation  # noqa: F401  (rank_correlation: the landscape's certificate helpers, kept importable here)
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
-PRECISIONS = ("fp32", "bf16")
-# the dtype a forward runs in; losses and counts are always reduced in float32 and summed in float64
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# a forward runs in PRECISION_DTYPES[precision]; losses and counts are always reduced in float32 and summed in float64
 SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache: the channels-last path's data batch
 
 
@@ -114,7 +114,7 @@ class LandscapeModule(L.LightningModule):
         return {k: getattr(self, f"frozen{i}") for i, k in enumerate(self._frozen_names)}
 
     def forward_one(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        dtype = _DTYPES[self.precision]
+        dtype = PRECISION_DTYPES[self.precision]
         if dtype == torch.float32:
             return functional_call(self.net, (params, self._frozen()), (x,))
         frozen = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self._frozen().items()}
@@ -123,7 +123,7 @@ class LandscapeModule(L.LightningModule):
 
     def _cast(self, p: Params) -> Params:
         """A point's (or a stack's) weights in the forward's dtype, cast once per point, not per data batch."""
-        dtype = _DTYPES[self.precision]
+        dtype = PRECISION_DTYPES[self.precision]
         return p if dtype == torch.float32 else {k: v.to(dtype) for k, v in p.items()}
 
     # -- the two ways to evaluate a chunk of points ---------------------------------------------
@@ -359,21 +359,6 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     return write_npz(Path(sweep_dir) / "surface.npz", arrays)
 
 
-def _ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    return r
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two samples (ties broken by position; nan when either is constant)."""
-    ra, rb = _ranks(np.asarray(a, dtype=float)), _ranks(np.asarray(b, dtype=float))
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def certificate_sample(surface: dict[str, np.ndarray], metrics: list[str], random_points: int, seed: int,
                        near_best: int = 4) -> np.ndarray:
     """Flat grid indices to recompute in fp32: the point nearest the centre, each loss metric's `near_best`
@@ -414,17 +399,13 @@ def precision_certificate(module: LandscapeModule, surface: dict[str, np.ndarray
     for m in metrics:
         approx, ref = surface[m].ravel()[index], exact[m]
         is_loss = m.endswith("/loss")
-        diff = np.abs(approx - ref) / (np.maximum(np.abs(ref), np.finfo(float).tiny) if is_loss else 1.0)
-        entry = {"max_difference": float(diff.max()), "relative": bool(is_loss),
-                 "rank_correlation": rank_correlation(approx, ref)}
-        ok = bool(diff.max() <= tolerance)
+        entry = precision_difference(approx, ref, is_loss, tolerance)
         if is_loss:
             best = int(np.nanargmin(surface[m]))
             at = int(np.searchsorted(index, best))
             entry["same_minimum"] = bool(ref[at] <= ref.min() + tolerance * abs(ref.min()))
-            ok = ok and entry["same_minimum"]
-        entry["passed"] = ok
-        passed = passed and ok
+            entry["passed"] = entry["passed"] and entry["same_minimum"]
+        passed = passed and entry["passed"]
         out["metrics"][m] = entry
     out["passed"] = passed
     return out

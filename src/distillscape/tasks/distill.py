@@ -34,7 +34,7 @@ from ..rl import (RLDistiller, RLDistillModule, VecEnv, action_targets, one_thre
 from ..seeds import seed_for
 from ..stats import flat_summary
 from ..plots import distilled_figure
-from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, finished, finished_metrics, fingerprint, identity,
+from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, command_with, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import DIRECT_TEST, finish_run, log_direct_test, log_distilled, log_snapshot, own_step_axis
 from .common import (CONF_DIR, build_datamodule, check_fits, build_logger, build_net, build_policy,
@@ -307,6 +307,9 @@ def distill(cfg: DictConfig) -> dict[str, float]:
                "train/steps_per_second": (module.global_step - module.first_step) / seconds if seconds else 0.0,
                **peak_memory(device)}
     meta = {**artifact_meta(cfg, dm, module, metrics), "computed_with": module.computed_with(device.type)}
+    if "test" in module.precision_certificates:  # bf16 evaluation: its certificate, and how to redo it in fp32
+        meta["precision"] = {**module.precision_certificates["test"],
+                             "fp32_command": command_with(out, "distill.eval.precision=fp32")}
     distilled = module.to_distilled(meta)
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
@@ -326,10 +329,22 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     mark_complete(cfg, out)
     console.print(summary_table(cfg, metrics, distilled.images.shape[0]))
     console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json, .png)")
+    if "precision" in meta:
+        console.print(eval_precision_line(meta["precision"]))
     warning = at_chance_warning(metrics["test/onestep_acc_mean"], dm.num_classes, module.first_outer_loss)
     if warning:
         console.print(f"[bold]distillscape: warning:[/bold] {warning}")
     return metrics
+
+
+def eval_precision_line(certificate: dict) -> str:
+    """The console line of a bf16 evaluation's certificate: passed, or failed and the fp32 command."""
+    line = (f"test evaluation in {certificate['precision']} against fp32 on its first {certificate['inits']} inits: "
+            f"largest difference {certificate['max_difference']:.2e}, tolerance {certificate['tolerance']:g}")
+    if certificate["passed"]:
+        return line + ": passed (distilled.json: precision)"
+    return (line + ": FAILED (distilled.json: precision); the test numbers are not to be trusted to that tolerance: "
+            f"evaluate in fp32 with `{certificate['fp32_command']}`")
 
 
 # -- an RL task (env=cartpole | centipede) ---------------------------------------------------------------------------
