@@ -162,3 +162,35 @@ def test_bad_precision_settings_are_refused_in_one_line(override, message, tmp_p
         validate(compose_landing([override], tmp_path))
     with pytest.raises(ConfigError, match=message.replace("analysis", "distill.eval")):
         validate(compose_cfg("distill", [override.replace("analysis", "distill.eval")], tmp_path))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_conv_relu_gives_the_bits_of_conv_then_relu_and_restores_the_net(digits, dtype):
+    from distillscape.models import features_channels_last, fused_conv_relu
+
+    torch.manual_seed(0)
+    net = SimpleConvNet(1, 8, 8, 10).to(dtype)
+    x = digits.test_x[:300].to(dtype)
+    params = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in net.named_parameters()}
+    with torch.no_grad(), features_channels_last(net):
+        plain = torch.func.functional_call(net, params, (x,))
+        with fused_conv_relu(net):
+            assert [type(m).__name__ for m in net.convs] == ["Conv2d", "Identity", "Conv2d", "Identity"]
+            fused = torch.func.functional_call(net, params, (x,))
+    assert torch.equal(plain, fused)
+    assert [type(m).__name__ for m in net.convs] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
+    assert "forward" not in vars(net.convs[0])
+    with torch.no_grad():  # off: nothing swapped
+        with fused_conv_relu(net, on=False):
+            assert type(net.convs[1]).__name__ == "ReLU"
+
+
+def test_bf16_takes_the_channels_last_path_at_512_images_by_rule():
+    from distillscape.landscape import batching_rule
+
+    net = SimpleConvNet(1, 28, 28, 10)
+    big = 300 << 10  # simple_convnet on MNIST: 294 KiB of layer outputs per image
+    assert batching_rule(net, big, "cpu", 4096) == ("channels_last", 128)
+    assert batching_rule(net, big, "cpu", 4096, "bf16") == ("channels_last", 512)
+    assert batching_rule(net, big, "cpu", 300, "bf16") == ("channels_last", 300)  # never more than data_batch
+    assert batching_rule(net, big, "cuda", 4096, "bf16") == ("vmap", 4096)

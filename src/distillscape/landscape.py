@@ -40,26 +40,28 @@ from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
 from .config import PRECISIONS
-from .inner import PRECISION_DTYPES, InnerLoop, eval_path_rule
-from .models import channels_last_params, features_channels_last
+from .inner import CHANNELS_LAST_EXAMPLES, PRECISION_DTYPES, InnerLoop, eval_path_rule
+from .models import channels_last_params, features_channels_last, fused_conv_relu
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
 from .stats import precision_difference, rank_correlation  # noqa: F401  (rank_correlation: the landscape's certificate helpers, kept importable here)
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 # a forward runs in PRECISION_DTYPES[precision]; losses and counts are always reduced in float32 and summed in float64
-SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache: the channels-last path's data batch
+SMALL_DATA_BATCH = CHANNELS_LAST_EXAMPLES["fp32"]  # a forward whose activations stay in a CPU's cache
 
 
-def batching_rule(net: nn.Module, example_bytes: int, device_type: str, data_batch: int) -> tuple[str, int]:
+def batching_rule(net: nn.Module, example_bytes: int, device_type: str, data_batch: int,
+                  precision: str = "fp32") -> tuple[str, int]:
     """The path and examples per forward of `batching=auto`, a pure function of the net, the bytes of its
-    layer outputs per example, the device kind and data_batch: where evaluation runs models one at a time
-    with channels-last weights (`inner.eval_path_rule`: on a CPU, conv nets with large layer outputs),
-    channels-last on forwards of 128 examples (at most data_batch), which measured fastest for simple_convnet
-    on MNIST (README: 2.00 s against 5.97 s vmapped); otherwise vmapped over the chunk's points with
-    data_batch examples per forward. bench/bench_paths.py times every path on the machine at hand."""
+    layer outputs per example, the device kind, data_batch and the precision: where evaluation runs models
+    one at a time with channels-last weights (`inner.eval_path_rule`: on a CPU, conv nets with large layer
+    outputs), channels-last on forwards of `inner.CHANNELS_LAST_EXAMPLES[precision]` examples (at most data_batch;
+    128 in fp32, which measured fastest for simple_convnet on MNIST, README: 2.00 s against 5.97 s vmapped;
+    512 in bf16); otherwise vmapped over the chunk's points with data_batch examples per forward.
+    bench/bench_paths.py times every path on the machine at hand."""
     if eval_path_rule(net, example_bytes, device_type) == "channels_last":
-        return "channels_last", min(SMALL_DATA_BATCH, data_batch)
+        return "channels_last", min(CHANNELS_LAST_EXAMPLES[precision], data_batch)
     return "vmap", data_batch
 
 
@@ -131,8 +133,8 @@ class LandscapeModule(L.LightningModule):
     def evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None = None) -> dict[str, torch.Tensor]:
         """Every metric at every point of `vecs` [M, D]: name -> tensor [M] (float64).
         max_examples truncates each cost's data (bench/ times the paths on part of it)."""
-        if batching == "channels_last":
-            with features_channels_last(self.net):
+        if batching == "channels_last":  # in bf16 on a CPU with each conv's ReLU fused into it (models.fused_conv_relu)
+            with features_channels_last(self.net), fused_conv_relu(self.net, self.precision == "bf16" and vecs.device.type == "cpu"):
                 return self._evaluate(vecs, batching, max_examples)
         return self._evaluate(vecs, batching, max_examples)
 
@@ -164,7 +166,7 @@ class LandscapeModule(L.LightningModule):
             examples = [getattr(self, f"cost{i}_{k}") for i, keys in enumerate(self._cost_keys) for k in keys
                         if k in ("x", "obs")]  # what the costs feed the net (none: the episode costs, no conv net)
             size = InnerLoop(self.net).activation_bytes(examples[0]) if examples else 0
-            self.batching, self.data_batch = batching_rule(self.net, size, device_type, self.data_batch)
+            self.batching, self.data_batch = batching_rule(self.net, size, device_type, self.data_batch, self.precision)
 
     def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
         # Lightning's SIGTERM handler only sets a flag, which its fit and evaluation loops read and its
