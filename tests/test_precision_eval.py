@@ -130,10 +130,12 @@ def test_landing_in_bf16_is_within_tolerance_of_fp32_and_a_tiny_tolerance_names_
     assert "precision" not in exact
     capsys.readouterr()
     out = tmp_path / "bf16"
-    landing(compose_landing([f"distilled={digits_run}", *SMALL, "analysis.precision=bf16",
+    landing(compose_landing([f"distilled={digits_run}", *SMALL, "analysis.precision=bf16", "analysis.eval_path=channels_last",
                              "analysis.precision_inits=4", "analysis.precision_tolerance=1e-9"], out))
     printed = capsys.readouterr().out
     low = read_json(out / "landing_stats.json")
+    # the pinned evaluation path was taken and is on record (the rule's, for an mlp on 8x8 digits, is vmap)
+    assert low["computed_with"]["eval_path"] == "channels_last" and exact["computed_with"]["eval_path"] == "vmap"
     for stat in ("landing_train_loss", "landing_test_loss", "init_test_loss"):
         assert low["kinds"]["distilled"][stat]["mean"] == pytest.approx(exact["kinds"]["distilled"][stat]["mean"], rel=TOLERANCE)
     for stat in ("landing_train_acc", "landing_test_acc"):
@@ -194,3 +196,17 @@ def test_bf16_takes_the_channels_last_path_at_512_images_by_rule():
     assert batching_rule(net, big, "cpu", 4096, "bf16") == ("channels_last", 512)
     assert batching_rule(net, big, "cpu", 300, "bf16") == ("channels_last", 300)  # never more than data_batch
     assert batching_rule(net, big, "cuda", 4096, "bf16") == ("vmap", 4096)
+
+
+def test_a_pinned_evaluation_path_is_used_and_recorded(digits, tmp_path):
+    """distill.eval.path pins how the held-out models run (auto: inner.eval_path_rule, vmap for an mlp on
+    digits); the run records the path it took, and both paths compute the same function."""
+    auto, by_rule = eval_module(digits, tmp_path / "auto", [])
+    pinned, by_pin = eval_module(digits, tmp_path / "pinned", ["distill.eval.path=channels_last"])
+    x = digits.test_x[:2]
+    assert auto.loop.eval_path_for(x) == "vmap" and auto.computed_with("cpu")["eval_path"] == "vmap"
+    assert pinned.loop.eval_path_for(x) == "channels_last" and pinned.computed_with("cpu")["eval_path"] == "channels_last"
+    assert by_pin["test/onestep_loss"] == pytest.approx(by_rule["test/onestep_loss"], rel=1e-5)
+    assert by_pin["test/onestep_acc_mean"] == pytest.approx(by_rule["test/onestep_acc_mean"], abs=1e-6)
+    with pytest.raises(ConfigError, match="distill.eval.path='fast' is not allowed"):
+        validate(compose_cfg("distill", ["distill.eval.path=fast"], tmp_path))

@@ -38,6 +38,7 @@ BATCHINGS = ("auto", "vmap", "loop")
 METHODS = ("meta", "dm", "mtt", "gm", "import")  # how a batch is distilled (distill.method)
 EVAL_PROTOCOLS = ("one_step", "k_steps", "yang", "minibatch")  # how a batch trains a model (distill.eval.protocol)
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
+EVAL_PATHS = ("auto", "vmap", "channels_last")  # how many models are evaluated (inner.InnerLoop.forward_models)
 PRECISIONS = ("fp32", "bf16")  # what the many-model forwards run in (sweep.precision, analysis.precision, distill.eval.precision)
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
 SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss")
@@ -257,9 +258,11 @@ class EvalConfig:
     precision: str = "fp32"
     precision_tolerance: float = 1e-2  # bf16: largest relative loss (absolute accuracy) difference per model that passes
     precision_inits: int = 8
+    path: str = "auto"  # how the held-out models are run: vmap | channels_last | auto (inner.eval_path_rule, never a timing)
 
     def __post_init__(self):
         _choice("distill.eval.protocol", self.protocol, EVAL_PROTOCOLS)
+        _choice("distill.eval.path", self.path, EVAL_PATHS)
         _precision("distill.eval", self.precision, self.precision_tolerance, "precision_inits", self.precision_inits)
         for k in ("k", "yang_steps", "minibatch_size", "minibatch_epochs"):
             _at_least(f"distill.eval.{k}", getattr(self, k), 1)
@@ -738,6 +741,7 @@ class LandingConfig:
     precision: str = "fp32"
     precision_tolerance: float = 1e-2  # bf16: largest relative loss (absolute accuracy) difference per model that passes
     precision_inits: int = 8
+    eval_path: str = "auto"            # how the stacks' forwards run: vmap | channels_last | auto (inner.eval_path_rule)
     # -- does the distilled batch only encode early training? (issue 25; distillscape.early; [] runs none)
     early: List[str] = field(default_factory=list)  # any of influence, fair_baselines, mixing, controls
     early_inits: int = 20              # the first this many of the M inits are the held-out inits of every early part
@@ -757,6 +761,7 @@ class LandingConfig:
         for k in self.kinds:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
         _precision("analysis", self.precision, self.precision_tolerance, "precision_inits", self.precision_inits)
+        _choice("analysis.eval_path", self.eval_path, EVAL_PATHS)
         for k in self.early:
             _choice("analysis.early entry", k, EARLY_PARTS)
         for k in self.recognition_archs:

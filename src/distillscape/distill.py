@@ -45,7 +45,7 @@ class DistillModule(L.LightningModule):
         super().__init__()
         self.s = c = as_settings(DistillConfig, settings)
         self.num_classes = num_classes
-        self.loop = InnerLoop(net, c.inner_loss)
+        self.loop = InnerLoop(net, c.inner_loss, eval_path=c.eval.path)
         self.sampler = InitSampler(net, c.init_scheme)
         n = c.images_per_class * num_classes
         y = torch.arange(num_classes).repeat_interleave(c.images_per_class)

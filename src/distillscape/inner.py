@@ -13,11 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from . import config
 from .config import INNER_LOSSES
 from .models import channels_last_params, features_channels_last, fused_conv_relu, init_parameters_
 from .params import Params, stack_len, unstack
 
-EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
+EVAL_PATHS = tuple(p for p in config.EVAL_PATHS if p != "auto")  # how evaluation runs many models: see InnerLoop.forward_models
 # examples per forward of the channels-last path (one model at a time), by precision: 128 in fp32, a forward
 # whose activations stay in a CPU's cache. A bfloat16 forward holds half the bytes per image and, with each
 # conv's ReLU fused into it (models.fused_conv_relu), does its work ~4x as fast (simple_convnet on MNIST, 4096

@@ -87,6 +87,8 @@ def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
     analysis = {k: v for k, v in resolved(cfg.analysis).items() if k not in EARLY_KEYS}
     if analysis.get("precision", "fp32") == "fp32":  # fp32 parts keep the fingerprints they were written with
         analysis = {k: v for k, v in analysis.items() if not k.startswith("precision")}
+    if analysis.get("eval_path") == "auto":  # as do parts of the rule's path
+        analysis.pop("eval_path")
     what = {"analysis": analysis, "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
             "distilled": str(run.path.resolve()), "direct_minimum": str(cfg.direct_minimum),
             "mtimes": [p.stat().st_mtime_ns if p.exists() else None for p in weights]}
@@ -274,6 +276,7 @@ def landing(cfg: DictConfig) -> dict:
         check_early(s, run, dm)
 
     loop, sampler = run.loop(device), run.sampler()
+    loop.eval_path = a.eval_path  # auto: inner.eval_path_rule; recorded in computed_with
     direct_path = run.direct_minimum_path(s.direct_minimum)
     direct = {k: v.detach().to(device) for k, v in run.direct_minimum(s.direct_minimum).named_parameters()}
 
