@@ -210,3 +210,11 @@ def test_a_pinned_evaluation_path_is_used_and_recorded(digits, tmp_path):
     assert by_pin["test/onestep_acc_mean"] == pytest.approx(by_rule["test/onestep_acc_mean"], abs=1e-6)
     with pytest.raises(ConfigError, match="distill.eval.path='fast' is not allowed"):
         validate(compose_cfg("distill", ["distill.eval.path=fast"], tmp_path))
+
+
+def test_an_rl_distillation_refuses_bf16_evaluation_in_one_line(tmp_path):
+    from distillscape.tasks.distill import check
+
+    with pytest.raises(ConfigError, match="an RL run is evaluated by its episodes in fp32"):
+        check(compose_cfg("distill", ["env=cartpole", "arch=policy_mlp", "distill.eval.precision=bf16"], tmp_path))
+    assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -272,6 +272,9 @@ def check(cfg: DictConfig) -> tuple[DistillJob, dict[str, float] | None, tuple[P
     # missing dataset
     check_owner(cfg, out)
     resume = resume_checkpoint(cfg, s, out)
+    if s.env is not None and (s.distill.eval.precision != "fp32" or s.distill.eval.path != "auto"):
+        raise ConfigError("distill.eval.precision and distill.eval.path set how image classifiers are evaluated; an RL "
+                          "run is evaluated by its episodes in fp32: leave them at fp32 and auto")
     if s.env is not None:
         check_rl_trainer(s)
         rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy

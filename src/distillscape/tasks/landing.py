@@ -238,6 +238,9 @@ def check(cfg: DictConfig):
     if run.is_rl and s.analysis.certificate:
         raise ConfigError("analysis.certificate=true certifies landings on a dataset's true task; this run is an RL "
                           "run: leave analysis.certificate=false")
+    if run.is_rl and (s.analysis.precision != "fp32" or s.analysis.eval_path != "auto"):
+        raise ConfigError("analysis.precision and analysis.eval_path set how image classifiers are evaluated on the "
+                          "true task; an RL run's landing analysis runs episodes in fp32: leave them at fp32 and auto")
     if run.is_rl:
         check_early(s, run)
         return s, run, None
