@@ -218,3 +218,20 @@ def test_an_rl_distillation_refuses_bf16_evaluation_in_one_line(tmp_path):
     with pytest.raises(ConfigError, match="an RL run is evaluated by its episodes in fp32"):
         check(compose_cfg("distill", ["env=cartpole", "arch=policy_mlp", "distill.eval.precision=bf16"], tmp_path))
     assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_a_distillation_with_a_failed_certificate_says_so_and_names_the_fp32_command(tmp_path, capsys):
+    from distillscape.tasks.distill import distill
+
+    metrics = distill(compose_cfg("distill", ["dataset=digits", "arch=mlp", "distill.steps=2", "distill.val_every=2",
+                                              "distill.val_inits=2", "distill.eval_inits=4", "direct.epochs=1",
+                                              "baseline.tune_inits=1", "baseline.lr_grid=[0.1]", "logger=none",
+                                              "distill.eval.precision=bf16", "distill.eval.precision_tolerance=1e-9"],
+                                  tmp_path))
+    printed = capsys.readouterr().out
+    record = read_json(tmp_path / "distilled.json")["precision"]
+    assert not record["passed"] and record["inits"] == 4 and record["tolerance"] == 1e-9
+    assert set(record["entries"]) == {"onestep_acc", "onestep_loss"}
+    assert record["fp32_command"].endswith("distill.eval.precision=fp32")
+    assert metrics["test/precision_passed"] == 0.0 == read_json(tmp_path / "metrics.json")["test/precision_passed"]
+    assert "FAILED" in printed and "distill.eval.precision=fp32" in printed

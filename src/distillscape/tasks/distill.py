@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from rich.markup import escape
 from rich.table import Table
 
 from torch import nn
@@ -346,8 +347,9 @@ def eval_precision_line(certificate: dict) -> str:
             f"largest difference {certificate['max_difference']:.2e}, tolerance {certificate['tolerance']:g}")
     if certificate["passed"]:
         return line + ": passed (distilled.json: precision)"
-    return (line + ": FAILED (distilled.json: precision); the test numbers are not to be trusted to that tolerance: "
-            f"evaluate in fp32 with `{certificate['fp32_command']}`")
+    return "[bold]distillscape: warning:[/bold] " + escape(
+        f"{line}: FAILED (distilled.json: precision); the test numbers are not to be trusted to that tolerance: "
+        f"evaluate in fp32 with `{certificate['fp32_command']}`")
 
 
 # -- an RL task (env=cartpole | centipede) ---------------------------------------------------------------------------

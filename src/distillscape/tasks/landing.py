@@ -17,6 +17,7 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
+from rich.markup import escape
 from rich.table import Table
 
 from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
@@ -378,8 +379,9 @@ def precision_line(record: dict) -> str:
             f"({worst[1]}), tolerance {record['tolerance']:g}")
     if record["passed"]:
         return line + ": passed (landing_stats.json: precision)"
-    return (line + ": FAILED (landing_stats.json: precision); these statistics are not to be trusted to that tolerance: "
-            f"compute them in fp32 with `{record['fp32_command']}`")
+    return "[bold]distillscape: warning:[/bold] " + escape(
+        f"{line}: FAILED (landing_stats.json: precision); these statistics are not to be trusted to that tolerance: "
+        f"compute them in fp32 with `{record['fp32_command']}`")
 
 
 # -- an RL run -------------------------------------------------------------------------------------------------
