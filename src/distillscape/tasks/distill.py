@@ -14,7 +14,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from rich.markup import escape
 from rich.table import Table
 
 from torch import nn
@@ -38,7 +37,7 @@ from ..plots import distilled_figure
 from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, command_with, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import DIRECT_TEST, finish_run, log_direct_test, log_distilled, log_snapshot, own_step_axis
-from .common import (CONF_DIR, build_datamodule, check_fits, build_logger, build_net, build_policy,
+from .common import (CONF_DIR, build_datamodule, certificate_line, check_fits, build_logger, build_net, build_policy,
                      build_trainer, console, console_script, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
@@ -341,15 +340,9 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def eval_precision_line(certificate: dict) -> str:
-    """The console line of a bf16 evaluation's certificate: passed, or failed and the fp32 command."""
-    line = (f"test evaluation in {certificate['precision']} against fp32 on its first {certificate['inits']} inits: "
-            f"largest difference {certificate['max_difference']:.2e}, tolerance {certificate['tolerance']:g}")
-    if certificate["passed"]:
-        return line + ": passed (distilled.json: precision)"
-    return "[bold]distillscape: warning:[/bold] " + escape(
-        f"{line}: FAILED (distilled.json: precision); the test numbers are not to be trusted to that tolerance: "
-        f"evaluate in fp32 with `{certificate['fp32_command']}`")
+def eval_precision_line(c: dict) -> str:
+    return certificate_line(c["precision"], f"the test evaluation's first {c['inits']} inits", c["max_difference"],
+                            c["tolerance"], c["passed"], "distilled.json: precision", "the test numbers", c["fp32_command"])
 
 
 # -- an RL task (env=cartpole | centipede) ---------------------------------------------------------------------------

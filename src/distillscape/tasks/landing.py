@@ -17,7 +17,6 @@ import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
-from rich.markup import escape
 from rich.table import Table
 
 from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
@@ -36,7 +35,7 @@ from ..seeds import generator, seed_for
 from ..stats import describe
 from ..tracking import log_csv_table
 from .landing_early import EARLY_KEYS, Early, check_early, early_parts
-from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, check_fits, compose_task, console, console_script,
+from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, certificate_line, check_fits, compose_task, console, console_script,
                      dataset_bytes, model_sizes, resolved, start_job, task)
 
 
@@ -375,13 +374,9 @@ def precision_record(a, certificates: dict[str, dict], out: Path) -> dict:
 
 def precision_line(record: dict) -> str:
     worst = max(((c["max_difference"], kind) for kind, c in record["kinds"].items()), default=(0.0, "-"))
-    line = (f"{record['precision']} against fp32 on the first inits and landings: largest difference {worst[0]:.2e} "
-            f"({worst[1]}), tolerance {record['tolerance']:g}")
-    if record["passed"]:
-        return line + ": passed (landing_stats.json: precision)"
-    return "[bold]distillscape: warning:[/bold] " + escape(
-        f"{line}: FAILED (landing_stats.json: precision); these statistics are not to be trusted to that tolerance: "
-        f"compute them in fp32 with `{record['fp32_command']}`")
+    return certificate_line(record["precision"], f"the first inits and landings (most: {worst[1]})", worst[0],
+                            record["tolerance"], record["passed"], "landing_stats.json: precision",
+                            "these statistics", record["fp32_command"])
 
 
 # -- an RL run -------------------------------------------------------------------------------------------------
