@@ -35,7 +35,6 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-from .artifacts import atomic_write
 from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
@@ -44,7 +43,8 @@ from .inner import CHANNELS_LAST_EXAMPLES, PRECISION_DTYPES, InnerLoop, eval_pat
 from .models import channels_last_params, features_channels_last, fused_conv_relu
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
-from .stats import precision_difference, rank_correlation  # noqa: F401  (rank_correlation: the landscape's certificate helpers, kept importable here)
+from .stats import average_ranks, precision_difference, rank_correlation  # noqa: F401  (rank_correlation: for report.surfaces)
+from .surface import SURFACE_FILE, axes_of, centre_index, read_npz, write_npz
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 # a forward runs in PRECISION_DTYPES[precision]; losses and counts are always reduced in float32 and summed in float64
@@ -197,21 +197,6 @@ def shard_path(sweep_dir, shard: int, num_shards: int) -> Path:
     return Path(sweep_dir) / "shards" / f"shard_{shard:04d}_of_{num_shards:04d}.npz"
 
 
-def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
-    def w(tmp):
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
-            np.savez(f, **arrays)
-    return atomic_write(path, w)
-
-
-def read_npz(path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as e:
-        raise ArtifactError(f"{path} is not a readable .npz ({e}); delete it and rerun the sweep to recompute it") from None
-
-
 def finished_shard(path: Path, fp: str) -> bool:
     """True if `path` holds this sweep's shard (`fp`: `resume.fingerprint` of the centre, directions,
     axes, metrics and what else the values depend on); a shard of another sweep is an error."""
@@ -358,7 +343,7 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     arrays["data_batch"] = np.array(sorted({d for _, d in paths}))
     arrays["metrics"] = np.array(metrics)
     arrays["fingerprint"] = np.array(fp)
-    return write_npz(Path(sweep_dir) / "surface.npz", arrays)
+    return write_npz(Path(sweep_dir) / SURFACE_FILE, arrays)
 
 
 def certificate_sample(surface: dict[str, np.ndarray], metrics: list[str], random_points: int, seed: int,
@@ -367,8 +352,7 @@ def certificate_sample(surface: dict[str, np.ndarray], metrics: list[str], rando
     lowest points (so the grid minimum can be compared with its rivals) and `random_points` others, drawn
     with `seed`. Sorted, without repeats."""
     shape = surface[metrics[0]].shape
-    axes = [surface[f"axis{i}"] for i in range(len(shape))]
-    picked = {int(np.ravel_multi_index(tuple(int(np.abs(a).argmin()) for a in axes), shape))}
+    picked = {int(np.ravel_multi_index(centre_index(axes_of(surface, metrics[0])), shape))}
     for m in metrics:
         if m.endswith("/loss"):
             picked.update(int(i) for i in np.argsort(surface[m].ravel(), kind="stable")[:near_best])
@@ -417,9 +401,79 @@ def surface_summary(surface: dict[str, np.ndarray], metric: str) -> dict[str, fl
     """Value at the centre (the grid point nearest the origin), the grid minimum and where it is:
     whether the surface has its minimum at the centre is what the 2x2 and sanity checks ask."""
     v = surface[metric]
-    axes = [surface[f"axis{i}"] for i in range(v.ndim)]
-    origin = tuple(int(np.abs(a).argmin()) for a in axes)
+    axes = axes_of(surface, metric)
+    origin = centre_index(axes)
     best = np.unravel_index(np.nanargmin(v) if metric.endswith("/loss") else np.nanargmax(v), v.shape)
     out = {"centre": float(v[origin]), "best": float(v[best])}
     out.update({f"best_axis{i}": float(axes[i][best[i]]) for i in range(v.ndim)})
+    return out
+
+
+# -- comparing two costs of one surface ------------------------------------------------------------------
+# each distilled-data cost is compared with each true-task cost it was swept with
+TRUE_COSTS = ("train/loss", "test/loss")
+DISTILLED_COST = "distilled/loss"
+
+
+def rank_map(v: np.ndarray) -> np.ndarray:
+    """A grid's values as their percentile ranks in [0, 1] (0: the grid's lowest, 1: its highest), in
+    the grid's shape: the normalisation of the difference map, under which two costs of different scales
+    compare by how they order the grid's points, the order Spearman's correlation measures."""
+    v = np.asarray(v, dtype=float)
+    return ((average_ranks(v) - 1) / max(v.size - 1, 1)).reshape(v.shape)
+
+
+def grid_minimum(surface: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """The plane coordinates [k] of a metric's lowest grid point."""
+    v = surface[metric]
+    best = np.unravel_index(int(np.nanargmin(v)), v.shape)
+    return np.array([float(surface[f"axis{i}"][j]) for i, j in enumerate(best)])
+
+
+def compare_costs(surface: dict[str, np.ndarray], gram: np.ndarray, first: str, second: str) -> dict[str, float]:
+    """How alike two costs of one surface are: Spearman's rank correlation over the grid points, and the
+    distance between their grid minima in plane coordinates and in parameter norm (||delta @ directions||
+    = sqrt(delta^T G delta), G = directions @ directions^T the directions' Gram matrix [k, k])."""
+    a, b = grid_minimum(surface, first), grid_minimum(surface, second)
+    delta = a - b
+    out = {"spearman": rank_correlation(surface[first], surface[second]),
+           "minima_distance_plane": float(np.linalg.norm(delta)),
+           "minima_distance_params": float(np.sqrt(max(float(delta @ np.asarray(gram, dtype=float) @ delta), 0.0)))}
+    out.update({f"minimum_{name.split('/')[0]}_axis{i}": float(x) for name, m in ((first, a), (second, b))
+                for i, x in enumerate(m)})
+    return out
+
+
+def cost_comparisons(surface: dict[str, np.ndarray], directions: torch.Tensor) -> dict[str, dict[str, float]]:
+    """`compare_costs` of the distilled cost with every true-task cost swept beside it, keyed
+    "distilled_vs_train", ...; empty when the surface lacks either."""
+    if DISTILLED_COST not in surface:
+        return {}
+    d = directions.double()
+    gram = (d @ d.T).cpu().numpy()
+    return {f"distilled_vs_{true.split('/')[0]}": compare_costs(surface, gram, DISTILLED_COST, true)
+            for true in TRUE_COSTS if true in surface}
+
+
+def centre_curvature(surface: dict[str, np.ndarray], metric: str, norms: np.ndarray) -> list[float]:
+    """Per axis, the metric's second difference at the grid's centre point over the squared spacing in
+    parameter distance, (v(+h) - 2 v(0) + v(-h)) / (h ||d_i||)^2: the directional second derivative along
+    direction i at the grid's spacing (for a unit Hessian eigenvector, its eigenvalue up to O(h^2)).
+    nan along an axis whose grid does not hold the centre (coordinate 0) with a neighbour on each side."""
+    v = surface[metric]
+    axes = [surface[f"axis{i}"] for i in range(v.ndim)]
+    origin = [int(np.abs(a).argmin()) for a in axes]
+    out = []
+    for i, a in enumerate(axes):
+        j = origin[i]
+        spacing = float(a[1] - a[0]) if len(a) > 1 else 0.0
+        if not (0 < j < len(a) - 1) or abs(a[j]) > 1e-6 * abs(spacing):
+            out.append(float("nan"))
+            continue
+        at = list(origin)
+        values = []
+        for k in (j - 1, j, j + 1):
+            at[i] = k
+            values.append(float(v[tuple(at)]))
+        out.append((values[0] - 2 * values[1] + values[2]) / (spacing * float(norms[i])) ** 2)
     return out

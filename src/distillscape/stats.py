@@ -82,20 +82,27 @@ def interval95(values: torch.Tensor) -> tuple[float, float]:
     return i["lo"], i["hi"]
 
 
-# -- how far a lower-precision result is from fp32 (the bf16 error certificates) ------------------------------
-def _ranks(v: np.ndarray) -> np.ndarray:
+# -- rank correlation; how far a lower-precision result is from fp32 (the bf16 error certificates) ----------
+def average_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a sample, tied values sharing the mean of their ranks (Spearman's convention)."""
+    v = np.asarray(v, dtype=float).ravel()
     order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    return r
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    _, group, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(group, weights=ranks)
+    return sums[group] / counts[group]
 
 
-def rank_correlation(a, b) -> float:
-    """Spearman's rank correlation of two samples (ties broken by position; nan when either is constant)."""
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two paired samples: the Pearson correlation of their average ranks
+    (ties handled); nan when either sample is constant or holds a non-finite value."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
-    return float(np.corrcoef(_ranks(a), _ranks(b))[0, 1])
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
 
 
 def precision_difference(approx, exact, relative: bool, tolerance: float) -> dict:
@@ -109,7 +116,7 @@ def precision_difference(approx, exact, relative: bool, tolerance: float) -> dic
     diff = np.abs(a[both] - e[both]) / (np.maximum(np.abs(e[both]), np.finfo(float).tiny) if relative else 1.0)
     worst = float(diff.max()) if diff.size else 0.0
     agree_nonfinite = bool(np.array_equal(np.isfinite(a), np.isfinite(e)))
-    return {"max_difference": worst, "relative": bool(relative), "rank_correlation": rank_correlation(a[both], e[both]),
+    return {"max_difference": worst, "relative": bool(relative), "rank_correlation": rank_correlation(a[both], e[both]) if both.sum() > 1 else float("nan"),
             "passed": bool(worst <= tolerance and agree_nonfinite)}
 
 
