@@ -49,6 +49,12 @@ def outer_batching_rule(net: nn.Module, device_type: str) -> str:
 
 # a model's layer outputs per example from which, on a CPU, evaluation runs channels-last (see eval_path_rule)
 CHANNELS_LAST_MIN_BYTES = 256 << 10
+# the activations of the models vmapped at once in an evaluation: on a GPU, what fits in memory; on a CPU, what
+# stays in cache. Beyond that a CPU's elementwise steps (bias, ReLU) stream every layer output through memory: 1000
+# mlps on the 359 digits test images took 1.08 s in one vmap of all of them, 0.43 s 17 at a time (8 MiB; 2, 4, 16,
+# 32 MiB: 0.49, 0.46, 0.51, 0.59 s; bench/bench_eval_inits.py end to end), on MNIST 6.3-6.9 s whatever the chunk
+EVAL_BUDGET_BYTES = {"cpu": 8 << 20}
+EVAL_BUDGET_DEFAULT = 2 << 30
 
 
 def eval_path_rule(net: nn.Module, example_bytes: int, device_type: str) -> str:
@@ -233,10 +239,12 @@ class InnerLoop:
             self._activation_bytes[key] = max(1, self.activation_bytes(x))
         return self._activation_bytes[key]
 
-    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
+    def eval_chunk(self, x: torch.Tensor, budget_bytes: int | None = None) -> int:
         """How many models to vmap at once over batch x so their activations stay within budget_bytes
-        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
-        return max(1, budget_bytes // (self.example_bytes(x) * len(x)))
+        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once); default: EVAL_BUDGET_BYTES of
+        x's device kind."""
+        budget = budget_bytes or EVAL_BUDGET_BYTES.get(x.device.type, EVAL_BUDGET_DEFAULT)
+        return max(1, budget // (self.example_bytes(x) * len(x)))
 
     def run_autograd(self, params: Params, x, targets, lrs) -> Params:
         """Same as `run` with plain autograd (`create_graph=True`); one init at a time.

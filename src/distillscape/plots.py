@@ -745,3 +745,39 @@ def density_figure(grid, densities: dict[str, "torch.Tensor"], counts: dict[str,
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def curve_figure(summary: dict, context: str, path: Path) -> Path:
+    """One basin or two: the mean loss over the landings along the straight line and along the trained curve
+    landing (t = 0) -> direct minimum (t = 1), train and test side by side; the titles give each path's barrier
+    (mean over the landings with its 95% interval)."""
+    t = np.asarray(summary["t"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, split in zip(axes, ("train", "test")):
+        for name, label, style in (("line", "straight line", "--"), ("curve", f"{summary['kind']} curve", "-")):
+            b = summary["barriers"][f"barrier_{name}_{split}"]
+            ax.plot(t, summary[f"{name}_{split}_loss"], style, marker="o", ms=3,
+                    label=f"{label}: barrier {b['mean']:.3g} [{b['lo']:.3g}, {b['hi']:.3g}]")
+        ax.set_xlabel("t (0: landing, 1: direct minimum)")
+        ax.set_ylabel(f"{split} loss (mean over {summary['landings']} landings)")
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"Loss along the paths landing -> direct minimum ({context})")
+
+
+# -- the atlas (distillscape.report.atlas): one statistic per job, with its 95% interval -------------------------
+def interval_figure(xs: list[str], series: dict[str, list[dict | None]], ylabel: str, title: str, path: Path,
+                    percent: bool = False) -> Path:
+    """Means with their 95% intervals ({"mean", "lo", "hi"}; None: no value) at each x, one colour per series
+    (the atlas: x = method per dataset/arch, series = evaluation protocol), dodged side by side."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(xs) + 1.5), 3.6))
+    width = 0.6 / max(len(series), 1)
+    scale = 100.0 if percent else 1.0
+    for i, (name, values) in enumerate(series.items()):
+        x = np.arange(len(xs)) + (i - (len(series) - 1) / 2) * width
+        _errorbar(ax, x, [{k: scale * d[k] for k in ("mean", "lo", "hi")} if d else None for d in values], label=name)
+    ax.set_xticks(np.arange(len(xs)), xs, fontsize=8)
+    ax.set_ylabel(ylabel + (" (%)" if percent else ""))
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8, title="protocol", title_fontsize=8)
+    return _save(fig, path, title)

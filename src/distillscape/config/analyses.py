@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional
 from ..errors import ConfigError
 from .arch import ARCH_SCHEMAS, IMAGE_ARCHS
 from .checks import _at_least, _at_most, _choice, _count, _precision, _rate, _seed
-from .names import (DATASETS, EARLY_PARTS, EVAL_PATHS, EVAL_PROTOCOLS, HESSIAN_PAIRS, LANDING_KINDS, LANDSCAPE_BATCHINGS, MAX_MODELS,
-                    METHODS, RANGE_UNITS, STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
+from .names import (DATASETS, EARLY_PARTS, EVAL_PATHS, EVAL_PROTOCOLS, HESSIAN_PAIRS, LANDING_CURVES, LANDING_KINDS,
+                    LANDSCAPE_BATCHINGS, MAX_MODELS, METHODS, RANGE_UNITS, STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
 from .runtime import LOGGER_SCHEMAS
 
 
@@ -157,6 +157,13 @@ class LandingConfig:
     negative_tol: float = 1e-3         # a Ritz value theta with residual r is significantly negative when theta < -(r + negative_tol * lambda_max)
     density_sigma: float = 0.01        # Gaussian smoothing of the density figure: this fraction of the spectra's range
     barrier_points: int = 11           # points on each straight path (ends included)
+    # one basin or two (distillscape.basins): a curved path landing -> direct minimum trained on the true task,
+    # its barrier beside the straight line's; off by default (a training run per landing)
+    curve: str = "none"                # none | bezier (quadratic Bezier) | polychain (one bend)
+    curve_inits: int = 10              # distilled landings given a curve: the first ones
+    curve_steps: int = 500             # SGD steps on the middle point (polish_batch_size, polish_momentum)
+    curve_lr: float = 0.05
+    curve_points: int = 21             # the t grid the paths are evaluated at (ends included)
     trajectory_inits: int = 5          # inits trained directly on real data (polish optimizer), to compare landings with
     trajectory_steps: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])  # (0, the init, is always added)
     data_chunk: int = 1000             # examples per forward
@@ -224,6 +231,12 @@ class LandingConfig:
             _at_least(f"analysis.{k}", getattr(self, k), 1)
         _at_least("analysis.barrier_points", self.barrier_points, 2)
         _at_most("analysis.barrier_points", self.barrier_points, 10_000, "each point is a full evaluation")
+        _choice("analysis.curve", self.curve, LANDING_CURVES)
+        _count("analysis.curve_inits", self.curve_inits)
+        _at_least("analysis.curve_steps", self.curve_steps, 0)
+        _rate("analysis.curve_lr", self.curve_lr)
+        _at_least("analysis.curve_points", self.curve_points, 3)  # an inner point: a path's height between its ends
+        _at_most("analysis.curve_points", self.curve_points, 10_000, "each point is a full evaluation")
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.trajectory_steps):
             raise ConfigError(f"analysis.trajectory_steps={list(self.trajectory_steps)}: give non-negative integers "
                               f"(direct-training steps at which the landing is compared), e.g. [1,10,100]")

@@ -62,6 +62,7 @@ DATASET_COSTS = ("train", "test", "train_subsets")
 
 
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
+LANDING_CURVES = ("none", "bezier", "polychain")  # analysis.curve: the curved path landing -> direct minimum (basins.py)
 
 
 EARLY_PARTS = ("influence", "fair_baselines", "mixing", "controls", "recognition")  # the early-training analyses (issue 25, distillscape.early)
