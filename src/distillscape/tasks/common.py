@@ -11,6 +11,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from ..artifacts import atomic_write, remove_temporaries
@@ -20,7 +21,8 @@ from ..job import Job
 from ..models import build_net
 from ..resume import check_owner, claim, write_job_config
 from . import progress
-from .cli import CONF_DIR, compose_task, console_script, rank, script, task  # noqa: F401  (the tasks' command line)
+from .cli import rank
+from .cli import CONF_DIR, compose_task, task  # noqa: F401  (where tests and scripts found them before tasks/cli.py)
 
 
 class _Console(Console):
@@ -87,6 +89,15 @@ def write_hydra_record(job: Job, out: Path) -> None:
               "overrides.yaml": OmegaConf.to_yaml(list(hc.overrides.task))}
     for name, text in record.items():
         atomic_write(out / ".hydra" / name, lambda tmp, text=text: Path(tmp).write_text(text))
+
+
+def job_of(cfg: DictConfig, needed: dict[str, str] | None = None) -> Job:
+    """The typed job of a task's composed config (every value checked); first, each of the task's `needed` keys
+    left unset (??? or empty) is refused with its own line (what to give), which says more than a missing value's."""
+    for key, line in (needed or {}).items():
+        if OmegaConf.is_missing(cfg, key) or not cfg.get(key):
+            raise ConfigError(line)
+    return Job.of(cfg)
 
 
 def build_datamodule(dataset) -> TensorDataModule:
