@@ -136,10 +136,11 @@ def test_every_experiment_composes_and_validates(experiment, tmp_path):
         validate(cfg)
         if task != "study":
             return
-        stages = stage_order(cfg)
-        assert stage_task(cfg, stages[0]) == "distill" and stage_task(cfg, stages[-1]) == "report"
+        job = Job.of(cfg)
+        stages = stage_order(job)
+        assert stage_task(job, stages[0]) == "distill" and stage_task(job, stages[-1]) == "report"
         for stage in stages:
-            stage_cfg = compose_stage(stage_task(cfg, stage), stage_overrides(cfg, stage, tmp_path, stages))
+            stage_cfg = compose_stage(stage_task(job, stage), stage_overrides(job, stage, tmp_path, stages))
             validate(stage_cfg)
             if "dataset" in stage_cfg:
                 assert stage_cfg.dataset.name == cfg.study.dataset
