@@ -71,7 +71,7 @@ def refusal(e: BaseException, task: str, overrides: list[str]) -> str | None:
     """The one line for a refused job; None for a bug (which keeps its traceback)."""
     if isinstance(e, KNOWN_ERRORS):
         return f"{type(e).__name__}: {e}"
-    from .common import explain
+    from .cli import explain
 
     return explain(e, task, overrides)
 
@@ -91,7 +91,7 @@ def job_name(num: int, overrides: list[str], jobs: list[list[str]] | None = None
 def stop(line: str) -> None:
     """End the multirun with one line, exit 2. Hydra turns an exception from a callback into a warning and goes
     on; a SystemExit passes through."""
-    from .common import fail
+    from .cli import fail
 
     fail(line)
 
