@@ -149,7 +149,7 @@ def task(fn: Callable[[DictConfig], object]) -> Callable[[DictConfig], object]:
             if (reason := refused_here()) is not None:  # its line was printed when the multirun was submitted
                 console.print(f"skipped, refused at submission: {reason}")
                 return None
-            check_logger(cfg.get("logger"))
+            check_logger(cfg.get("logger") if hasattr(cfg, "get") else None)  # a composed config's logger
             return fn(cfg)
         except KNOWN_ERRORS as e:
             if not refuse_here(f"{type(e).__name__}: {e}"):  # a multirun's other jobs go on
