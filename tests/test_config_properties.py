@@ -167,6 +167,7 @@ def _owner_refuses(owner, intruder, data):
     import tempfile
     from pathlib import Path
 
+    from distillscape.job import Job
     from distillscape.resume import ANY_CONFIG, check_owner, write_job_config
 
     before = tuple(data.draw(st.sampled_from(CHANGES["*"] + CHANGES[owner])))
