@@ -157,7 +157,7 @@ def test_wandb_online_without_a_server_is_one_line_before_work(tmp_path, monkeyp
     assert "WANDB_MODE=offline" in line and time.perf_counter() - t0 < 60
     assert not out.exists() or not tree(out)
     # offline (by the key, or by WANDB_MODE) needs no server
-    check_logger(compose_cfg("distill", ["logger=wandb", "logger.offline=true"], tmp_path))
+    check_logger(compose_cfg("distill", ["logger=wandb", "logger.offline=true"], tmp_path).logger)
     monkeypatch.setenv("WANDB_MODE", "offline")
     check_logger(compose_cfg("distill", ["logger=wandb"], tmp_path))
 

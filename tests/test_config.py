@@ -14,7 +14,9 @@ from omegaconf import OmegaConf, open_dict
 from distillscape.config import ConfigError, validate
 from distillscape.distill import DistillModule
 from distillscape.direct import DirectModule
-from distillscape.tasks.common import build_datamodule, build_logger, build_net
+from distillscape.job import Job
+from distillscape.models import build_net
+from distillscape.tasks.common import build_datamodule, build_logger
 from conftest import REPO, SHARED_DATA, compose_cfg, needs_mnist
 
 DATASETS = ["digits", "mnist", "fashion_mnist", "cifar10"]
@@ -34,7 +36,7 @@ def test_every_dataset_and_arch_runs_fast_dev_run(tmp_path, tiny_data_root, data
     validate(cfg)
     dm = instantiate(cfg.dataset)
     dm.setup()
-    module = DistillModule(build_net(cfg, dm), dm.num_classes, dm.image_shape, OmegaConf.to_container(cfg.distill))
+    module = DistillModule(build_net(Job.of(cfg).settings.arch, dm.image_shape, dm.num_classes), dm.num_classes, dm.image_shape, OmegaConf.to_container(cfg.distill))
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     before = module.images.detach().clone()
     trainer.fit(module, dm)
@@ -88,10 +90,10 @@ def test_cli_fails_early_with_one_clear_message(tmp_path, args, needles):
 @pytest.mark.parametrize("logger,expected", [("csv", "csv/metrics.csv"), ("tensorboard", "tensorboard"), ("none", None)])
 def test_logger_options_write_their_files(tmp_path, logger, expected):
     cfg = compose_cfg("train", [f"logger={logger}", "arch=mlp", "direct.epochs=1"], tmp_path)
-    dm = build_datamodule(cfg)
-    lg = build_logger(cfg)
+    dm = build_datamodule(Job.of(cfg).settings.dataset)
+    lg = build_logger(Job.of(cfg))
     trainer = instantiate(cfg.trainer, logger=lg, max_epochs=1, enable_checkpointing=False)
-    trainer.fit(DirectModule(build_net(cfg, dm)), dm)
+    trainer.fit(DirectModule(build_net(Job.of(cfg).settings.arch, dm.image_shape, dm.num_classes)), dm)
     if expected is None:
         assert lg is False
         return
@@ -134,10 +136,11 @@ def test_every_experiment_composes_and_validates(experiment, tmp_path):
         validate(cfg)
         if task != "study":
             return
-        stages = stage_order(cfg)
-        assert stage_task(cfg, stages[0]) == "distill" and stage_task(cfg, stages[-1]) == "report"
+        job = Job.of(cfg)
+        stages = stage_order(job)
+        assert stage_task(job, stages[0]) == "distill" and stage_task(job, stages[-1]) == "report"
         for stage in stages:
-            stage_cfg = compose_stage(stage_task(cfg, stage), stage_overrides(cfg, stage, tmp_path, stages))
+            stage_cfg = compose_stage(stage_task(job, stage), stage_overrides(job, stage, tmp_path, stages))
             validate(stage_cfg)
             if "dataset" in stage_cfg:
                 assert stage_cfg.dataset.name == cfg.study.dataset

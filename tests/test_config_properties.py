@@ -145,10 +145,11 @@ def _job(task: str, change: tuple[str, ...], out: str):
 def _same_job(a, b) -> bool:
     """The oracle: the fingerprint of the identity that marks a finished job (resume.config_digest), with the
     shard left out (the shards of one sweep share a directory by design)."""
-    from distillscape.resume import SHARED_BY, fingerprint, identity
+    from distillscape.job import Job
+    from distillscape.resume import ADDED_SETTINGS, SHARED_BY, fingerprint, identity
 
     def digest(cfg):
-        data = identity(cfg)
+        data = identity(Job.of(cfg), known=len(ADDED_SETTINGS))
         for key in SHARED_BY.get(str(cfg.task_name), ()):
             data.pop(key, None)
         return fingerprint(data=data)
@@ -166,6 +167,7 @@ def _owner_refuses(owner, intruder, data):
     import tempfile
     from pathlib import Path
 
+    from distillscape.job import Job
     from distillscape.resume import ANY_CONFIG, check_owner, write_job_config
 
     before = tuple(data.draw(st.sampled_from(CHANGES["*"] + CHANGES[owner])))
@@ -175,10 +177,10 @@ def _owner_refuses(owner, intruder, data):
         here.mkdir()
         # the configs name fixed directories (cached); the record and the checks use the real ones
         a, b = _job(owner, before, "/jobs/run"), _job(intruder, after, "/jobs/run")
-        write_job_config(a, here)
+        write_job_config(Job.of(a), here)
         expected = owner != intruder or (owner not in ANY_CONFIG and not _same_job(a, b))
         try:
-            check_owner(b, here)
+            check_owner(Job.of(b), here)
             refused = None
         except ConfigError as e:
             refused = str(e)
@@ -187,7 +189,7 @@ def _owner_refuses(owner, intruder, data):
         # the same directory moved elsewhere is the same job's: its output directory, and what is resolved from it
         here.rename(moved)
         if not expected:
-            check_owner(_job(intruder, after, "/jobs/moved"), moved)
+            check_owner(Job.of(_job(intruder, after, "/jobs/moved")), moved)
 
 
 _OWNER_CASES = given(st.sampled_from(list(JOBS)), st.sampled_from(list(JOBS)), st.data())

@@ -12,6 +12,7 @@ from distillscape.data import TensorDataModule
 from distillscape.distill import DistillModule
 from distillscape.inner import evaluate_stack
 from distillscape.models import MLP
+from distillscape.job import Job
 from distillscape.tasks.common import build_trainer
 from distillscape.tasks.distill import at_chance_warning
 from conftest import compose_cfg
@@ -32,7 +33,7 @@ def test_short_distillation_lifts_one_step_accuracy_far_above_chance(tmp_path):
     dm.setup()
     module = DistillModule(MLP(1, 8, 8, 10, hidden=[128]), 10, (1, 8, 8), OmegaConf.to_container(cfg.distill))
     before = onestep_test_accuracy(module, dm)
-    build_trainer(cfg, logger=False, enable_checkpointing=False).fit(module, dm)
+    build_trainer(Job.of(cfg), logger=False, enable_checkpointing=False).fit(module, dm)
     after = onestep_test_accuracy(module, dm)
     assert before < 0.25, before        # noise images: one step is at chance (10 classes)
     assert after > 0.6, after           # 300 outer steps: far above it
@@ -123,7 +124,7 @@ def test_fixed_init_mode_trains_one_saved_init(tmp_path):
     module = DistillModule(MLP(1, 8, 8, 10, hidden=[128]), 10, (1, 8, 8), OmegaConf.to_container(cfg.distill))
     first = module.training_inits()
     assert all(torch.equal(first[k], module.training_inits()[k]) for k in first)  # the same init every step
-    trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
+    trainer = build_trainer(Job.of(cfg), logger=False, enable_checkpointing=False)
     trainer.fit(module, dm)
     (m,) = trainer.test(module, dm, verbose=False)
     assert m["test/onestep_inits"] == 1 and m["test/onestep_random_init_inits"] == 3

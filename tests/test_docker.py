@@ -86,6 +86,6 @@ def test_entry_points_data_volume_and_config_dir(name):
     used = set(re.findall(r"distillscape:\w+(?:\s|\\)+(distillscape-[a-z]+)", README))
     assert used and used <= set(scripts), used
     # the package reads exactly these variables
-    common = (REPO / "src" / "distillscape" / "tasks" / "common.py").read_text()
+    cli = (REPO / "src" / "distillscape" / "tasks" / "cli.py").read_text()
     paths = (REPO / "conf" / "paths" / "default.yaml").read_text()
-    assert "DISTILLSCAPE_CONF_DIR" in common and "DISTILLSCAPE_DATA" in paths
+    assert "DISTILLSCAPE_CONF_DIR" in cli and "DISTILLSCAPE_DATA" in paths

@@ -173,13 +173,14 @@ test_any_bad_value_or_key_into_a_finished_run_thorough = pytest.mark.slow(hsetti
 def test_marker_of_the_previous_identity_is_still_a_finished_job(finished_run):
     """complete.json written before a moved run counted as the same job (its digest held the run's own
     directory, trainer.default_root_dir): the same config in that directory is still skipped, not refused."""
-    from distillscape.resume import fingerprint, identity
+    from distillscape.job import Job
+    from distillscape.resume import ADDED_SETTINGS, fingerprint, identity
     from distillscape.tasks.distill import distill
 
     cfg = compose_cfg("distill", DIGITS_RUN_OVERRIDES, finished_run)
     record = read_json(finished_run / "complete.json")
     (finished_run / "complete.json").write_text(json.dumps(
-        {**record, "fingerprint": fingerprint(data=identity(cfg, legacy=True))}))
+        {**record, "fingerprint": fingerprint(data=identity(Job.of(cfg), legacy=True, known=len(ADDED_SETTINGS)))}))
     before = tree(finished_run)
     assert distill(cfg) == read_json(finished_run / "metrics.json")
     assert tree(finished_run) == before

@@ -231,6 +231,7 @@ def test_mtt_resumes_from_its_checkpoint_as_if_never_stopped_and_reuses_its_expe
     images of an unbroken 6-step run; the resumed run reads the expert trajectories instead of retraining them."""
     from distillscape.config import settings
     from distillscape.data import TensorDataModule
+    from distillscape.job import Job
     from distillscape.tasks.distill import resume_checkpoint, run_distillation
 
     common = ["arch=mlp", "logger=none", "distill.method=mtt", "distill.optim.schedule=constant", "distill.val_every=100",
@@ -247,7 +248,8 @@ def test_mtt_resumes_from_its_checkpoint_as_if_never_stopped_and_reuses_its_expe
             torch.manual_seed(s.seed)
             if n == 6 and name == "resumed":
                 expert_mtime = (out / "experts" / "expert_00.safetensors").stat().st_mtime_ns
-            module, _, _, _ = run_distillation(cfg, s, dm, out, resume_checkpoint(cfg, s, out))
+            job = Job.of(cfg)
+            module, _, _, _ = run_distillation(job, dm, resume_checkpoint(job))
             images[f"{name}{n}"] = module.images.detach()
     assert (tmp_path / "resumed" / "experts" / "expert_00.safetensors").stat().st_mtime_ns == expert_mtime
     assert not torch.equal(images["resumed4"], images["resumed6"])  # the resumed steps changed the images

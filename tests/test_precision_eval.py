@@ -20,6 +20,7 @@ from distillscape.config import ConfigError, validate
 from distillscape.data import TensorDataModule
 from distillscape.distill import DistillModule
 from distillscape.inner import InitSampler, InnerLoop, evaluate_stack
+from distillscape.job import Job
 from distillscape.models import MLP, SimpleConvNet
 from distillscape.params import unstack
 from distillscape.stats import precision_difference, precision_summary
@@ -82,7 +83,7 @@ def eval_module(digits, tmp_path, overrides):
     cfg = compose_cfg("distill", ["arch=mlp", "distill.eval_inits=12", "logger=none", *overrides], tmp_path)
     torch.manual_seed(0)  # the same noise batch in every module
     module = DistillModule(MLP(1, 8, 8, 10, hidden=[32]), 10, (1, 8, 8), OmegaConf.to_container(cfg.distill))
-    trainer = build_trainer(cfg, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer = build_trainer(Job.of(cfg), logger=False, enable_checkpointing=False, enable_progress_bar=False)
     (metrics,) = trainer.test(module, digits, verbose=False)
     return module, metrics
 

@@ -3,6 +3,7 @@ uninterrupted run of the same seed ends with; finished jobs are skipped on rerun
 weights_only-loadable and artifacts are never pickles."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -136,3 +137,85 @@ def test_artifacts_are_never_pickles(digits_run):
             head = p.read_bytes()[:2]
             assert head != b"\x80\x04" and head != b"\x80\x02", f"{p} is a pickle"
     assert not list(digits_run.rglob("*.pt")) and not list(digits_run.rglob("*.pkl"))
+
+
+# -- finished jobs of earlier releases: settings added since then ---------------------------------------------------
+def _old_run_copy(tmp_path):
+    """tests/data/run_v0_1 (finished before distill.method, distill.eval, env, rl, direct.converge... existed)
+    copied, and the command that made it, now pointed at the copy."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "old_run"
+    shutil.copytree(REPO / "tests" / "data" / "run_v0_1", run)
+    record = yaml.safe_load((run / "config_resolved.yaml").read_text())
+    return run, record, [*record["overrides"], "paths.data_dir=./data"]
+
+
+def _files(path):
+    return {p: p.stat().st_mtime_ns for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_a_job_finished_before_the_newer_settings_existed_is_recognised(tmp_path):
+    """complete.json holding the digest of the config as that release wrote it (the recorded config, which has
+    none of the settings added since): the same command is that finished job, returned, nothing recomputed."""
+    from distillscape.resume import NOT_IDENTITY, _without, fingerprint
+    from distillscape.tasks.distill import distill
+
+    run, record, overrides = _old_run_copy(tmp_path)
+    # the oracle: the recorded config itself, moved here, without what never was the job's identity
+    then = _without({**record["config"], "paths": {**record["config"]["paths"], "output_dir": str(run)}}, NOT_IDENTITY)
+    (run / "complete.json").write_text(json.dumps({"fingerprint": fingerprint(data=then),
+                                                   "overrides": record["overrides"]}))
+    before = _files(run)
+    assert distill(compose_cfg("distill", overrides, run)) == read_json(run / "metrics.json")
+    assert _files(run) == before, "a finished job was recomputed or its directory touched"
+
+
+@pytest.mark.parametrize("newer", ["direct.converge=true", "distill.eval.protocol=k_steps", "rl.gamma=0.9"])
+def test_a_newer_setting_off_its_default_is_another_job(tmp_path, newer):
+    """The same finished job with a setting added since set to anything but its default is another job: refused
+    in one line, nothing written (skip_complete=false would recompute it, as for any other config)."""
+    from distillscape.errors import ConfigError
+    from distillscape.resume import NOT_IDENTITY, _without, fingerprint
+    from distillscape.tasks.distill import distill
+
+    run, record, overrides = _old_run_copy(tmp_path)
+    then = _without({**record["config"], "paths": {**record["config"]["paths"], "output_dir": str(run)}}, NOT_IDENTITY)
+    (run / "complete.json").write_text(json.dumps({"fingerprint": fingerprint(data=then),
+                                                   "overrides": record["overrides"]}))
+    before = _files(run)
+    with pytest.raises(ConfigError, match="holds a finished job with another config"):
+        distill(compose_cfg("distill", [*overrides, newer], run))
+    assert _files(run) == before
+
+
+def test_the_old_runs_own_marker_is_recognised_where_it_ran():
+    """run_v0_1's complete.json (its digest held the run's own directory, /tmp/oldrun/distill) is among the
+    digests its command is recognised by there; with a newer setting changed it is not."""
+    import yaml
+
+    from distillscape.job import Job
+    from distillscape.resume import recognised_digests
+
+    old = REPO / "tests" / "data" / "run_v0_1"
+    record = yaml.safe_load((old / "config_resolved.yaml").read_text())
+    marker = read_json(old / "complete.json")["config_digest"]
+    where = Path(record["config"]["paths"]["output_dir"])
+    assert marker in recognised_digests(Job.of(compose_cfg("distill", [*record["overrides"], "paths.data_dir=./data"], where)))
+    assert marker not in recognised_digests(Job.of(compose_cfg(
+        "distill", [*record["overrides"], "paths.data_dir=./data", "distill.method=dm"], where)))
+
+
+def test_every_added_setting_has_the_default_old_jobs_ran_with():
+    """Each key of resume.ADDED_SETTINGS names a setting of the distill task with a schema default (what jobs
+    before it ran as), and the composed default config holds exactly that value."""
+    from distillscape.job import Job
+    from distillscape.resume import _NO_DEFAULT, ADDED_SETTINGS, _at, schema_default
+
+    resolved = Job.of(compose_cfg("distill", [], Path("/tmp/unused"))).resolved()
+    for key in (k for added in ADDED_SETTINGS for k in added):
+        default = schema_default("distill", key)
+        assert default is not _NO_DEFAULT, key
+        assert _at(resolved, key) == default, key

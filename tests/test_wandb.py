@@ -78,9 +78,9 @@ def test_offline_run_holds_config_metrics_images_artifact_never_the_key(tmp_path
     assert config["paths"]["output_dir"] == str(out)
     # ... once: exactly the job config's keys, no datamodule/module hparams merged in at the top level,
     # and no later config updates (Lightning's log_hyperparams at fit and test)
-    from distillscape.tasks.common import resolved
+    from distillscape.job import Job
 
-    job_keys = set(resolved(compose_cfg("distill", TINY, out)))
+    job_keys = set(Job.of(compose_cfg("distill", TINY, out)).resolved())
     # an image task's config without the RL task's blocks (env: null, rl: {...}), which it never reads
     assert {"env", "rl"} <= job_keys and not {"env", "rl"} & set(config)
     assert set(config) - {"_wandb"} == job_keys - {"env", "rl"}, set(config) ^ job_keys

@@ -291,3 +291,32 @@ class AtariActor(nn.Module):
 
     def forward(self, x):
         return self.head(self.convs(x.view(-1, *self.shape)))
+
+
+# -- the one network factory --------------------------------------------------------------------------------------
+def build_net(arch, input_shape, outputs: int) -> nn.Module:
+    """The network an arch's settings describe (a schema instance of config.ARCH_SCHEMAS, or the dict an artifact
+    records: `_target_` and its keys) for inputs of `input_shape` and `outputs` outputs: an image classifier for
+    [C, H, W] images and `outputs` classes, or a policy (PolicyMLP, AtariActor) for observations of that shape
+    (flat [D], or stacked frames [C, H, W]) and `outputs` actions. Every task and analysis builds its nets here."""
+    from dataclasses import asdict, is_dataclass
+
+    from hydra.utils import instantiate
+
+    make = instantiate(asdict(arch) if is_dataclass(arch) else arch)  # _partial_: the sizes come from the data
+    target = arch._target_ if is_dataclass(arch) else arch["_target_"]
+    if target.rsplit(".", 1)[-1] in (PolicyMLP.__name__, AtariActor.__name__):
+        if len(input_shape) == 1:
+            return make(obs_dim=input_shape[0], num_actions=outputs)
+        c, h, w = input_shape
+        return make(obs_dim=c * h * w, num_actions=outputs, in_channels=c, height=h, width_px=w)
+    c, h, w = input_shape
+    return make(in_channels=c, height=h, width=w, num_classes=outputs)
+
+
+def build_critic(obs_shape, hidden, width: float = 1.0) -> nn.Module:
+    """An RL task's critic (one state value) for observations of `obs_shape`: a PolicyMLP of `hidden` layers on
+    flat observations (rl.critic_hidden), else the actor's conv torso at the actor's `width` (arch.width)."""
+    if len(obs_shape) == 1:
+        return PolicyMLP(obs_shape[0], 1, hidden)
+    return AtariActor(0, 1, *obs_shape, width=width)

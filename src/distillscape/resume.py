@@ -39,10 +39,11 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from .artifacts import atomic_write, read_json, write_json
 from .errors import ConfigError
+from .job import Job
 
 COMPLETE = "complete.json"
 RECORD = "config_resolved.yaml"  # the job's record: its task, overrides and resolved config (`write_job_config`)
@@ -210,19 +211,77 @@ class RngState(L.Callback):
 
 
 # -- the job's config beside its outputs, and skipping finished jobs --------------------------------------
-def _task_overrides() -> list[str]:
-    from hydra.core.hydra_config import HydraConfig
+# Settings added after jobs had finished with this code, one tuple per change that added some, oldest first. A job
+# before a key existed ran as the key's schema default says (a new setting keeps the old behaviour by default), so
+# the digest leaves a key out while it holds that default: a job finished before it existed is still this job,
+# one that sets it otherwise is another. Markers written in between hold the keys known then: `recognised_digests`
+# tries each cut of this list. A new setting of any task goes into a new last tuple (tests/test_resume.py checks
+# that every key here has a schema default).
+ADDED_SETTINGS: tuple[tuple[str, ...], ...] = (
+    ("env", "rl"),  # RL tasks
+    ("distill.method", "distill.eval", "distill.dm", "distill.gm", "distill.mtt", "distill.imported"),  # other distillers
+    ("direct.converge", "direct.converge_grad_tol", "direct.converge_max_steps"),  # direct.converge
+)
+_NO_DEFAULT = object()
 
-    if not HydraConfig.initialized():
-        return []
-    return list(HydraConfig.get().overrides.task)
+
+def schema_default(task: str, key: str) -> Any:
+    """The default a task's schema gives the dotted `key` (a section's: all of its defaults, as resolved config
+    data), or `_NO_DEFAULT` where the task has no such key or it has no default."""
+    import typing
+    from dataclasses import MISSING as NO_VALUE, asdict, fields, is_dataclass
+
+    from .config import JOBS
+
+    schema: Any = JOBS.get(task)
+    *parents, leaf = key.split(".")
+    for name in [*parents, leaf]:
+        if not (isinstance(schema, type) and is_dataclass(schema)):
+            return _NO_DEFAULT
+        found = next((f for f in fields(schema) if f.name == name), None)
+        if found is None:
+            return _NO_DEFAULT
+        hint = typing.get_type_hints(schema).get(name)
+        args = [a for a in typing.get_args(hint) if a is not type(None)]  # Optional[X] -> X
+        kind = args[0] if len(args) == 1 else hint
+        if name != leaf:
+            schema = kind
+            continue
+        if found.default is not NO_VALUE:
+            value = found.default
+        elif found.default_factory is not NO_VALUE:
+            value = found.default_factory()
+        elif isinstance(kind, type) and is_dataclass(kind):
+            value = kind()
+        else:
+            return _NO_DEFAULT
+        return asdict(value) if is_dataclass(value) else value
+    return _NO_DEFAULT
 
 
-def identity(cfg: DictConfig, legacy: bool = False) -> dict:
+def identity(job: Job, legacy: bool = False, known: int = 0) -> dict:
     """The resolved config without the keys that do not change what a job computes (a run directory moved
-    elsewhere is the same job). `legacy`: as it was computed before, the run's own directory in."""
-    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    elsewhere is the same job), and without the `ADDED_SETTINGS` that hold their default. `legacy`: as it was
+    computed before, the run's own directory in. `known`: as computed when only the first `known` tuples of
+    `ADDED_SETTINGS` existed and every key counted (markers written then); 0: every added key at its default
+    left out (markers written now)."""
+    data = job.resolved()
+    data.pop("hydra", None)
+    for key in (k for added in ADDED_SETTINGS[known:] for k in added):
+        default = schema_default(job.task, key)
+        if default is not _NO_DEFAULT and _at(data, key) == default:
+            _without(data, [key])
     return _without(data, [k for k in NOT_IDENTITY if not (legacy and k == _LEGACY_IDENTITY)])
+
+
+def _at(data: dict, key: str) -> Any:
+    """The value at a dotted key of resolved config data, or `_NO_DEFAULT` where it is absent."""
+    node: Any = data
+    for k in key.split("."):
+        if not isinstance(node, dict) or k not in node:
+            return _NO_DEFAULT
+        node = node[k]
+    return node
 
 
 def _without(data: dict, keys) -> dict:
@@ -238,44 +297,53 @@ def _without(data: dict, keys) -> dict:
     return data
 
 
-def config_digest(cfg: DictConfig) -> str:
-    return fingerprint(data=identity(cfg))
+def config_digest(job: Job) -> str:
+    """What complete.json records of a finished job (`mark_complete`)."""
+    return fingerprint(data=identity(job))
 
 
-def write_job_config(cfg: DictConfig, out: Path) -> None:
+def recognised_digests(job: Job) -> list[str]:
+    """Every digest a finished job of this config may have been marked with: this release's (`config_digest`),
+    each earlier one's (the keys of `ADDED_SETTINGS` known then counted), and each of those with the run's own
+    directory in (before a moved run counted as the same job)."""
+    return list(dict.fromkeys(fingerprint(data=identity(job, legacy, known)) for legacy in (False, True)
+                              for known in range(len(ADDED_SETTINGS) + 1)))
+
+
+def write_job_config(job: Job, out: Path | None = None) -> None:
     """The resolved config and the command-line overrides beside the job's outputs (Hydra's .hydra/
     keeps the unresolved config; this one has every interpolation, e.g. the data path, filled in)."""
-    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    data.pop("hydra", None)
+    out = job.out if out is None else Path(out)
     # the task first: it marks the directory as this task's from the moment the job starts (`check_owner`)
-    text = OmegaConf.to_yaml(OmegaConf.create({"task": cfg.get("task_name"), "overrides": _task_overrides(),
-                                               "config": data}))
+    text = OmegaConf.to_yaml(OmegaConf.create({"task": job.task, "overrides": list(job.overrides),
+                                               "config": job.resolved()}))
     atomic_write(out / RECORD, lambda tmp: Path(tmp).write_text(text))
 
 
-def finished_metrics(cfg: DictConfig, out: Path) -> dict | None:
-    """The metrics of this very job if it already finished in `out`, else None.
+def finished_metrics(job: Job, out: Path | None = None) -> dict | None:
+    """The metrics of this very job if it already finished in `out` (the job's directory by default), else None.
 
     A `complete.json` of a job with a different config means the directory is being reused for
     another job (e.g. a sweep rerun with other overrides into the same hydra.sweep.dir): refused."""
-    if not cfg.get("skip_complete", True):
+    if not job.skip_complete:
         return None
+    out = job.out if out is None else Path(out)
     marker = out / COMPLETE
     record = read_json(marker) if marker.exists() else {}
     before = record.get("overrides")
-    refusal = (f"{out} holds a finished job with another config (overrides {before}, now {_task_overrides()}); "
+    refusal = (f"{out} holds a finished job with another config (overrides {before}, now {list(job.overrides)}); "
                f"give this run its own directory (hydra.run.dir / hydra.sweep.dir) or pass skip_complete=false "
                f"to overwrite it")
-    fp, legacy = config_digest(cfg), fingerprint(data=identity(cfg, legacy=True))
-    if record.get("fingerprint", record.get("config_digest")) == legacy:
-        fp = legacy  # a job finished by an earlier release (its digest held the run's own directory), where it ran
+    found, fp = record.get("fingerprint", record.get("config_digest")), config_digest(job)
+    if found in recognised_digests(job):
+        fp = found  # a job finished by an earlier release, whose digest counted other keys
     if finished(marker, fp, "refuse", refusal) is None:
         return None
     return read_json(out / "metrics.json")
 
 
-def mark_complete(cfg: DictConfig, out: Path) -> None:
-    mark_finished(out / COMPLETE, config_digest(cfg), overrides=_task_overrides())
+def mark_complete(job: Job, out: Path | None = None) -> None:
+    mark_finished((job.out if out is None else Path(out)) / COMPLETE, config_digest(job), overrides=list(job.overrides))
 
 
 # -- whose work a directory holds ----------------------------------------------------------------------------
@@ -400,15 +468,16 @@ def config_differences(before: dict, now: dict, task: str, within: tuple[str, ..
             if within is None or any(k == w or k.startswith(w + ".") for w in within)]
 
 
-def check_owner(cfg: DictConfig, out: Path, config: bool = True) -> None:
-    """Refuse, in one line and before anything is written, a job of `cfg` in a directory `out` that holds the
+def check_owner(job: Job, out: Path | None = None, config: bool = True) -> None:
+    """Refuse, in one line and before anything is written, a job in a directory `out` (its own by default) that holds the
     records of another task's job, or (`config`) of the same task's job with another config, finished or
     not: it would overwrite them. skip_complete=false means to overwrite. (A distillation's finished job of
     another config is refused earlier by `finished_metrics`, in its own words.)"""
-    if not cfg.get("skip_complete", True):
+    if not job.skip_complete:
         return
+    out = job.out if out is None else Path(out)
     found = recorded_job(out)
-    task = str(cfg.get("task_name"))
+    task = job.task
     if found is None:
         return
     if found.task != task:
@@ -416,7 +485,7 @@ def check_owner(cfg: DictConfig, out: Path, config: bool = True) -> None:
                           f"files; {OWN_DIRECTORY}")
     if not config or found.config is None or task in ANY_CONFIG:
         return
-    differ = config_differences(found.config, OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), task)
+    differ = config_differences(found.config, job.resolved(), task)
     if differ:
         again = " ckpt_path=last" if task == "distill" and "ckpt_path=last" not in (found.overrides or []) else ""
         resume = "" if found.finished else f"to go on with it, run its own command here (`{found.command}{again}`); else "
@@ -431,7 +500,7 @@ CHECKPOINT_IDENTITY = ("task_name", "arch", "dataset.name", "env.name", "distill
                        "rl.critic_hidden")
 
 
-def check_checkpoint_origin(cfg: DictConfig, ckpt: Path) -> None:
+def check_checkpoint_origin(job: Job, ckpt: Path) -> None:
     """Refuse in one line, before any work, to resume from `ckpt` a job that differs from the one that wrote it
     in what the checkpoint holds (`CHECKPOINT_IDENTITY`: task, arch, dataset or env, the inner settings), as
     recorded beside it (<run>/config_resolved.yaml for <run>/checkpoints/*.ckpt). A checkpoint with no record
@@ -440,8 +509,7 @@ def check_checkpoint_origin(cfg: DictConfig, ckpt: Path) -> None:
     found = recorded_job(ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent)
     if found is None or found.config is None:
         return
-    now = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    differ = config_differences(found.config, now, str(cfg.get("task_name")), within=CHECKPOINT_IDENTITY)
+    differ = config_differences(found.config, job.resolved(), job.task, within=CHECKPOINT_IDENTITY)
     if differ:
         raise ConfigError(f"{ckpt} was written by {found} that differs from this one in what it holds ({_first(differ)}): this "
                           f"job cannot go on from it; run with the settings it was written with (`{found.command}`), "

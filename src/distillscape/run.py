@@ -29,6 +29,7 @@ from .direct import load_direct_minimum
 from .geometry import swept_state
 from .errors import ArtifactError, ConfigError
 from .inner import InitSampler, InnerLoop
+from .models import build_critic, build_net
 from .params import Params, as_stack_of_one, flatten, unstack
 from .protocols import train_with_protocol
 from .resume import recorded_job
@@ -43,15 +44,9 @@ OTHER_TASKS = {"landing_stats.json": "distillscape-landing", "instances.json": "
 
 
 def net_from_meta(meta: dict) -> nn.Module:
-    """The network a distilled artifact (or direct minimum) was made for, rebuilt from its JSON."""
-    if meta.get("kind") == "rl":  # a policy: observation shape and action count
-        shape, actions = meta["image_shape"], meta["num_classes"]
-        if len(shape) == 1:
-            return instantiate(meta["arch"])(obs_dim=shape[0], num_actions=actions)
-        c, h, w = shape
-        return instantiate(meta["arch"])(obs_dim=c * h * w, num_actions=actions, in_channels=c, height=h, width_px=w)
-    c, h, w = meta["image_shape"]
-    return instantiate(meta["arch"])(in_channels=c, height=h, width=w, num_classes=meta["num_classes"])
+    """The network a distilled artifact (or direct minimum) was made for, rebuilt from its JSON (an RL run's
+    image_shape and num_classes are its observation shape and action count)."""
+    return build_net(meta["arch"], meta["image_shape"], meta["num_classes"])
 
 
 def _not_a_run(path: Path) -> ArtifactError:
@@ -110,11 +105,8 @@ class Run:
         """An RL run's critic: "direct" (trained with the PPO minimum) or "distilled" (learned alongside
         the batch), with the run's critic architecture."""
         from .artifacts import read_tensors
-        from .models import AtariActor, PolicyMLP
-        shape = self.meta["image_shape"]
         hidden = self.meta.get("config", {}).get("rl", {}).get("critic_hidden", [64, 64])
-        net = PolicyMLP(shape[0], 1, hidden) if len(shape) == 1 else AtariActor(
-            0, 1, *shape, width=self.meta["arch"].get("width", 1.0))
+        net = build_critic(self.meta["image_shape"], hidden, self.meta["arch"].get("width", 1.0))
         path = self.path / f"{which}_critic.safetensors"
         try:
             net.load_state_dict(read_tensors(path))

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
 
 MAX_TAG = 64  # W&B refuses longer tags
 
@@ -189,14 +188,18 @@ def task_config(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in unused}
 
 
-def wandb_logger(cfg: DictConfig) -> WandbLogger:
-    kw = OmegaConf.to_container(cfg.logger, resolve=True)
+def wandb_logger(settings, config: dict) -> WandbLogger:
+    """The job's W&B logger: `settings` its logger settings (config.WandbLoggerConfig), `config` its resolved
+    config (the run's config on W&B, the blocks it does not read left out)."""
+    from dataclasses import asdict, is_dataclass
+
+    kw = asdict(settings) if is_dataclass(settings) else dict(settings)
     kw.pop("_target_")
     stage_artifacts_in(kw["save_dir"])
     offline = offline_mode(kw.pop("offline", None))
     group = kw.pop("group", None) or sweep_group()
     tags = list(dict.fromkeys([*(kw.pop("tags", None) or []), *override_tags()]))
-    config = task_config(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False))
+    config = task_config(config)
     config = scrub(config, [os.environ.get("WANDB_API_KEY", "")])
     Path(kw["save_dir"]).mkdir(parents=True, exist_ok=True)
     return JobWandbLogger(offline=offline, group=group, tags=tags, config=config, **kw)

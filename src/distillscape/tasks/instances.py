@@ -3,25 +3,23 @@ random real images and noise) and one-step models against the direct model on th
 (confusion matrices, divergence of the minima, an ensemble of one-step models)."""
 from __future__ import annotations
 
-from pathlib import Path
 
-import hydra
 import matplotlib.pyplot as plt
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.table import Table
 
 from ..artifacts import write_json
-from ..config import settings
 from ..data import to_pixels
-from ..errors import ConfigError
 from ..inner import label_distribution
+from ..job import Job
 from ..instances import (RealReference, compare_models, confusion_matrix, held_out_real, label_classes, likeness,
                          logits_of, stack_logits, summarize_stats)
 from ..plots import confusion_figure, distilled_pages, likeness_figure, neighbours_figure, save_figure
 from ..resume import check_owner
 from ..run import Run
-from .common import console_script, CONF_DIR, build_logger, console, start_job, resolved, task
+from .cli import script
+from .common import build_logger, console, job_of, start_job
 
 
 def per_image_table(d, classes, stats, names, inner_loss) -> list[dict]:
@@ -48,24 +46,28 @@ def public(d: dict) -> dict:
     return {k: v for k, v in d.items() if not k.startswith("_")}
 
 
-def check(cfg: DictConfig):
-    """The checks before work (also run for each job of a multirun at submission): the settings, the run and its
-    data, each refused before the directory is touched; (settings, run, data)."""
-    if OmegaConf.is_missing(cfg, "distilled"):
-        raise ConfigError("distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
-                          "output dir or distilled.safetensors>")
-    s = settings(cfg)
-    check_owner(cfg, Path(cfg.paths.output_dir))
+# keys an instances job must be given, each with the line that says so (common.job_of)
+NEEDED = {"distilled": "distilled=??? : give the distilled batch to look at, distilled=<distillscape-distill "
+                       "output dir or distilled.safetensors>"}
+
+
+def check(job: Job):
+    """The checks before work (also run for each job of a multirun at submission): the run and its data, each
+    refused before the directory is touched; (run, data)."""
+    s = job.settings
+    check_owner(job)
     run = Run.open(s.distilled)  # a wrong distilled= refused before the directory is touched
     # the run's own dataset settings, its files where they are now
-    return s, run, run.datamodule(data_dir=s.instances.data_dir)
+    return run, run.datamodule(data_dir=s.instances.data_dir)
 
 
 def instances(cfg: DictConfig) -> dict:
     """distillscape-instances: the distilled batch image by image. Returns what instances.json holds."""
-    s, run, dm = check(cfg)
+    job = job_of(cfg, NEEDED)
+    run, dm = check(job)
+    s = job.settings
     d, meta, ic = run.distilled, run.meta, s.instances
-    out = start_job(cfg)
+    out = start_job(job)
     src = run.source
     inner_loss = run.inner_loss
     names = [str(c) for c in dm.classes]
@@ -138,11 +140,11 @@ def instances(cfg: DictConfig) -> dict:
         "confusion_matrices": {k: v.tolist() for k, v in matrices.items()},
         "per_image": per_image_table(d, classes, stats["distilled"], names, inner_loss),
         "figures": [p.name for p in [*pages, *neighbour_pages]] + ["likeness.png", "confusion.png"],
-        "config": resolved(cfg),
+        "config": job.resolved(),
     }
     write_json(out / "instances.json", result)
 
-    logger = build_logger(cfg)
+    logger = build_logger(job)
     if logger:
         logger.log_metrics(scalar_metrics(result))
         logger.save()
@@ -157,12 +159,6 @@ def instances(cfg: DictConfig) -> dict:
     return result
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="instances")
-@task
-def main(cfg: DictConfig) -> dict:
-    return instances(cfg)
-
-
 def scalar_metrics(result: dict) -> dict[str, float]:
     """The numbers of instances.json as flat `instances/...` metrics (means only, for loggers)."""
     out = {}
@@ -175,8 +171,8 @@ def scalar_metrics(result: dict) -> dict[str, float]:
     return out
 
 
-cli = console_script(main, "instances")
+main, cli = script(instances, "instances")
 
-if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
-    from .entry import run
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.cli.run)
+    from .cli import run
     run("instances")

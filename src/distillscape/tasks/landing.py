@@ -13,7 +13,6 @@ import io
 import time
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig
@@ -22,9 +21,10 @@ from rich.table import Table
 from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
 from ..baseline import tune_random_real_lr
 from ..basins import CURVE_KEYS, basin_summary
-from ..config import LandingJob, RLConfig, as_settings, settings
+from ..config import LandingJob, RLConfig, as_settings
 from ..errors import ArtifactError, ConfigError
 from ..curvature import VERDICTS, certificate_summary, certify, density_curves
+from ..job import Job
 from ..landing import (CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, precision_certificate,
                        random_real_batches, random_synthetic_batches)
 from ..params import Params, detached, head, stack_len
@@ -37,8 +37,9 @@ from ..seeds import generator, seed_for
 from ..stats import describe
 from ..tracking import log_csv_table
 from .landing_early import EARLY_KEYS, Early, check_early, early_parts
-from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, certificate_line, check_fits, compose_task, console, console_script,
-                     dataset_bytes, model_sizes, resolved, start_job, task)
+from .cli import compose_task, script
+from .common import (RUNTIME_BYTES, build_logger, certificate_line, check_fits, console, dataset_bytes, model_sizes,
+                     start_job)
 
 
 def distill_overrides(s: LandingJob, run: Path) -> list[str]:
@@ -48,7 +49,7 @@ def distill_overrides(s: LandingJob, run: Path) -> list[str]:
             *s.distill_overrides, f"paths.output_dir={run}"]
 
 
-def distill_first(cfg: DictConfig, s: LandingJob, out: Path) -> Path:
+def distill_first(s: LandingJob, out: Path) -> Path:
     """Distill into <out>/distill with conf/distill.yaml + distill_overrides, unless a finished
     distillation is already there (then it is reused: an interrupted run resumes here)."""
     run = out / "distill"
@@ -82,17 +83,17 @@ def check_data(run: Run, s: LandingJob):
     return dm
 
 
-def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
+def parts_fingerprint(job: Job, run: Run, direct_path: Path) -> str:
     """What the per-kind results depend on; a finished kind is reused only when it matches (the early parts'
     own keys left out: adding one to a finished analysis keeps its kinds)."""
     weights = [run.path / "distilled.safetensors", direct_path]
-    analysis = {k: v for k, v in resolved(cfg.analysis).items() if k not in EARLY_KEYS and k not in CURVE_KEYS}
+    analysis = {k: v for k, v in job.resolved("analysis").items() if k not in EARLY_KEYS and k not in CURVE_KEYS}
     if analysis.get("precision", "fp32") == "fp32":  # fp32 parts keep the fingerprints they were written with
         analysis = {k: v for k, v in analysis.items() if not k.startswith("precision")}
     if analysis.get("eval_path") == "auto":  # as do parts of the rule's path
         analysis.pop("eval_path")
-    what = {"analysis": analysis, "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
-            "distilled": str(run.path.resolve()), "direct_minimum": str(cfg.direct_minimum),
+    what = {"analysis": analysis, "baseline": job.resolved("baseline"), "dataset": job.resolved("dataset"),
+            "distilled": str(run.path.resolve()), "direct_minimum": str(job.settings.direct_minimum),
             "mtimes": [p.stat().st_mtime_ns if p.exists() else None for p in weights]}
     return fingerprint(data=what)
 
@@ -252,22 +253,22 @@ def certificate_table(summary: dict) -> Table:
     return t
 
 
-def check(cfg: DictConfig):
-    """The checks before work (also run for each job of a multirun at submission): the settings, the run and its
-    data; (settings, run, data), the last two None for a run distilled here first (distill_first=true)."""
-    s = settings(cfg)
+def check(job: Job):
+    """The checks before work (also run for each job of a multirun at submission): the run and its data;
+    (run, data), both None for a run distilled here first (distill_first=true)."""
+    s = job.settings
     L.seed_everything(s.seed, workers=True, verbose=False)
     if not s.distilled and not s.distill_first:
         raise ConfigError("distilled= is not set: pass the output directory of distillscape-distill "
                           "(distilled=outputs/distill/<date>/<time>), or distill_first=true to distill here first")
     if s.analysis.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("analysis.device=cuda but no CUDA device is available: use analysis.device=cpu")
-    check_owner(cfg, Path(cfg.paths.output_dir))
+    check_owner(job)
     if not s.distilled:  # what is distilled here first is checked by the distillation itself
         from .distill import check as check_distill
 
-        check_distill(compose_task("distill", distill_overrides(s, Path(cfg.paths.output_dir) / "distill")))
-        return s, None, None
+        check_distill(Job.of(compose_task("distill", distill_overrides(s, job.out / "distill"))))
+        return None, None
     # a wrong distilled= or dataset refused before the directory is touched, its data too (missing files,
     # a split too small for the random_real kind), and early parts this run or data cannot do
     run = open_run(s.distilled, s)
@@ -282,12 +283,12 @@ def check(cfg: DictConfig):
                           "true task; an RL run's landing analysis runs episodes in fp32: leave them at fp32 and auto")
     if run.is_rl:
         check_early(s, run)
-        return s, run, None
+        return run, None
     check_fits("this landing analysis", memory_parts(s, run), "lower analysis.inits, or set analysis.init_chunk "
                "(models per vmapped forward) or a smaller analysis.data_chunk", s.analysis.device)
     dm = check_data(run, s)
     check_early(s, run, dm)
-    return s, run, dm
+    return run, dm
 
 
 def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
@@ -304,13 +305,15 @@ def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
 
 def landing(cfg: DictConfig) -> dict:
     """distillscape-landing: the landing statistics of a run. Returns the summary (landing_stats.json)."""
-    s, run, dm = check(cfg)
-    out = start_job(cfg)
+    job = Job.of(cfg)
+    run, dm = check(job)
+    s = job.settings
+    out = start_job(job)
     if run is None:
-        run = open_run(distill_first(cfg, s, out), s)
+        run = open_run(distill_first(s, out), s)
     if run.is_rl:
         check_early(s, run)
-        return rl_landing(cfg, s, run, out)
+        return rl_landing(job, run)
     a = s.analysis
     device = torch.device(a.device)
     if dm is None:
@@ -332,7 +335,7 @@ def landing(cfg: DictConfig) -> dict:
 
     inits = sampler.sample(a.inits, seed=a.init_seed, device=device)
     at_inits = traj = None
-    stamp = parts_fingerprint(cfg, run, direct_path)
+    stamp = parts_fingerprint(job, run, direct_path)
     results, lrs, certificates = {}, {}, {}
     for kind in a.kinds:
         part = out / "landing_parts" / f"{kind}.safetensors"
@@ -358,7 +361,7 @@ def landing(cfg: DictConfig) -> dict:
                       f"{time.perf_counter() - t0:.0f} s)")
 
     summary = {"dataset": run.dataset_name, "arch": run.arch_name,
-               "distilled": str(run.source), "inner_loss": loop.loss, "settings": resolved(cfg.analysis), "lr": lrs,
+               "distilled": str(run.source), "inner_loss": loop.loss, "settings": job.resolved("analysis"), "lr": lrs,
                # how the models were evaluated (inner.eval_path_rule: never by timing), on which threads
                "computed_with": {"eval_path": loop.eval_path_for(test.x), "device": device.type,
                                  "torch_threads": torch.get_num_threads()},
@@ -387,7 +390,7 @@ def landing(cfg: DictConfig) -> dict:
     write_json(out / "landing_stats.json", summary)
     write_csv(out / "landing_stats.csv", results)
 
-    logger = build_logger(cfg)
+    logger = build_logger(job)
     if logger:
         metrics = {f"landing/{kind}/{stat}": v["mean"] for kind, st in summary["kinds"].items() for stat, v in st.items()}
         metrics.update({f"landing/direct_minimum/{k}": v for k, v in summary["direct_minimum"].items()})
@@ -422,10 +425,11 @@ def precision_line(record: dict) -> str:
 
 # -- an RL run -------------------------------------------------------------------------------------------------
 @one_thread()  # tiny policies (rl.one_thread)
-def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
+def rl_landing(job: Job, run: Run) -> dict:
     """The landing analysis of an RL run: episode return and PPO loss at the inits, their one-step
     landings and the PPO minimum; PPO polish from the first landings (distance moved relative to the
     step, return gained); the return barrier on the straight line landing -> PPO minimum."""
+    s, out = job.settings, job.out
     a, env = s.analysis, run.env()
     rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
     greedy = rl.eval_actions == "greedy"
@@ -478,12 +482,12 @@ def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
     if moved:
         stats["polish_moved_over_step"], stats["polish_return_gained"] = torch.tensor(moved), torch.tensor(gained)
     summary = {"kind": "rl", "env": env.name, "arch": run.arch_name, "distilled": str(run.source),
-               "episodes_per_policy": len(seeds), "settings": resolved(cfg.analysis),
+               "episodes_per_policy": len(seeds), "settings": job.resolved("analysis"),
                "direct_minimum": {"return": returns(best)[0].item(), "ppo_loss": ppo_loss(best)[0].item()},
                "kinds": {"distilled": {k: describe(v) for k, v in stats.items()}},
                "seconds": time.perf_counter() - t0}
     if a.certificate:
-        summary["certificate"] = rl_certificate(cfg, s, run, loop, inits, direct, exp, out)
+        summary["certificate"] = rl_certificate(job, run, loop, inits, direct, exp)
     write_json(out / "landing_stats.json", summary)
     t = Table(title=f"{env.name}: {a.inits} one-step landings ({len(seeds)} episodes per policy)")
     for col in ("statistic", "mean ± std", "min", "max", "n"):
@@ -497,10 +501,11 @@ def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
     return summary
 
 
-def rl_certificate(cfg: DictConfig, s, run: Run, loop, inits, direct: Params, exp, out: Path) -> dict:
+def rl_certificate(job: Job, run: Run, loop, inits, direct: Params, exp) -> dict:
     """The curvature certificate of an RL run's inits, landings and PPO minimum on the PPO loss of the fixed
     reference experience `exp` (rl_objective; no return estimate: `RETURN_ESTIMATE`). Its verdict counts."""
-    stamp = parts_fingerprint(cfg, run, run.direct_minimum_path(s.direct_minimum))
+    s, out = job.settings, job.out
+    stamp = parts_fingerprint(job, run, run.direct_minimum_path(s.direct_minimum))
     on = f"the PPO loss on fixed reference experience ({len(exp.actions)} samples of the direct PPO minimum acting)"
     cert = certify_points(s, run, ppo_objective(loop, exp, s.analysis.init_chunk), loop, inits, direct, out, stamp, on,
                           {"examples": len(exp.actions), "experience": exp.describe(), "return_estimate": RETURN_ESTIMATE},
@@ -509,14 +514,8 @@ def rl_certificate(cfg: DictConfig, s, run: Run, loop, inits, direct: Params, ex
     return {g: d["counts"] for g, d in cert["groups"].items()}
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landing")
-@task
-def main(cfg: DictConfig) -> dict:
-    return landing(cfg)
+main, cli = script(landing, "landing")
 
-
-cli = console_script(main, "landing")
-
-if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
-    from .entry import run
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.cli.run)
+    from .cli import run
     run("landing")

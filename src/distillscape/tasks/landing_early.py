@@ -7,12 +7,11 @@ gathers them for the report.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
 from ..artifacts import write_json
 from ..baseline import tune_random_real_lr
@@ -24,7 +23,7 @@ from ..early import (control_agreements, influence, influence_summary, intervals
 from ..errors import ConfigError
 from ..inner import InitSampler, InnerLoop, evaluate_stack
 from ..landing import LandingAnalysis, random_real_batches
-from ..models import init_parameters_
+from ..models import build_net, init_parameters_
 from ..params import detached, stack_len, unflatten_stack
 from ..plots import controls_figure, fair_figure, influence_figure, mixing_figure, recognition_figure
 from ..resume import finished, fingerprint, mark_finished
@@ -282,7 +281,7 @@ def part_recognition(e: Early, out: Path) -> dict:
         seen = []
         for i in range(a.recognition_seeds):
             seed = seed_for(a.seed, "analysis", "recognition") + i
-            net = instantiate(asdict(ARCH_SCHEMAS[arch]()))(in_channels=c, height=h, width=w, num_classes=e.run.num_classes)
+            net = build_net(ARCH_SCHEMAS[arch](), (c, h, w), e.run.num_classes)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 init_parameters_(net, e.run.init_scheme)

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import hydra
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
@@ -32,6 +31,7 @@ from ..curvature import hessian_directions
 from ..direct import DIRECT_TRAJECTORY
 from ..rl import one_thread
 from ..rl_objective import REFERENCE_POLICY
+from ..job import Job
 from ..errors import ArtifactError, ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, pca_directions, plane_through, project,
                         random_direction, reference_plane)
@@ -45,8 +45,9 @@ from ..resume import check_owner, fingerprint, finished, holding, mark_finished
 from ..run import Run, RunPoints, point_label
 from ..surface import experience_arrays, experience_of
 from ..tracking import log_surface
-from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, build_trainer, check_fits, console, console_script,
-                     dataset_bytes, model_sizes, start_job, task)
+from .cli import script
+from .common import (RUNTIME_BYTES, build_logger, build_trainer, check_fits, console, dataset_bytes, job_of,
+                     model_sizes, start_job)
 
 def build_directions(sweep: SweepConfig, pts: RunPoints, centre: str) -> tuple[torch.Tensor, list[str]]:
     """Directions [k, D] and their names, built at `centre` (the sweep's first centre)."""
@@ -402,24 +403,26 @@ class Sweep:
                               f"rerun the same command with sweep.precision=fp32")
 
 
-def check(cfg: DictConfig) -> tuple[LandscapeJob, Run]:
-    """The checks before work (also run for each job of a multirun at submission): the settings, the run, the
-    costs it can serve, and its data (read here: a missing dataset is refused before any sweep is planned)."""
-    if not cfg.distilled:
-        raise ConfigError("distilled= is not set: run distillscape-distill first and pass its output "
-                          "directory, e.g. distilled=outputs/distill/<date>/<time>")
-    s = settings(cfg)
+# keys a landscape job must be given, each with the line that says so (common.job_of)
+NEEDED = {"distilled": "distilled= is not set: run distillscape-distill first and pass its output directory, e.g. "
+                       "distilled=outputs/distill/<date>/<time>"}
+
+
+def check(job: Job) -> Run:
+    """The checks before work (also run for each job of a multirun at submission): the run, the costs it can
+    serve, and its data (read here: a missing dataset is refused before any sweep is planned)."""
+    s = job.settings
     L.seed_everything(s.seed, workers=True, verbose=False)
-    check_owner(cfg, Path(cfg.paths.output_dir))
+    check_owner(job)
     # the surfaces' directory may be shared with other landscape jobs (the shards of a sweep), no other task's
-    check_owner(cfg, Path(s.landscape.out_dir), config=False)
+    check_owner(job, Path(s.landscape.out_dir), config=False)
     run = Run.open(s.distilled)
     check_costs_fit_run(s, run)
     if not run.is_rl:
         check_fits("this sweep", memory_parts(s, run), "lower landscape.points_per_batch (grid points per step) or "
                    "landscape.data_batch (examples per forward)", s.trainer.accelerator)
         run.datamodule(s.dataset)
-    return s, run
+    return run
 
 
 def memory_parts(s: LandscapeJob, run: Run) -> dict[str, int]:
@@ -437,20 +440,22 @@ def memory_parts(s: LandscapeJob, run: Run) -> dict[str, int]:
 
 def landscape(cfg: DictConfig) -> list[Path]:
     """Every centre's surface of this job's shard; returns the surface.npz files merged by this job."""
-    s, run = check(cfg)
+    job = job_of(cfg, NEEDED)
+    run = check(job)
     with one_thread() if run.is_rl else nullcontext():  # tiny policies (rl.one_thread)
-        return sweep_run(cfg, s, run)
+        return sweep_run(job, run)
 
 
-def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
+def sweep_run(job: Job, run: Run) -> list[Path]:
     """The surfaces of an opened run: its points, the shared directions, the costs, one surface per centre."""
+    s = job.settings
     dm = None if run.is_rl else run.datamodule(s.dataset)
     pts = RunPoints(run, s.landscape, s.sweep.buffers)
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
     plane = build_plane(s.sweep, pts, centres[0], dm)
     per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
     costs = None if per_centre else costs_for(s, run, dm, pts)
-    trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
+    trainer = build_trainer(job, logger=False, enable_checkpointing=False)
     sweep = Sweep(s, pts, plane.directions, plane.names, costs, trainer, Path(s.landscape.out_dir),
                   plane_record=plane.record, trajectory=plane.trajectory, trajectory_names=plane.trajectory_names)
     planned: list[tuple[Sweep, Planned]] = []
@@ -462,17 +467,17 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
         line = replace(s.sweep, directions="line", centres=[start], towards=end, range=[list(s.sweep.line_range)],
                        range_unit="coordinate",
                        resolution=[s.sweep.line_resolution], lines=[])
-        job = replace(s, sweep=line)
+        line_job = replace(s, sweep=line)
         line_directions, line_names = build_directions(line, pts, start)
-        line_costs = costs_for(job, run, dm, pts, start) if per_centre else sweep.costs
-        along = Sweep(job, pts, line_directions, line_names, line_costs, trainer, sweep.out,
+        line_costs = costs_for(line_job, run, dm, pts, start) if per_centre else sweep.costs
+        along = Sweep(line_job, pts, line_directions, line_names, line_costs, trainer, sweep.out,
                       name=f"{point_label(start)}_to_{point_label(end)}")
         planned.append((along, along.plan(start)))
     # before anything is written: an output directory holding another sweep's shards is refused as it is
     for _, surface in planned:
         refuse_other_sweeps(surface.sweep_dir, surface.fp)
-    start_job(cfg, exclusive=False)  # shard jobs may share a directory; each claims its shard
-    logger = build_logger(cfg)
+    start_job(job, exclusive=False)  # shard jobs may share a directory; each claims its shard
+    logger = build_logger(job)
     surfaces = []
     for owner, surface in planned:
         owner.logger = logger
@@ -483,14 +488,8 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
     return surfaces
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landscape")
-@task
-def main(cfg: DictConfig) -> list[Path]:
-    return landscape(cfg)
+main, cli = script(landscape, "landscape")
 
-
-cli = console_script(main, "landscape")
-
-if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
-    from .entry import run
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.cli.run)
+    from .cli import run
     run("landscape")

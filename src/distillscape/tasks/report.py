@@ -11,19 +11,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 import matplotlib.pyplot as plt
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..artifacts import atomic_write, write_json
-from ..config import ConfigError, settings
 from ..plots import interval_figure, learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
 from ..report import atlas
 from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
 from ..resume import check_owner
 from ..tracking import log_report
-from .common import console_script, CONF_DIR, build_logger, console, start_job, task
+from .cli import script
+from .common import build_logger, console, job_of, start_job
 
 
 
@@ -91,17 +90,20 @@ def atlas_report(sweep: Path, out: Path, file: str, title: str) -> Path:
     return path
 
 
+# keys a report job must be given, each with the line that says so (common.job_of)
+NEEDED = {"runs": "runs=??? : give the output directories to report on, runs=[<distill dir>,<instances dir>,...]"}
+
+
 def report(cfg: DictConfig) -> Path:
     """The report task without Hydra: read the run dirs, write the page, log it; returns the page's path."""
-    if OmegaConf.is_missing(cfg, "runs") or not cfg.runs:
-        raise ConfigError("runs=??? : give the output directories to report on, runs=[<distill dir>,<instances dir>,...]")
-    s = settings(cfg)
-    check_owner(cfg, Path(cfg.paths.output_dir))
+    job = job_of(cfg, NEEDED)
+    s = job.settings
+    check_owner(job)
     dirs = [s.runs] if isinstance(s.runs, str) else list(s.runs)
     atlases = [Path(d) for d in dirs if Path(d).is_dir() and atlas.is_atlas(Path(d))]
     dirs = [d for d in dirs if Path(d) not in atlases]
     runs = read_runs(dirs)
-    out = start_job(cfg)
+    out = start_job(job)
     pages = [atlas_report(a, out, s.report.file if not dirs and len(atlases) == 1 else f"atlas_{a.name}.html",
                           s.report.title) for a in atlases]
     if not dirs:  # only atlases: their pages are the report
@@ -110,7 +112,7 @@ def report(cfg: DictConfig) -> Path:
     page = render(runs, s.report.title, s.report.max_figures, made, out_dir=out)
     path = atomic_write(out / s.report.file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
     rows = all_rows(runs)
-    logger = build_logger(cfg)
+    logger = build_logger(job)
     if logger:
         log_report(logger, runs, path, rows, made)
     n_figs = sum(len(r.figures) for r in runs) + len(made.surface_grids) + len(made.sweep_figures) + len(made.curves)
@@ -120,14 +122,8 @@ def report(cfg: DictConfig) -> Path:
     return path
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
-@task
-def main(cfg: DictConfig) -> Path:
-    return report(cfg)
+main, cli = script(report, "report")
 
-
-cli = console_script(main, "report")
-
-if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
-    from .entry import run
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.cli.run)
+    from .cli import run
     run("report")

@@ -16,17 +16,17 @@ import importlib
 import time
 from pathlib import Path
 
-import hydra
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from rich.markup import escape
 from rich.table import Table
 
 from ..artifacts import atomic_write, read_json, write_json
-from ..config import settings
 from ..errors import ConfigError
+from ..job import Job
 from ..resume import check_owner, finished, fingerprint, mark_finished
-from .common import check_logger, console_script, CONF_DIR, compose_task, console, start_job, task
+from .cli import CONF_DIR, compose_task, script
+from .common import check_logger, console, start_job
 from .progress import Heartbeat, eta_text, is_terminal
 
 ANALYSES = ("landscape", "landing", "instances")  # stages that read the distillation run
@@ -37,44 +37,50 @@ def compose_stage(name: str, overrides: list[str]) -> DictConfig:
     return compose_task(name, overrides)
 
 
-def stage_task(cfg: DictConfig, stage: str) -> str:
+def stage_task(job: Job, stage: str) -> str:
     """The task a stage runs: study.tasks.<stage> if given, else the stage's own name."""
-    return str((cfg.study.get("tasks") or {}).get(stage, stage))
+    return str((job.settings.study.tasks or {}).get(stage, stage))
 
 
-def stage_order(cfg: DictConfig) -> list[str]:
+def stage_order(job: Job) -> list[str]:
     """The stages in the order they run: as listed, but the report (which reads every other stage)
     last, wherever an experiment's merge put it; a stage whose task is `none` is left out."""
-    stages = [s for s in cfg.study.stages if stage_task(cfg, s) != "none"]  # study.tasks.<stage>=none: left out
-    return [s for s in stages if stage_task(cfg, s) != "report"] + [s for s in stages if stage_task(cfg, s) == "report"]
+    stages = [s for s in job.settings.study.stages if stage_task(job, s) != "none"]  # study.tasks.<stage>=none: left out
+    return [s for s in stages if stage_task(job, s) != "report"] + [s for s in stages if stage_task(job, s) == "report"]
 
 
-def stage_overrides(cfg: DictConfig, stage: str, root: Path, done: list[str]) -> list[str]:
+def given_overrides(job: Job, stage: str) -> list[str]:
+    """The study's own overrides of a stage (study.stages.<stage>, then study.overrides.<stage>)."""
+    study = job.settings.study
+    return [*study.stages[stage], *(study.overrides or {}).get(stage, [])]
+
+
+def stage_overrides(job: Job, stage: str, root: Path, done: list[str]) -> list[str]:
     """The study's overrides of a stage plus the wiring: its output dir and its inputs. A stage this study
     finished before (its study_stage.json is there) and now reruns, because its overrides changed or
     study.force, is run again from the start over its old files (skip_complete=false): the directory is this
     study's stage, and rerunning it is what the user asked for."""
     # the study's data directory reaches every stage (each composes its own config)
-    wiring = [f"paths.output_dir={root / stage}", f"paths.data_dir={Path(cfg.paths.data_dir).absolute()}"]
-    if stage_task(cfg, stage) in ANALYSES:
+    wiring = [f"paths.output_dir={root / stage}", f"paths.data_dir={Path(job.settings.paths.data_dir).absolute()}"]
+    if stage_task(job, stage) in ANALYSES:
         wiring.append(f"distilled={root / 'distill'}")
-    if stage_task(cfg, stage) == "report":
+    if stage_task(job, stage) == "report":
         wiring.append("runs=[" + ",".join(str(root / s) for s in done) + "]")
-    given = [*cfg.study.stages[stage], *cfg.study.overrides.get(stage, [])]
+    given = given_overrides(job, stage)
     if (root / stage / "study_stage.json").exists():
         return [*given, *wiring, "skip_complete=false"]
-    if (stage_task(cfg, stage) == "distill" and (root / stage / "checkpoints" / "last.ckpt").exists()
+    if (stage_task(job, stage) == "distill" and (root / stage / "checkpoints" / "last.ckpt").exists()
             and not any(o.split("=", 1)[0].lstrip("+~") == "ckpt_path" for o in given)):
         # a distillation the study was stopped in goes on from its checkpoint (what the stop's line promises)
         wiring.append("ckpt_path=last")
     return [*given, *wiring]
 
 
-def record(stage_dir: Path, cfg: DictConfig, overrides: list[str]) -> None:
-    """What Hydra's CLI would leave in .hydra/: the config and the command line of the stage (the
+def record(stage_dir: Path, stage: Job, overrides: list[str]) -> None:
+    """What Hydra's CLI would leave in .hydra/: the config (resolved) and the command line of the stage's job (the
     report shows both)."""
     atomic_write(stage_dir / ".hydra" / "config.yaml",
-                 lambda tmp: Path(tmp).write_text(OmegaConf.to_yaml(cfg, resolve=True)))
+                 lambda tmp: Path(tmp).write_text(OmegaConf.to_yaml(stage.resolved())))
     atomic_write(stage_dir / ".hydra" / "overrides.yaml",
                  lambda tmp: Path(tmp).write_text(yaml.safe_dump(list(overrides))))
 
@@ -91,11 +97,10 @@ def missing_reason(stage: str) -> str | None:
     return None
 
 
-def stage_fingerprint(cfg: DictConfig, stage: str) -> str:
+def stage_fingerprint(job: Job, stage: str) -> str:
     """What a stage's result depends on: its task and the study's overrides of it (not the wiring: a study
     directory moved elsewhere still resumes)."""
-    return fingerprint(data={"task": stage_task(cfg, stage), "overrides": [*cfg.study.stages[stage],
-                                                                            *cfg.study.overrides.get(stage, [])]})
+    return fingerprint(data={"task": stage_task(job, stage), "overrides": given_overrides(job, stage)})
 
 
 def stage_done(marker: Path, fp: str) -> dict | None:
@@ -109,26 +114,25 @@ def say(line: str) -> None:
     console.print(escape(line))
 
 
-def check(cfg: DictConfig) -> list[str]:
+def check(job: Job) -> list[str]:
     """Every stage's config composed and checked before the first stage runs (also for each job of a multirun
     at submission): a bad value in the landing stage was found after the distillation had run. The
     distillation gets its task's whole check (data, memory, its directory); an analysis, whose run does not
     exist yet, its settings. Returns the stages in their order."""
-    settings(cfg)
-    stages = stage_order(cfg)
-    if not stages or stage_task(cfg, stages[0]) != "distill":
+    stages = stage_order(job)
+    if not stages or stage_task(job, stages[0]) != "distill":
         raise ConfigError(f"study.stages must start with distill (every analysis reads its run), got {stages}")
-    root = Path(cfg.paths.output_dir)
+    root = job.out
     for i, stage in enumerate(stages):
-        task_name = stage_task(cfg, stage)
+        task_name = stage_task(job, stage)
         if missing_reason(task_name):
             continue
         module = importlib.import_module(f"distillscape.tasks.{task_name}")
-        stage_check = module.check if task_name == "distill" else settings
         try:
-            stage_cfg = compose_stage(task_name, stage_overrides(cfg, stage, root, stages[:i]))
-            stage_check(stage_cfg)
-            check_logger(stage_cfg)
+            stage_job = Job.of(compose_stage(task_name, stage_overrides(job, stage, root, stages[:i])))
+            if task_name == "distill":
+                module.check(stage_job)
+            check_logger(stage_job.settings.logger)
         except ConfigError as e:
             raise ConfigError(f"study stage {stage} ({task_name}): {e}") from None
     return stages
@@ -136,37 +140,39 @@ def check(cfg: DictConfig) -> list[str]:
 
 def study(cfg: DictConfig) -> dict:
     """distillscape-study: every stage in order. Returns the study log (study.json)."""
-    stages = check(cfg)
-    root = start_job(cfg)
+    job = Job.of(cfg)
+    stages = check(job)
+    root = start_job(job)
     log = {"stages": {}}
     done: list[str] = []
     started = time.perf_counter()
     for number, stage in enumerate(stages, 1):
         stage_dir = root / stage
         marker = stage_dir / "study_stage.json"
-        fp = stage_fingerprint(cfg, stage)
-        if not cfg.study.force and (previous := stage_done(marker, fp)) is not None:
+        fp = stage_fingerprint(job, stage)
+        if not job.settings.study.force and (previous := stage_done(marker, fp)) is not None:
             say(f"[study] {stage}: finished before ({marker}), skipped (study.force=true reruns it)")
             log["stages"][stage] = {**{k: v for k, v in previous.items() if k != "fingerprint"}, "status": "finished before"}
             done.append(stage)
             continue
-        task_name = stage_task(cfg, stage)
+        task_name = stage_task(job, stage)
         reason = missing_reason(task_name)
         if reason:
             say(f"[study] {stage}: skipped, {reason}")
             log["stages"][stage] = {"status": "skipped", "reason": reason}
             continue
-        overrides = stage_overrides(cfg, stage, root, done)
+        overrides = stage_overrides(job, stage, root, done)
         stage_cfg = compose_stage(task_name, overrides)  # its Trainers show their progress (tasks/progress.py)
-        check_owner(stage_cfg, stage_dir)  # before the stage's record is written: another job's directory, refused
-        record(stage_dir, stage_cfg, overrides)
+        stage_job = Job.of(stage_cfg)
+        check_owner(stage_job, stage_dir)  # before the stage's record is written: another job's directory, refused
+        record(stage_dir, stage_job, overrides)
         title = f"[study] {number}/{len(stages)} {stage}" + (f" ({task_name})" if task_name != stage else "")
         if is_terminal():
             console.rule(escape(title))
         say(f"{title}: started, {eta_text(time.perf_counter() - started)} into the study")
         t0 = time.perf_counter()
         run_task = getattr(importlib.import_module(f"distillscape.tasks.{task_name}"), task_name)
-        with Heartbeat(f"[study] {stage}", cfg.study.progress_every_s, say):
+        with Heartbeat(f"[study] {stage}", job.settings.study.progress_every_s, say):
             run_task(stage_cfg)
         seconds = time.perf_counter() - t0
         say(f"[study] {stage}: done in {eta_text(seconds)}")
@@ -188,14 +194,8 @@ def study(cfg: DictConfig) -> dict:
     return log
 
 
-@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="study")
-@task
-def main(cfg: DictConfig) -> dict:
-    return study(cfg)
+main, cli = script(study, "study")
 
-
-cli = console_script(main, "study")
-
-if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.entry.run)
-    from .entry import run
+if __name__ == "__main__":  # python -m: the module under its own name runs (tasks.cli.run)
+    from .cli import run
     run("study")

@@ -20,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ..config import settings
 from ..errors import KNOWN_ERRORS
 from ..resume import REFUSED, read_refused, record_refused
 
@@ -55,22 +54,24 @@ def job_config(config: DictConfig, overrides: list[str], num: int) -> DictConfig
 
 
 def check_job(task: str, cfg: DictConfig) -> None:
-    """The task's checks before work (`tasks.<task>.check`; its settings where it has none) on a job's config."""
+    """The task's checks before work on a job's config: its settings, then `tasks.<task>.check` on its `Job`."""
     task_cfg = copy.deepcopy(cfg)
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
-    from .common import check_logger
+    from .common import check_logger, job_of
 
-    check = getattr(importlib.import_module(f"distillscape.tasks.{task}"), "check", settings)
-    check(task_cfg)
-    check_logger(task_cfg)
+    module = importlib.import_module(f"distillscape.tasks.{task}")
+    job = job_of(task_cfg, getattr(module, "NEEDED", None))  # the settings, every value checked
+    if (check := getattr(module, "check", None)) is not None:
+        check(job)
+    check_logger(job.settings.logger)
 
 
 def refusal(e: BaseException, task: str, overrides: list[str]) -> str | None:
     """The one line for a refused job; None for a bug (which keeps its traceback)."""
     if isinstance(e, KNOWN_ERRORS):
         return f"{type(e).__name__}: {e}"
-    from .common import explain
+    from .cli import explain
 
     return explain(e, task, overrides)
 
@@ -90,7 +91,7 @@ def job_name(num: int, overrides: list[str], jobs: list[list[str]] | None = None
 def stop(line: str) -> None:
     """End the multirun with one line, exit 2. Hydra turns an exception from a callback into a warning and goes
     on; a SystemExit passes through."""
-    from .common import fail
+    from .cli import fail
 
     fail(line)
 
