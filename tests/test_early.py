@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillscape.early import (agreement, control_agreements, influence, influence_summary, nearest_checkpoint,
-                                scaled_onehot, train_on_subsets)
+from distillscape.early import (DistilledCost, agreement, control_agreements, influence, influence_summary,
+                                matched_steps, nearest_checkpoint, scaled_onehot, trace_and_top, train_on_subsets)
 from distillscape.inner import InitSampler, InnerLoop, evaluate_stack, inner_loss, weighted_inner_loss
+from distillscape.landing import TrueTask, sgd_checkpoints
 from distillscape.models import MLP
-from distillscape.params import unstack
+from distillscape.params import flatten, unflatten, unstack
 
 
 @pytest.fixture(scope="module", params=["mse", "soft_ce"])
@@ -110,6 +111,77 @@ def test_train_on_subsets_is_full_batch_momentum_descent(tiny):
                 p[k] = (v - 0.1 * vel[k]).detach().requires_grad_()
         for k in p:
             torch.testing.assert_close(got[k][m], p[k].detach(), atol=1e-5, rtol=1e-5)
+
+
+# -- curvature along direct training ---------------------------------------------------------------------------
+def explicit_hessians(loop, stack, loss):
+    """The Hessian of loss(params) at every model of a stack, by torch.func.hessian of the flat vector: [M, D, D]."""
+    out = []
+    for i in range(stack[loop.names[0]].shape[0]):
+        params = unstack(stack, i)
+        out.append(torch.func.hessian(lambda v, like=params: loss(unflatten(v, like)))(flatten(params, loop.names).detach()))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("cost, loss", [("true_task", "mse"), ("distilled", "mse"), ("distilled", "soft_ce")])
+def test_trace_and_top_match_the_explicit_hessian_at_checkpoints(cost, loss):
+    """A stack of direct-training checkpoints (steps 0, 3 and 10 of SGD from two inits: six points in one
+    stack) of a 35-parameter MLP, on the true task and on the distilled batch's own cost (mse and soft_ce):
+    the Hutchinson trace within four standard errors of the exact trace of the explicit Hessian, the Lanczos
+    top eigenvalue equal to its top eigenvalue (the Lanczos run spans the whole space)."""
+    torch.manual_seed(0)
+    net = MLP(1, 2, 2, 3, hidden=[4])
+    loop = InnerLoop(net, loss)
+    x, y = torch.randn(23, 1, 2, 2), torch.randint(0, 3, (23,))
+    images, labels = torch.randn(5, 1, 2, 2), torch.randn(5, 3)
+    ckpts = sgd_checkpoints(loop, InitSampler(net).sample(2, seed=3), x, y, [0, 3, 10], lr=0.5, momentum=0.9,
+                            batch_size=8, generator=torch.Generator().manual_seed(2))
+    stack = {k: torch.cat([c[k] for c in ckpts]) for k in loop.names}
+    if cost == "true_task":
+        task = TrueTask(loop, x, y, data_chunk=10)  # chunks of 10 over 23 examples: the last one is short
+        H = explicit_hessians(loop, stack, lambda p: F.cross_entropy(loop.forward(p, x), y))
+    else:
+        task = DistilledCost(loop, images, labels)
+        H = explicit_hessians(loop, stack, lambda p: inner_loss(loop.forward(p, images), labels, loop.loss))
+    d = H.shape[1]
+    got = trace_and_top(task, stack, probes=300, lanczos_steps=d, generator=torch.Generator().manual_seed(5))
+    exact_trace = torch.diagonal(H, dim1=1, dim2=2).sum(1).double()
+    assert ((got["trace"] - exact_trace).abs() <= 4 * got["trace_se"]).all(), (got["trace"], exact_trace)
+    assert (got["trace_se"] < 0.1 * exact_trace.abs()).all()  # tight enough to mean something
+    torch.testing.assert_close(got["top_eig"], torch.linalg.eigvalsh(H.double())[:, -1], atol=1e-5, rtol=1e-4)
+    # the checkpoints differ: a stack that measured one point six times would fail the per-point checks above
+    assert exact_trace.unique().numel() == 6
+
+
+def _curve(point_shift, noise, p=8):
+    """A hand-made curve [T=5, P] over steps 0, 1, 10, 100, 1000: 1, 4, 9, 6, 5 plus per-init noise, and a point
+    [P] equal to step 10's value plus `point_shift` (own noise: `noise`)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.tensor([1.0, 4.0, 9.0, 6.0, 5.0])
+    curve = base[:, None] + 0.01 * torch.randn(5, p, generator=g, dtype=torch.float64)
+    return curve[2] + point_shift + noise * torch.randn(p, generator=g, dtype=torch.float64), curve
+
+
+STEPS = [0, 1, 10, 100, 1000]
+
+
+def test_matched_steps_on_a_hand_made_curve():
+    point, curve = _curve(0.0, 0.01)
+    got = matched_steps(point, curve, STEPS)
+    assert got["verdict"] == "matched" and got["matched"] == [10] and (got["first"], got["last"]) == (10, 10)
+    d = got["differences"]
+    assert [r["step"] for r in d] == STEPS and d[0]["mean"] == pytest.approx((point - curve[0]).mean().item())
+    point, curve = _curve(-3.5, 0.01)  # 5.5: above 1 and 4, below 9 and 6, above 5: crosses twice
+    got = matched_steps(point, curve, STEPS)
+    assert got["verdict"] == "between" and got["between"] == [[1, 10], [100, 1000]] and got["matched"] == []
+    assert matched_steps(*_curve(2.0, 0.01), STEPS)["verdict"] == "above"  # 11: above every checkpoint
+    assert matched_steps(*_curve(-8.5, 0.01), STEPS)["verdict"] == "below"  # 0.5
+    point, curve = _curve(-4.0, 0.01)  # 5: matches step 1000 alone
+    assert matched_steps(point, curve, STEPS)["matched"] == [1000]
+    wide = matched_steps(*_curve(0.0, 30.0), STEPS)  # an interval as wide as the whole curve
+    assert wide["verdict"] == "inconclusive" and wide["matched"] == STEPS
+    one = matched_steps(*_curve(0.0, 0.01, p=1), STEPS)  # a single init: no interval
+    assert one["verdict"] == "inconclusive" and "no interval" in one["why"]
 
 
 # -- the landing task's early parts, end to end -------------------------------------------------------------

@@ -17,18 +17,26 @@ Each is a part of the landing task (analysis.early), computed on the first `earl
   when it exceeds the agreement with accuracy-matched networks that are not early training.
 - fair baselines (the Trainer runs in tasks/landing.py): random real images with learned soft labels and
   rates against the distilled batch, train beside test accuracy, and directly trained networks.
+- curvature (their 4.3): the true task's Hessian trace and top eigenvalue at every checkpoint of direct
+  training from the held-out inits and at their landings (one stack: `trace_and_top`), beside the curvature
+  of the distilled batch's own cost (the inner loss on it, its soft labels: `DistilledCost`) at the inits and
+  the landings. Where the landing falls on the direct-training curve (`matched_steps`): per init the
+  landing's value minus each checkpoint's (same init), a checkpoint matches when that difference's interval
+  holds 0; when every checkpoint matches, the curve cannot place the landing (inconclusive).
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from .inner import InnerLoop
+from .curvature import block_traces, lanczos, random_unit, stack_hvp, tiled
+from .inner import InnerLoop, inner_loss
 from .params import Params, stack_len
-from .stats import interval
+from .stats import interval, separated
 
 
 def merged(stack: Params) -> Params:
@@ -171,3 +179,72 @@ def nearest_checkpoint(checkpoint_acc: torch.Tensor, landing_acc: torch.Tensor) 
 
 def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
     return {k: interval(v) for k, v in values.items()}
+
+
+# -- curvature along direct training ------------------------------------------------------------------------------
+PROBE_CHUNK = 256  # points per vmapped Hessian-vector product of the tiled Hutchinson probes (trace_and_top)
+
+class DistilledCost:
+    """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
+    parameters: the cost the one step descends. The interface of landing.TrueTask that curvature.stack_hvp
+    uses (loop, hvp), so its curvature comes from the same batched Lanczos and Hutchinson code."""
+
+    def __init__(self, loop: InnerLoop, images: torch.Tensor, labels: torch.Tensor, init_chunk: int | None = None):
+        self.loop, self.images, self.labels, self.init_chunk = loop, images, labels, init_chunk
+
+    def _loss(self, params: Params) -> torch.Tensor:
+        return inner_loss(self.loop.forward(params, self.images), self.labels, self.loop.loss)
+
+    def hvp(self, stack: Params, vecs: Params) -> Params:
+        """H v for every model of the stack (each with its own v): reverse-over-reverse, the gradient of
+        <grad L, v> (forward-over-reverse fails inside F.mse_loss's backward, on an immutable zero tangent;
+        the batch is small, so the second reverse pass costs little)."""
+        def one(params, v):
+            return grad(lambda p: sum((g * v[k]).sum() for k, g in grad(self._loss)(p).items()))(params)
+
+        return vmap(one, chunk_size=self.init_chunk)(stack, vecs)
+
+
+def trace_and_top(task, stack: Params, probes: int, lanczos_steps: int,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The Hessian trace (Hutchinson, `probes` Rademacher probes) and top eigenvalue (the largest Ritz value of
+    `lanczos_steps` Lanczos iterations) of `task`'s loss at every point of a stack, all points in every
+    Hessian-vector product: {"trace", "trace_se" (its standard error over the probes), "top_eig"} [M] float64.
+    `task`: a landing.TrueTask or a DistilledCost."""
+    names = task.loop.names
+    stack = {n: stack[n] for n in names}
+    m, d = stack_len(stack), sum(stack[n][0].numel() for n in names)
+    like = stack[names[0]]
+    t, _ = lanczos(stack_hvp(task, stack), random_unit((m, d), generator, like), lanczos_steps, generator)
+    top = torch.linalg.eigvalsh(t)[:, -1]
+    # all probes of all points in one tiled stack, vmapped in chunks of max(M, PROBE_CHUNK) points (or the
+    # task's own init_chunk): memory stays near the Lanczos pass's for a large stack, and a small one needs few
+    chunked = copy.copy(task)
+    chunked.init_chunk = task.init_chunk or max(m, PROBE_CHUNK)
+    trace, se = block_traces(stack_hvp(chunked, tiled(stack, probes)), (m, d), [d], probes, generator, like)
+    return {"trace": trace[:, 0].double().cpu(), "trace_se": se[:, 0].double().cpu(), "top_eig": top.double().cpu()}
+
+
+def matched_steps(point: torch.Tensor, checkpoints: torch.Tensor, steps: list[int]) -> dict:
+    """Where a point falls on a curve along direct training, per init: point [P] (e.g. the landings' trace),
+    checkpoints [T, P] (the same quantity at each checkpoint of direct training from the same inits), steps [T].
+    Per checkpoint the paired difference point - checkpoint with its 95% interval over the inits; a checkpoint
+    matches when that interval holds 0. verdict: "matched" (some, not all, match: `matched` lists their steps),
+    "inconclusive" (every one matches, or there is no interval: the curve cannot place the point), "between"
+    (none matches and the difference changes sign: `between` lists the pairs of consecutive steps it crosses
+    between), "above" / "below" (none matches: the point exceeds / stays under every checkpoint)."""
+    diffs = [interval(point - checkpoints[t]) for t in range(len(steps))]
+    out = {"differences": [{"step": int(s), **d} for s, d in zip(steps, diffs)]}
+    if not all(math.isfinite(d["lo"]) and math.isfinite(d["hi"]) for d in diffs):
+        return {**out, "verdict": "inconclusive", "why": "no interval (fewer than two finite inits)", "matched": []}
+    side = [separated(d, 0.0) for d in diffs]
+    matched = [int(s) for s, v in zip(steps, side) if v == 0]
+    if len(matched) == len(steps):
+        return {**out, "verdict": "inconclusive", "why": "the difference's interval holds 0 at every checkpoint",
+                "matched": matched}
+    if matched:
+        return {**out, "verdict": "matched", "matched": matched, "first": matched[0], "last": matched[-1]}
+    if all(v > 0 for v in side) or all(v < 0 for v in side):
+        return {**out, "verdict": "above" if side[0] > 0 else "below", "matched": []}
+    crossings = [[int(steps[t]), int(steps[t + 1])] for t in range(len(steps) - 1) if side[t] != side[t + 1]]
+    return {**out, "verdict": "between", "matched": [], "between": crossings}
