@@ -251,11 +251,53 @@ def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
     assert [r["per_class"] for r in read_json(out / "early.json")["mixing"]["rows"]] == [0, 3]
 
 
+def test_curvature_part_end_to_end_and_its_report_sentence(digits_run, tmp_path, capsys):
+    """analysis.early=[curvature] on a real distillation: the checkpoints of direct training (steps 0, 1, 5, 20
+    from every held-out init) and the landings in early/curvature.json, the match recomputed from the per-point
+    values it keeps, the figure, a rerun that reuses it, and the report's sentence quoting the table's values."""
+    from distillscape.artifacts import read_json
+    from distillscape.report import early_training
+    from distillscape.report.text import ci_text
+    from distillscape.stats import interval
+    from distillscape.tasks.landing import landing
+    from test_landing import compose_landing
+
+    out = tmp_path / "landing"
+    args = [f"distilled={digits_run}", "logger=none", *TINY_EARLY, "analysis.early=[curvature]",
+            "analysis.curvature_examples=100", "analysis.early_curvature_probes=3", "analysis.early_curvature_lanczos_steps=6"]
+    landing(compose_landing(args, out))
+    cv = read_json(out / "early.json")["curvature"]
+    assert (out / "curvature.png").stat().st_size > 5_000
+    assert cv["steps"] == [0, 1, 5, 20] and cv["inits"] == 4 and cv["examples"] == 100
+    pp = cv["per_point"]
+    assert [len(r) for r in pp["checkpoint_trace"]] == [4] * 4 and len(pp["landing_trace"]) == 4
+    assert len(pp["distilled_cost_trace"]) == 2 and all(len(r) == 4 for r in pp["distilled_cost_trace"])
+    for key in ("trace", "top_eig"):
+        point, curve = (torch.tensor(pp[f"{w}_{key}"], dtype=torch.float64) for w in ("landing", "checkpoint"))
+        assert matched_steps(point, curve, cv["steps"]) == cv["match"][key]
+        assert cv["true_task"]["landing"][key] == pytest.approx(interval(point))
+    # the paired differences are per init, so their mean is the difference of the means (landing − step 0)
+    d0 = cv["match"]["trace"]["differences"][0]
+    assert d0["mean"] == pytest.approx(cv["true_task"]["landing"]["trace"]["mean"] - cv["true_task"]["along"][0]["trace"]["mean"])
+    lines, rows = early_training({}, {"curvature": cv})
+    sentence = next(line for line in lines if line.startswith("Curvature along direct training"))
+    landing_row = next(r for r in rows if r[0] == "curvature: true-task trace at the landing")
+    assert landing_row[1] == ci_text(cv["true_task"]["landing"]["trace"]) and landing_row[1] in sentence
+    verdict = cv["match"]["trace"]["verdict"]
+    assert {"matched": "matches direct training at", "inconclusive": "inconclusive", "between": "lies between",
+            "above": "above every", "below": "below every"}[verdict] in sentence
+
+    capsys.readouterr()
+    landing(compose_landing(args, out))
+    assert "early curvature: reusing" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, message", [
     (["analysis.early=[influence,oops]"], "analysis.early entry"),
     (["analysis.control_models=1"], "analysis.control_models=1"),
     (["analysis.mixing_per_class=[0,5000]"], "analysis.mixing_per_class"),
     (["analysis.control_fractions=[0,0.1]"], "analysis.control_fractions"),
+    (["analysis.early_curvature_probes=0"], "analysis.early_curvature_probes"),
 ])
 def test_bad_early_input_is_one_line_before_the_job_record(digits_run, tmp_path, capsys, args, message):
     from distillscape.tasks.landing import main

@@ -368,17 +368,21 @@ def curvature_along_figure(summary: dict, path: Path) -> Path:
         ax.axhline(land["mean"], color="C0", lw=1)
         match = summary["match"][key]
         for s in match.get("matched", []) if match["verdict"] == "matched" else []:
-            ax.axvspan(s / 1.15, s * 1.15 if s else 0.5, color="C2", alpha=0.25, lw=0)
+            ax.axvspan(*((s / 1.15, s * 1.15) if s else (-0.2, 0.2)), color="C2", alpha=0.25, lw=0)
         ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.3, max(steps) * 1.5 + 1)
         ax.set_xlabel("direct-training step (0: the init)")
         ax.set_ylabel(f"{name} (true task)")
-        ax.set_title(f"landing: {match['verdict']}" + (f" (steps {', '.join(map(str, match['matched']))})"
-                                                      if match["verdict"] == "matched" else ""), fontsize=9)
+        where = {"matched": "matches steps " + ", ".join(map(str, match["matched"])), "inconclusive": "inconclusive",
+                 "above": "above every checkpoint", "below": "below every checkpoint",
+                 "between": "between steps " + "; ".join(f"{a}, {b}" for a, b in match.get("between", []))}
+        ax.set_title(f"landing: {where[match['verdict']]}", fontsize=9)
     axes[0].legend(fontsize=7)
     own = summary["distilled_cost"]
     for i, key in enumerate(("trace", "top_eig")):
         _errorbar(axes[2], np.array([0, 1]) + (i - 0.5) * 0.1, [own["init"][key], own["landing"][key]], color=f"C{i + 3}",
                   label=key.replace("top_eig", "top eigenvalue"))
+    axes[2].set_yscale("symlog", linthresh=1)  # the cost's curvature can grow by orders of magnitude in the step
     axes[2].set_xticks([0, 1], ["inits", "landings"])
     axes[2].set_xlim(-0.5, 1.5)
     axes[2].set_ylabel(f"distilled batch's own cost ({summary['inner_loss']})")
