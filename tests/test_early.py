@@ -184,6 +184,53 @@ def test_matched_steps_on_a_hand_made_curve():
     assert one["verdict"] == "inconclusive" and "no interval" in one["why"]
 
 
+def _curvature_summary(point, curve):
+    """An early.json "curvature" entry built from a hand-made trace curve (the top eigenvalue: the same values)."""
+    from distillscape.stats import interval
+
+    p = point.numel()
+    along = [{"step": s, "trace": interval(curve[i]), "top_eig": interval(curve[i])} for i, s in enumerate(STEPS)]
+    own = {"trace": interval(torch.ones(p)), "top_eig": interval(torch.ones(p))}
+    return {"inits": p, "examples": 100, "steps": STEPS, "inner_loss": "mse",
+            "true_task": {"along": along, "landing": {"trace": interval(point), "top_eig": interval(point)}},
+            "distilled_cost": {"init": own, "landing": own, "landing_minus_init": own},
+            "match": {k: matched_steps(point, curve, STEPS) for k in ("trace", "top_eig")}}
+
+
+@pytest.mark.parametrize("shift, noise, says", [
+    (0.0, 0.01, "it matches direct training at step 10,"),
+    (-3.5, 0.01, "it lies between the checkpoints at steps 1 and 10; 100 and 1000"),
+    (2.0, 0.01, "it is above every checkpoint's"),
+    (0.0, 30.0, "inconclusive: the difference's interval holds 0 at every checkpoint"),
+])
+def test_curvature_sentence_states_what_the_intervals_separate(shift, noise, says):
+    from distillscape.report import early_training
+    from distillscape.report.text import ci_text
+
+    cv = _curvature_summary(*_curve(shift, noise))
+    lines, rows = early_training({}, {"curvature": cv})
+    sentence = next(line for line in lines if line.startswith("Curvature along direct training"))
+    assert says in sentence, sentence
+    # the sentence quotes the table's values
+    assert ci_text(cv["true_task"]["landing"]["trace"]) in sentence
+    assert next(r for r in rows if r[0] == "curvature: true-task trace at the landing")[1] == ci_text(cv["true_task"]["landing"]["trace"])
+
+
+def test_curvature_sentence_names_a_run_of_matched_checkpoints_as_a_range():
+    from distillscape.report import early_training
+
+    point, curve = _curve(0.0, 0.01)
+    curve[3] = curve[2] + 0.001 * torch.arange(curve.shape[1])  # step 100 as high as step 10: both match
+    cv = _curvature_summary(point, curve)
+    assert cv["match"]["trace"]["matched"] == [10, 100]
+    assert "it matches direct training at steps 10–100," in early_training({}, {"curvature": cv})[0][-1]
+    point, curve = _curve(0.0, 0.01)
+    curve = torch.stack([curve[2], curve[1], curve[0], curve[2], curve[4]])  # steps 0 and 100 match, 1 and 10 not
+    cv = _curvature_summary(point, curve)
+    assert cv["match"]["trace"]["matched"] == [0, 100]
+    assert "it matches direct training at steps 0 and 100," in early_training({}, {"curvature": cv})[0][-1]
+
+
 # -- the landing task's early parts, end to end -------------------------------------------------------------
 TINY_EARLY = ["analysis.kinds=[distilled]", "analysis.inits=4", "analysis.polish_inits=0", "analysis.curvature_inits=0",
               "analysis.train_examples=300", "analysis.trajectory_inits=4", "analysis.trajectory_steps=[1,5,20]",
