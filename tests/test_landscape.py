@@ -251,6 +251,27 @@ def test_a_new_kind_of_cost_plugs_in_unchanged(digits, tmp_path, batching):
 TINY = ["logger=none", "landscape.data_batch=2000"]
 
 
+def test_cost_registry_names_every_sweep_cost_and_hands_back_warnings(digits_run, tmp_path, capsys):
+    """sweep.costs' names are the registry's (config cannot import costs: the lists are kept twice); a cost with
+    something to say returns it as a warning line instead of printing it."""
+    from distillscape.config import DATASET_COSTS, RL_COSTS, SWEEP_COSTS, settings
+    from distillscape.costs import SWEEP_COST_CLASSES, build_costs
+    from distillscape.run import Run
+
+    assert sorted(SWEEP_COST_CLASSES) == sorted(SWEEP_COSTS)
+    assert sorted(k for k, c in SWEEP_COST_CLASSES.items() if c.kind == "rl") == sorted(RL_COSTS)
+    assert sorted(k for k, c in SWEEP_COST_CLASSES.items() if c.kind == "dataset") == sorted(DATASET_COSTS)
+    s = settings(compose_cfg("landscape", [f"distilled={digits_run}", "sweep.costs=[train_subsets,test,distilled]",
+                                           "landscape.subset_sizes=[10,100000]"], tmp_path))
+    run = Run.open(digits_run)
+    dm = run.datamodule(s.dataset)
+    capsys.readouterr()
+    built = build_costs(s, run, dm)
+    assert [c.name for c in built.costs] == ["train_subset10", "test", "distilled"]
+    assert built.warnings == [f"train_subsets: digits has {len(dm.train_y)} training images; sizes [100000] skipped"]
+    assert capsys.readouterr().out == ""
+
+
 def run_landscape(run_dir, out, overrides):
     from distillscape.tasks.landscape import landscape
     return landscape(compose_cfg("landscape", [f"distilled={run_dir}", *TINY, *overrides], out))

@@ -215,7 +215,8 @@ def test_rl_surfaces_match_point_by_point_episodes_and_losses(cartpole_run, tmp_
     from distillscape.params import unflatten
     from distillscape.rl import episode_seeds
     from distillscape.run import Run
-    from distillscape.tasks.landscape import RunPoints, rl_experience_cost
+    from distillscape.costs import rl_experience_cost
+    from distillscape.run import RunPoints
 
     overrides = ["experiment=rl_surfaces_2x2", "sweep.costs=[episode_return,ppo_loss,distilled]",
                  "sweep.resolution=[3,3]", "landscape.episodes=3", "landscape.experience_steps=256"]
@@ -329,7 +330,7 @@ def test_rl_init_space_is_one_job_plane_and_line_init_to_landing(cartpole_run, t
     from distillscape.params import unflatten
     from distillscape.rl import episode_seeds
     from distillscape.run import Run
-    from distillscape.tasks.landscape import RunPoints
+    from distillscape.run import RunPoints
     from distillscape.config import LandscapeConfig
 
     paths = run_landscape(cartpole_run, tmp_path, ["experiment=rl_init_space", "sweep.resolution=[3,3]",

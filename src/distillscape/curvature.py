@@ -1,7 +1,8 @@
 """Is a point a minimum? A curvature certificate of the true task's Hessian, for stacks of points at once.
 
-For each point of a stack (inits, landings, the direct minimum) on the true task's loss L (a `TrueTask`:
-mean cross-entropy over the training split, processed in chunks):
+For each point of a stack (inits, landings, the direct minimum) on a loss L given as an `Objective`:
+the true task's (a `TrueTask`: mean cross-entropy over the training split, processed in chunks), or any
+smooth loss of one point's parameters (`FunctionObjective`, e.g. an RL run's PPO loss on fixed experience):
 
 - Lanczos with full reorthogonalisation on the Hessian H, batched: every Hessian-vector product is one
   vmapped forward-over-reverse pass over all points (`TrueTask.hvp`), each with its own Krylov vector.
@@ -25,11 +26,11 @@ mean cross-entropy over the training split, processed in chunks):
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
+from torch.func import grad, jvp, vmap
 
-from .landing import TrueTask
 from .params import Params, as_stack, flat_stack, stack_len
 from .stats import describe
 
@@ -40,10 +41,39 @@ VERDICTS = ("minimum", "saddle", "not_stationary")
 BREAKDOWN = 1e-5
 
 
+# -- the loss being certified ----------------------------------------------------------------------------
+class Objective(Protocol):
+    """A loss of a point's parameters, for stacks of points: `names` (the parameter order of the flat
+    vectors), its gradient and its Hessian-vector products per point. `TrueTask` is one."""
+    names: list[str]
+
+    def grad(self, stack: Params) -> Params: ...
+
+    def hvp(self, stack: Params, vecs: Params) -> Params: ...
+
+
+class FunctionObjective:
+    """An `Objective` from a scalar loss of ONE point's parameters (`loss_one(params) -> 0-dim tensor`,
+    written with torch.func-compatible ops): vmapped over the stack (`chunk` points at a time, None: all),
+    gradient by reverse mode, Hessian-vector products forward-over-reverse (jvp of grad), as `TrueTask`."""
+
+    def __init__(self, names: list[str], loss_one: Callable[[Params], torch.Tensor], chunk: int | None = None):
+        self.names, self.loss_one, self.chunk = list(names), loss_one, chunk
+
+    def grad(self, stack: Params) -> Params:
+        return vmap(grad(self.loss_one), chunk_size=self.chunk)(stack)
+
+    def hvp(self, stack: Params, vecs: Params) -> Params:
+        def one(params, v):
+            return jvp(grad(self.loss_one), (params,), (v,))[1]
+
+        return vmap(one, chunk_size=self.chunk)(stack, vecs)
+
+
 # -- Hessian-vector products of stacks ------------------------------------------------------------------
-def stack_hvp(task: TrueTask, stack: Params) -> HVP:
+def stack_hvp(task: Objective, stack: Params) -> HVP:
     """v [M, D] -> H_m v_m for every point m of the stack (flat, in the task's parameter order)."""
-    names = task.loop.names
+    names = task.names
     stack = {k: stack[k] for k in names}
     return lambda v: flat_stack(task.hvp(stack, as_stack(v, stack, names)), names)
 
@@ -202,13 +232,13 @@ def block_traces(hvp: HVP, shape: tuple[int, int], sizes: list[int], probes: int
 
 
 # -- the certificate -------------------------------------------------------------------------------------
-def certify(task: TrueTask, stack: Params, *, k: int, lanczos_steps: int, slq_starts: int, slq_steps: int,
+def certify(task: Objective, stack: Params, *, k: int, lanczos_steps: int, slq_starts: int, slq_steps: int,
             probes: int, grad_tol: float, negative_tol: float, generator: torch.Generator) -> dict[str, object]:
     """The certificate of every point of a stack on `task` (module doc): tensors per point and the
     verdicts. Keys: grad_norm [M], top / top_residual / bottom / bottom_residual [M, k], lambda_max,
     lambda_min, abs_ratio (|lambda_min| / lambda_max), negative_count [M], slq_nodes / slq_weights
     [M, starts, s], trace_slq [M], layer_trace / layer_trace_se [M, tensors]; verdict: list[str]."""
-    names = task.loop.names
+    names = task.names
     stack = {n: stack[n] for n in names}
     m = stack_len(stack)
     sizes = [stack[n][0].numel() for n in names]

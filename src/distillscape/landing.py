@@ -124,6 +124,11 @@ class TrueTask:
     def __len__(self) -> int:
         return len(self.y)
 
+    @property
+    def names(self) -> list[str]:
+        """The parameter order of flat vectors (a `curvature.Objective`)."""
+        return self.loop.names
+
     def _chunks(self):
         for i in range(0, len(self.y), self.data_chunk):
             yield self.x[i:i + self.data_chunk], self.y[i:i + self.data_chunk]

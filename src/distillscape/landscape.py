@@ -35,7 +35,6 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.data import DataLoader, TensorDataset
 
-from .artifacts import atomic_write
 from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
@@ -43,6 +42,7 @@ from .inner import InnerLoop, eval_path_rule
 from .models import channels_last_params, features_channels_last
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
+from .surface import SURFACE_FILE, axes_of, centre_index, read_npz, write_npz
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 PRECISIONS = ("fp32", "bf16")
@@ -195,21 +195,6 @@ def shard_path(sweep_dir, shard: int, num_shards: int) -> Path:
     return Path(sweep_dir) / "shards" / f"shard_{shard:04d}_of_{num_shards:04d}.npz"
 
 
-def write_npz(path, arrays: dict[str, np.ndarray]) -> Path:
-    def w(tmp):
-        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
-            np.savez(f, **arrays)
-    return atomic_write(path, w)
-
-
-def read_npz(path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError, KeyError) as e:
-        raise ArtifactError(f"{path} is not a readable .npz ({e}); delete it and rerun the sweep to recompute it") from None
-
-
 def finished_shard(path: Path, fp: str) -> bool:
     """True if `path` holds this sweep's shard (`fp`: `resume.fingerprint` of the centre, directions,
     axes, metrics and what else the values depend on); a shard of another sweep is an error."""
@@ -356,7 +341,7 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     arrays["data_batch"] = np.array(sorted({d for _, d in paths}))
     arrays["metrics"] = np.array(metrics)
     arrays["fingerprint"] = np.array(fp)
-    return write_npz(Path(sweep_dir) / "surface.npz", arrays)
+    return write_npz(Path(sweep_dir) / SURFACE_FILE, arrays)
 
 
 def _ranks(v: np.ndarray) -> np.ndarray:
@@ -380,8 +365,7 @@ def certificate_sample(surface: dict[str, np.ndarray], metrics: list[str], rando
     lowest points (so the grid minimum can be compared with its rivals) and `random_points` others, drawn
     with `seed`. Sorted, without repeats."""
     shape = surface[metrics[0]].shape
-    axes = [surface[f"axis{i}"] for i in range(len(shape))]
-    picked = {int(np.ravel_multi_index(tuple(int(np.abs(a).argmin()) for a in axes), shape))}
+    picked = {int(np.ravel_multi_index(centre_index(axes_of(surface, metrics[0])), shape))}
     for m in metrics:
         if m.endswith("/loss"):
             picked.update(int(i) for i in np.argsort(surface[m].ravel(), kind="stable")[:near_best])
@@ -434,8 +418,8 @@ def surface_summary(surface: dict[str, np.ndarray], metric: str) -> dict[str, fl
     """Value at the centre (the grid point nearest the origin), the grid minimum and where it is:
     whether the surface has its minimum at the centre is what the 2x2 and sanity checks ask."""
     v = surface[metric]
-    axes = [surface[f"axis{i}"] for i in range(v.ndim)]
-    origin = tuple(int(np.abs(a).argmin()) for a in axes)
+    axes = axes_of(surface, metric)
+    origin = centre_index(axes)
     best = np.unravel_index(np.nanargmin(v) if metric.endswith("/loss") else np.nanargmax(v), v.shape)
     out = {"centre": float(v[origin]), "best": float(v[best])}
     out.update({f"best_axis{i}": float(axes[i][best[i]]) for i in range(v.ndim)})

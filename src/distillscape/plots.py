@@ -18,6 +18,7 @@ from .artifacts import atomic_write  # noqa: E402
 from .data import to_pixels  # noqa: E402
 from .inner import label_distribution  # noqa: E402
 from .stats import wilson_interval  # noqa: E402
+from .surface import metrics_of  # noqa: E402
 
 
 def _lr_text(lrs) -> str:
@@ -544,7 +545,7 @@ def surface_3d(surface: dict, title: str):
     import plotly.graph_objects as go
     from scipy.interpolate import RegularGridInterpolator
 
-    metrics = [str(m) for m in surface.get("metrics", [])] or [k for k in surface if "/" in k]
+    metrics = metrics_of(surface) or [k for k in surface if "/" in k]
     metrics = [m for m in metrics if np.asarray(surface[m]).ndim == 2]
     a, b = np.asarray(surface["axis0"], float), np.asarray(surface["axis1"], float)
     dirs = [str(d) for d in surface.get("direction_names", [])] or ["axis 0", "axis 1"]
@@ -601,7 +602,7 @@ def surface_vtk(surface: dict, path) -> Path:
     n0, n1 = len(a), len(b)
     idx = np.arange(n0 * n1).reshape(n0, n1)
     quads = np.column_stack([idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()])
-    metrics = [str(m) for m in surface.get("metrics", [])] or [k for k in surface if "/" in k]
+    metrics = metrics_of(surface) or [k for k in surface if "/" in k]
     data = {}
     for m in metrics:
         v = np.asarray(surface[m], float)

@@ -4,7 +4,8 @@ points (init, landing, direct minimum) and data from.
 A run directory of distillscape-distill holds distilled.safetensors + distilled.json (the batch, and
 enough to rebuild the net it was made for), direct_minimum.safetensors + .json (the true-task minimum)
 and snapshots/. `Run.open` reads it (or a single distilled file, e.g. a snapshot) and checks it once;
-everything else is derived on demand.
+everything else is derived on demand. `RunPoints` names its points (minimum, landing, init, origin, or a
+checkpoint file) as the flat vectors a landscape sweeps around.
 
 Compatibility policy (the same for every analysis): the data an analysis measures on must be the data
 the batch was distilled from. The caller's dataset settings must agree with the run's on the keys that
@@ -21,16 +22,18 @@ import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from .artifacts import Distilled, load_distilled
-from .config import DATA_IDENTITY, DatasetConfig, EnvConfig, EvalConfig, as_settings
+from .artifacts import Distilled, load_distilled, read_checkpoint, read_tensors
+from .config import DATA_IDENTITY, DatasetConfig, EnvConfig, EvalConfig, LandscapeConfig, as_settings
 from .data import TensorDataModule, default_data_dir
 from .direct import load_direct_minimum
+from .geometry import swept_state
 from .errors import ArtifactError, ConfigError
 from .inner import InitSampler, InnerLoop
-from .params import Params, as_stack_of_one, unstack
+from .params import Params, as_stack_of_one, flatten, unstack
 from .protocols import train_with_protocol
 from .resume import recorded_job
 from .seeds import seed_for
+from .surface import SURFACE_FILE
 
 DISTILLED_FILE = "distilled.safetensors"
 DIRECT_FILE = "direct_minimum.safetensors"
@@ -53,7 +56,7 @@ def net_from_meta(meta: dict) -> nn.Module:
 
 def _not_a_run(path: Path) -> ArtifactError:
     found = [f"{name} ({task})" for name, task in OTHER_TASKS.items() if (path / name).exists()]
-    if (path / "landing_parts").is_dir() or any(path.glob("*/surface.npz")):
+    if (path / "landing_parts").is_dir() or any(path.glob(f"*/{SURFACE_FILE}")):
         found.append("analysis outputs")
     task = job.task if (job := recorded_job(path)) else None  # the job whose records the directory holds
     if task == "distill" and (path / "checkpoints" / "last.ckpt").exists():
@@ -244,3 +247,70 @@ class Run:
             if not torch.allclose(torch.tensor(norm[k]), torch.tensor(recorded[k]), rtol=1e-4):
                 raise ArtifactError(f"{self.path} was distilled with normalization {k}={recorded[k]}, the data "
                                     f"gives {norm[k]}: the dataset files differ from the distillation's")
+
+
+NAMED_POINTS = ("minimum", "landing", "init", "origin")
+
+
+class RunPoints:
+    """The named points of a distillation run as flat vectors (built on first use, then kept).
+
+    minimum: the run's direct minimum (or landscape.minimum); init: the init drawn with
+    landscape.init_seed (the distilled batch's fixed init if it has one); landing: that init after the
+    distilled batch's inner steps; any other name: a checkpoint file (.safetensors state dict, or a
+    Lightning .ckpt of DirectModule)."""
+
+    def __init__(self, run: Run, landscape: LandscapeConfig, buffers: str = "freeze"):
+        self.run, self.landscape, self.buffers = run, landscape, buffers
+        # the architecture's tensor names, shapes and layer kinds; every point has a net of its own
+        self.net = run.net()
+        self.swept, self.frozen = swept_state(self.net, buffers)
+        self.names = list(self.swept)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._cache:
+            self._cache[name] = flatten(self._params(name), self.names).detach().clone()
+        return self._cache[name]
+
+    def available(self, name: str) -> bool:
+        try:
+            self[name]
+            return True
+        except ArtifactError:
+            return False
+
+    def _params(self, name: str) -> Params:
+        if name == "init":
+            return self.run.init(self.landscape.init_seed)
+        if name == "origin":  # the origin of parameter space, the centre of the init distribution
+            return {k: torch.zeros_like(v) for k, v in self.run.init(self.landscape.init_seed).items()}
+        if name == "landing":
+            return self.run.landing(self.landscape.init_seed)
+        if name == "minimum":
+            return self._swept(self.run.direct_minimum(self.landscape.minimum))
+        return self._swept(self._checkpoint(Path(name)))
+
+    def _swept(self, net: nn.Module) -> Params:
+        return swept_state(net, self.buffers)[0]
+
+    def _checkpoint(self, path: Path) -> nn.Module:
+        if not path.exists():
+            raise ConfigError(f"point {str(path)!r} is neither one of {', '.join(NAMED_POINTS)} nor an existing "
+                              f"checkpoint file")
+        if path.suffix == ".ckpt":
+            state = read_checkpoint(path)["state_dict"]
+            state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        else:
+            state = read_tensors(path)
+        net = self.run.net()
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as e:
+            raise ArtifactError(f"{path} does not fit arch {type(net).__name__} ({str(e).splitlines()[0]}); "
+                                f"give a checkpoint of the distilled run's arch") from None
+        return net
+
+
+def point_label(name: str) -> str:
+    return name if name in NAMED_POINTS else Path(name).stem

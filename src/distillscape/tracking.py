@@ -354,19 +354,19 @@ def figure_keys(runs: list, made=None) -> dict[str, Path]:
 def surface_tables(runs: list) -> dict[str, tuple[list[str], list[list[float]]]]:
     """Every 2-D cost surface of the runs as a table, a row per grid point (its two coordinates and
     every metric there), keyed `surfaces/<run>/<path of its directory>`."""
-    import numpy as np
+    from .surface import SURFACE_FILE, axes_of, metrics_of, read_surface
 
     out = {}
     for r in runs:
         for path in getattr(r, "surfaces", []):
-            if Path(path).name != "surface.npz":
+            if Path(path).name != SURFACE_FILE:
                 continue
-            with np.load(path) as z:
-                metrics = [str(m) for m in z["metrics"]] if "metrics" in z.files else []
-                if not metrics or z[metrics[0]].ndim != 2:
-                    continue
-                a, b = z["axis0"], z["axis1"]
-                values = {m: z[m] for m in metrics}
+            surface = read_surface(path)
+            metrics = metrics_of(surface)
+            if not metrics or surface[metrics[0]].ndim != 2:
+                continue
+            a, b = axes_of(surface, metrics[0])
+            values = {m: surface[m] for m in metrics}
             grid = [[float(a[i]), float(b[j]), *(float(values[m][i, j]) for m in metrics)]
                     for i in range(len(a)) for j in range(len(b))]
             key = f"surfaces/{r.label}/{Path(path).parent.relative_to(r.path).as_posix()}"

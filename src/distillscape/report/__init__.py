@@ -29,7 +29,8 @@ from .landing import landing_kinds, landing_pivot, landing_summary
 from .page import LIBRARIES, TEMPLATE, render, sections, study_command, versions
 from .reading import (NOT_RESULTS, SKIP_DIRS, RunRecord, is_multirun, missing_parts, read_run, read_runs,
                       refused_jobs)
-from .surfaces import SurfaceGroup, cost_metrics, read_surface, surface_groups, surface_summary
+from ..surface import read_surface
+from .surfaces import SurfaceGroup, cost_metrics, surface_groups, surface_summary
 from .sweeps import SEED_KEYS, SWEEP_METRICS, sweep_groups, swept_keys
 from .tables import SKIP_KEYS, Row, all_rows, flat_rows, nested_rows
 from .text import binary_count, ci_text, mean_interval, stat_text

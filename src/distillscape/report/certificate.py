@@ -29,9 +29,10 @@ def certificate_pivot(cert: dict) -> tuple[list[str], list[list[str]]]:
 def certificate_summary(cert: dict) -> list[str]:
     """Sentences of a certificate.json, each with the statistic it rests on."""
     out, groups, s = [], cert.get("groups") or {}, cert.get("settings") or {}
+    # certificates written before `objective` was recorded are all on the true task
+    on = s.get("objective") or f"the true task ({s.get('examples')} training examples)"
     rule = (f"(a point is a minimum when ‖∇L‖ ≤ {s.get('grad_tol')} and none of its {s.get('certificate_eigs')} lowest "
-            f"Ritz values θ has θ < −(residual + {s.get('negative_tol')} λ_max); Lanczos over {s.get('examples')} "
-            f"training examples)")
+            f"Ritz values θ has θ < −(residual + {s.get('negative_tol')} λ_max); Lanczos on the Hessian of {on})")
     for group, what in (("landing", "landings"), ("init", "inits")):
         if (c := groups.get(group, {}).get("counts")):
             n = next(iter(c.values()))["n"]
@@ -48,6 +49,8 @@ def certificate_summary(cert: dict) -> list[str]:
                "not_stationary": f"it is NOT a minimum: not stationary (‖∇L‖ = {p['grad_norm']:.3g} > {s.get('grad_tol')})"}
         out.append(f"The direct minimum: λ_max {p['lambda_max']:.4g}, λ_min {p['lambda_min']:.4g}, "
                    f"‖∇L‖ {p['grad_norm']:.3g}: {why.get(p['verdict'], p['verdict'])}.")
+    if (estimate := s.get("return_estimate")):  # an RL run's: what of the return is certified
+        out.append(f"Return estimate certified: {estimate}.")
     for key, what in (("lambda_max", "The top Hessian eigenvalue λ_max"), ("abs_ratio", "|λ_min| / λ_max")):
         d = (cert.get("landing_minus_init") or {}).get(key)
         if not d or not _is_number(d.get("low")) or not math.isfinite(d["low"]):

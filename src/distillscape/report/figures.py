@@ -7,6 +7,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..surface import SURFACE_FILE
 from .reading import RunRecord
 
 
@@ -66,7 +67,7 @@ def caption_of(path: Path) -> str:
     key = next((k for k in CAPTIONS if stem.startswith(k)), None)
     if key:
         return CAPTIONS[key]
-    if (path.parent / "surface.npz").exists():
+    if (path.parent / SURFACE_FILE).exists():
         return (f"{stem.replace('_', '/', 1)} over the plane around {path.parent.name} (contours; log10 for "
                 f"losses), the marked points at their projections.")
     return f"A figure the run wrote ({stem.replace('_', ' ')})."
@@ -81,8 +82,8 @@ FIGURE_DATA = {"distilled": ("distilled.safetensors", "distilled.json"),
 def data_files(run: RunRecord, path: Path) -> list[Path]:
     """The files a run's figure shows the numbers of, where they exist: a surface's surface.npz, the
     distilled batch's tensors, the instances' or the landing's results."""
-    if (path.parent / "surface.npz").exists():
-        return [path.parent / "surface.npz"]
+    if (path.parent / SURFACE_FILE).exists():
+        return [path.parent / SURFACE_FILE]
     names = next((v for k, v in FIGURE_DATA.items() if path.stem.startswith(k)), ())
     here = [run.path / n for n in names if (run.path / n).exists()]
     source = run.results.get("instances.json", {}).get("source")

@@ -15,6 +15,7 @@ import jinja2
 import markupsafe
 import yaml
 
+from ..surface import SURFACE_FILE, read_surface
 from .certificate import certificate_pivot, certificate_summary
 from .early import early_training
 from .figures import CAPTIONS, Made, _by_stem, _figure, _plain_figure, plotly_js
@@ -22,7 +23,7 @@ from .generalise import accuracy_summary, headline, return_summary
 from .instances import class_coverage_summary, likeness_pivot, likeness_summary
 from .landing import landing_pivot, landing_summary
 from .reading import RunRecord, _is_path_override, _metrics, _override_kv, _quote, refused_jobs
-from .surfaces import read_surface, surface_groups, surface_summary
+from .surfaces import surface_groups, surface_summary
 from .sweeps import SWEEP_METRICS, sweep_groups, swept_keys
 from .tables import nested_rows
 from .text import stat_text
@@ -265,7 +266,7 @@ def _appendix_run(run: RunRecord, shown: set[Path]) -> dict:
         if isinstance(data.get("settings"), dict):
             settings.append({"name": name, "rows": [[k, json.dumps(v) if not isinstance(v, str) else v]
                                                      for k, v in data["settings"].items()]})
-    rest = [p for p in run.figures if p not in shown and not (p.parent / "surface.npz").exists()]
+    rest = [p for p in run.figures if p not in shown and not (p.parent / SURFACE_FILE).exists()]
     return {"task": run.task, "label": run.label, "identity": run.identity, "path": str(run.path),
             "command": run.command, "results": results, "settings": settings, "config": run.config,
             "surfaces": [[str(p.relative_to(run.path)), f"{p.stat().st_size / 1024:.1f} KiB"] for p in run.surfaces

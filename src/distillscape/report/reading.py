@@ -11,6 +11,7 @@ import yaml
 
 from ..artifacts import ArtifactError
 from ..resume import read_refused
+from ..surface import SURFACE_FILE
 
 
 # json files that are not results, and keys inside results that are inputs or bulk, not metrics
@@ -108,7 +109,7 @@ def read_run(path) -> RunRecord:
     # a figure in a sweep that did not finish is from an earlier sweep there, or half a story: not shown
     figures = sorted((p for p in files if p.suffix.lower() in (".png", ".svg", ".jpg") and p.parent not in unfinished),
                      key=_figure_order)
-    surfaces = sorted(p for p in files if p.name == "surface.npz" and p.parent not in unfinished)
+    surfaces = sorted(p for p in files if p.name == SURFACE_FILE and p.parent not in unfinished)
     dataset, arch = _identity(config, results, path)
     curves = next(iter(sorted((path / "csv").rglob("metrics.csv"))), None) if (path / "csv").is_dir() else None
     return RunRecord(path, task, results, figures, surfaces, config, command, args, None, dataset, arch, missing=missing,
@@ -124,7 +125,7 @@ def missing_parts(path: Path, task: str | None) -> tuple[list[str], set[Path]]:
     for directions in sorted(path.rglob("directions.safetensors")):
         sweep = directions.parent
         name = sweep.relative_to(path).as_posix()
-        surface = sweep / "surface.npz"
+        surface = sweep / SURFACE_FILE
         shards = sorted((sweep / "shards").glob("shard_*_of_*.npz"))
         total = int(shards[0].stem.rsplit("_", 1)[1]) if shards else None
         if not surface.exists():

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
+from ..surface import SURFACE_FILE, axes_of, centre_index, metrics_of
 from .reading import RunRecord
 
 
 def surface_summary(name: str, surface: dict) -> list[str]:
     """Per loss metric of a surface: is the centre the lowest point of the plane?"""
     out = []
-    metrics = [str(m) for m in surface.get("metrics", [])]
-    for metric in metrics:
+    for metric in metrics_of(surface):
         if not metric.endswith("/loss"):
             continue
         v = surface[metric]
-        axes = [surface[f"axis{i}"] for i in range(v.ndim)]
-        origin = tuple(int(abs(a).argmin()) for a in axes)
+        axes = axes_of(surface, metric)
+        origin = centre_index(axes)
         best = tuple(int(i) for i in np.unravel_index(np.nanargmin(v), v.shape))
         step = max(float(np.abs(np.diff(a)).min()) for a in axes) if all(len(a) > 1 for a in axes) else 1.0
         where = ", ".join(f"{(x if abs(x) > 1e-6 * step else 0.0):.3g}" for x in (axes[i][best[i]] for i in range(v.ndim)))
@@ -50,7 +50,7 @@ def surface_groups(runs: list[RunRecord]) -> list[SurfaceGroup]:
     for run in runs:
         by_dir: dict[Path, dict[str, Path]] = {}
         for npz in run.surfaces:
-            if npz.name == "surface.npz":
+            if npz.name == SURFACE_FILE:
                 by_dir.setdefault(npz.parent.parent, {})[npz.parent.name] = npz
         for d, surfaces in by_dir.items():
             name = d.relative_to(run.path).as_posix() if d != run.path else ""
@@ -58,13 +58,8 @@ def surface_groups(runs: list[RunRecord]) -> list[SurfaceGroup]:
     return groups
 
 
-def read_surface(path: Path) -> dict:
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
-
-
 def cost_metrics(surface: dict) -> list[str]:
     """The costs a surface holds, losses first: every metric but accuracies (an RL surface's
     `episode/return` is its task's cost, read the other way up)."""
-    metrics = [str(m) for m in surface.get("metrics", [])]
+    metrics = metrics_of(surface)
     return [m for m in metrics if m.endswith("/loss")] + [m for m in metrics if not m.endswith(("/loss", "/acc"))]

@@ -25,8 +25,9 @@ from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
 from ..curvature import VERDICTS, certificate_summary, certify, density_curves
 from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
-from ..params import detached, head, stack_len
-from ..rl import Collector, episode_returns, episode_seeds, log_probs, one_thread, ppo_batch, ppo_surrogate, train_ppo
+from ..params import Params, detached, head, stack_len
+from ..rl import episode_returns, episode_seeds, log_probs, one_thread, ppo_surrogate, train_ppo
+from ..rl_objective import REFERENCE_POLICY, RETURN_ESTIMATE, gather_experience, ppo_objective
 from ..plots import density_figure, trajectory_figure
 from ..resume import check_owner, finished, fingerprint, mark_finished
 from ..run import Run
@@ -158,22 +159,31 @@ def certificate(s: LandingJob, run: Run, loop, dm, inits, direct, out: Path, sta
     distilled landings and the direct minimum, on the true task over the training split (or its fixed
     subsample): certificate.json and density.png. Reused when certificate.json holds these settings' work."""
     a = s.analysis
-    path = out / "certificate.json"
-    if (done := finished(path, stamp, on_mismatch="redo")) is not None:
-        console.print(f"certificate: reusing {path}")
-        return done
     x, y = dm.train_x, dm.train_y
     if a.certificate_examples is not None and a.certificate_examples < len(y):
         keep = torch.randperm(len(y), generator=generator(a.seed, "analysis", "certificate_subsample"))[:a.certificate_examples]
         x, y = x[keep], y[keep]
     task = TrueTask(loop, x.to(device), y.to(device), a.data_chunk, a.init_chunk)
+    return certify_points(s, run, task, loop, inits, direct, out, stamp, f"the true task ({len(y)} training examples)",
+                          {"examples": len(y)}, f"{run.dataset_name} / {run.arch_name}")
+
+
+def certify_points(s: LandingJob, run: Run, task, loop, inits, direct, out: Path, stamp: str, on: str, record: dict,
+                   context: str) -> dict:
+    """The certificate of the first `certificate_inits` inits, their distilled landings and the direct minimum
+    on `task` (a `curvature.Objective`; `on` says which loss in words, `record` what certificate.json's settings
+    add about it): certificate.json and density.png, reused when certificate.json holds these settings' work."""
+    a = s.analysis
+    path = out / "certificate.json"
+    if (done := finished(path, stamp, on_mismatch="redo")) is not None:
+        console.print(f"certificate: reusing {path}")
+        return done
     n = min(a.certificate_inits, a.inits)
     first = head(inits, n)
     landed = run.land(first, loop, a.init_chunk)
     # one stack: every Hessian-vector product of the Lanczos runs covers init, landing and minimum at once
     points = {k: torch.cat([first[k], landed[k], direct[k].unsqueeze(0)]) for k in loop.names}
-    console.print(f"certificate: Lanczos on the true task's Hessian ({len(y)} training examples) at {n} inits, "
-                  f"their landings and the direct minimum ...")
+    console.print(f"certificate: Lanczos on the Hessian of {on} at {n} inits, their landings and the direct minimum ...")
     t0 = time.perf_counter()
     cert = certify(task, points, k=a.certificate_eigs, lanczos_steps=a.lanczos_steps, slq_starts=a.slq_starts,
                    slq_steps=a.slq_steps, probes=a.hutchinson_probes, grad_tol=a.grad_tol, negative_tol=a.negative_tol,
@@ -181,15 +191,15 @@ def certificate(s: LandingJob, run: Run, loop, dm, inits, direct, out: Path, sta
     parts = {"init": slice(0, n), "landing": slice(n, 2 * n), "direct_minimum": slice(2 * n, 2 * n + 1)}
     certs = {g: {k: v[part] for k, v in cert.items()} for g, part in parts.items()}
     settings = {k: getattr(a, k) for k in CERTIFICATE_KEYS}
-    settings["examples"] = len(y)
+    settings.update(record, objective=on)
     summary = certificate_summary(certs, loop.names, settings)
     dm_point = summary["groups"]["direct_minimum"]["points"][0]
     summary["direct_minimum_verdict"] = dm_point["verdict"]
     summary["seconds"] = time.perf_counter() - t0
     grid, densities = density_curves(summary, a.density_sigma)
     density_figure(grid, densities, {g: d["counts"] for g, d in summary["groups"].items()},
-                   f"Hessian spectral density on the true task ({run.dataset_name} / {run.arch_name}; SLQ, "
-                   f"{a.slq_starts} starts x {a.slq_steps} steps)", out / "density.png")
+                   f"Hessian spectral density of {on} ({context}; SLQ, {a.slq_starts} starts x {a.slq_steps} steps)",
+                   out / "density.png")
     write_json(path, {"fingerprint": stamp, **summary})
     console.print(certificate_table(summary))
     if dm_point["verdict"] != "minimum":
@@ -230,9 +240,9 @@ def check(cfg: DictConfig):
     # a wrong distilled= or dataset refused before the directory is touched, its data too (missing files,
     # a split too small for the random_real kind), and early parts this run or data cannot do
     run = open_run(s.distilled, s)
-    if run.is_rl and s.analysis.certificate:
-        raise ConfigError("analysis.certificate=true certifies landings on a dataset's true task; this run is an RL "
-                          "run: leave analysis.certificate=false")
+    if run.is_rl and s.analysis.certificate and s.analysis.certificate_examples is not None:
+        raise ConfigError("analysis.certificate_examples subsamples a dataset's training split; an RL run is certified "
+                          "on the PPO loss of its fixed reference experience: leave analysis.certificate_examples=null")
     if run.is_rl:
         check_early(s, run)
         return s, run, None
@@ -359,12 +369,12 @@ def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
     loop, sampler = run.loop(), run.sampler()
     seeds = episode_seeds(seed_for(a.seed, "analysis", "rl_episodes"), rl.eval_episodes)
     minimum = run.direct_minimum(s.direct_minimum)
-    best = {k: v.detach().unsqueeze(0) for k, v in minimum.named_parameters()}
-    collector = Collector(env, 1, 10, seed_for(a.seed, "analysis", "rl_experience"))
-    batch = ppo_batch(collector.collect(loop, best, 205), run.critic("direct"), rl.gamma, rl.gae_lambda)
-    collector.close()
-    keep = batch.mask[0]
-    obs, act, old, adv = (t[0][keep] for t in (batch.obs, batch.actions, batch.logp, batch.adv))
+    direct = {k: v.detach() for k, v in minimum.named_parameters()}
+    best = {k: v.unsqueeze(0) for k, v in direct.items()}
+    # the PPO loss's fixed experience: the PPO minimum acting in 10 environments for 205 steps each
+    exp = gather_experience(run, direct, 2050, 10, seed_for(a.seed, "analysis", "rl_experience"), "reference",
+                            REFERENCE_POLICY)
+    obs, act, old, adv = exp.obs, exp.actions, exp.logp_old, exp.adv
 
     def returns(stack):
         return episode_returns(loop, stack, env, seeds, greedy).mean(1)
@@ -409,6 +419,8 @@ def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
                "direct_minimum": {"return": returns(best)[0].item(), "ppo_loss": ppo_loss(best)[0].item()},
                "kinds": {"distilled": {k: describe(v) for k, v in stats.items()}},
                "seconds": time.perf_counter() - t0}
+    if a.certificate:
+        summary["certificate"] = rl_certificate(cfg, s, run, loop, inits, direct, exp, out)
     write_json(out / "landing_stats.json", summary)
     t = Table(title=f"{env.name}: {a.inits} one-step landings ({len(seeds)} episodes per policy)")
     for col in ("statistic", "mean ± std", "min", "max", "n"):
@@ -420,6 +432,18 @@ def rl_landing(cfg: DictConfig, s, run: Run, out: Path) -> dict:
     console.print(t)
     console.print(f"landing statistics: {out / 'landing_stats.json'}")
     return summary
+
+
+def rl_certificate(cfg: DictConfig, s, run: Run, loop, inits, direct: Params, exp, out: Path) -> dict:
+    """The curvature certificate of an RL run's inits, landings and PPO minimum on the PPO loss of the fixed
+    reference experience `exp` (rl_objective; no return estimate: `RETURN_ESTIMATE`). Its verdict counts."""
+    stamp = parts_fingerprint(cfg, run, run.direct_minimum_path(s.direct_minimum))
+    on = f"the PPO loss on fixed reference experience ({len(exp.actions)} samples of the direct PPO minimum acting)"
+    cert = certify_points(s, run, ppo_objective(loop, exp, s.analysis.init_chunk), loop, inits, direct, out, stamp, on,
+                          {"examples": len(exp.actions), "experience": exp.describe(), "return_estimate": RETURN_ESTIMATE},
+                          f"{run.meta.get('env')} / {run.arch_name}")
+    console.print(f"certificate: on the PPO loss only; return estimate {RETURN_ESTIMATE}")
+    return {g: d["counts"] for g, d in cert["groups"].items()}
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="landing")

@@ -24,94 +24,25 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 from rich.markup import escape
-from torch import nn
 
-from ..artifacts import (load_distilled, read_checkpoint, read_tensors, remove_temporaries, write_json,
-                         write_tensors)
-from ..config import (DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeConfig, LandscapeJob, RLConfig, SweepConfig,
-                      as_settings, settings)
-from ..costs import Cost, CrossEntropyCost, EpisodeReturnCost, InnerLossCost, PPOLossCost
-from ..inner import InnerLoop
-from ..rl import Collector, episode_seeds, one_thread, ppo_batch
-from ..errors import ArtifactError, ConfigError
+from ..artifacts import remove_temporaries, write_json, write_tensors
+from ..config import RL_COSTS, LandscapeJob, SweepConfig, settings
+from ..costs import Cost, PPOLossCost, build_costs, check_costs_fit_run
+from ..rl import one_thread
+from ..rl_objective import REFERENCE_POLICY
+from ..errors import ConfigError
 from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
-                        random_direction, reference_plane, swept_state)
+                        random_direction, reference_plane)
 from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, precision_certificate,
                          read_npz, recorded_batching, refuse_other_sweeps, surface_summary)
-from ..params import Params, flatten, unflatten
+from ..params import flatten, unflatten
 from ..plots import surface_figure
 from ..resume import check_owner, fingerprint, finished, holding, mark_finished
-from ..run import Run
+from ..run import Run, RunPoints, point_label
+from ..surface import experience_arrays, experience_of
 from ..tracking import log_surface
 from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, build_trainer, check_fits, console, console_script,
                      dataset_bytes, model_sizes, start_job, task)
-
-NAMED_POINTS = ("minimum", "landing", "init", "origin")
-
-
-class RunPoints:
-    """The named points of a distillation run as flat vectors (built on first use, then kept).
-
-    minimum: the run's direct minimum (or landscape.minimum); init: the init drawn with
-    landscape.init_seed (the distilled batch's fixed init if it has one); landing: that init after the
-    distilled batch's inner steps; any other name: a checkpoint file (.safetensors state dict, or a
-    Lightning .ckpt of DirectModule)."""
-
-    def __init__(self, run: Run, landscape: LandscapeConfig, buffers: str = "freeze"):
-        self.run, self.landscape, self.buffers = run, landscape, buffers
-        # the architecture's tensor names, shapes and layer kinds; every point has a net of its own
-        self.net = run.net()
-        self.swept, self.frozen = swept_state(self.net, buffers)
-        self.names = list(self.swept)
-        self._cache: dict[str, torch.Tensor] = {}
-
-    def __getitem__(self, name: str) -> torch.Tensor:
-        if name not in self._cache:
-            self._cache[name] = flatten(self._params(name), self.names).detach().clone()
-        return self._cache[name]
-
-    def available(self, name: str) -> bool:
-        try:
-            self[name]
-            return True
-        except ArtifactError:
-            return False
-
-    def _params(self, name: str) -> Params:
-        if name == "init":
-            return self.run.init(self.landscape.init_seed)
-        if name == "origin":  # the origin of parameter space, the centre of the init distribution
-            return {k: torch.zeros_like(v) for k, v in self.run.init(self.landscape.init_seed).items()}
-        if name == "landing":
-            return self.run.landing(self.landscape.init_seed)
-        if name == "minimum":
-            return self._swept(self.run.direct_minimum(self.landscape.minimum))
-        return self._swept(self._checkpoint(Path(name)))
-
-    def _swept(self, net: nn.Module) -> Params:
-        return swept_state(net, self.buffers)[0]
-
-    def _checkpoint(self, path: Path) -> nn.Module:
-        if not path.exists():
-            raise ConfigError(f"point {str(path)!r} is neither one of {', '.join(NAMED_POINTS)} nor an existing "
-                              f"checkpoint file")
-        if path.suffix == ".ckpt":
-            state = read_checkpoint(path)["state_dict"]
-            state = {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-        else:
-            state = read_tensors(path)
-        net = self.run.net()
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as e:
-            raise ArtifactError(f"{path} does not fit arch {type(net).__name__} ({str(e).splitlines()[0]}); "
-                                f"give a checkpoint of the distilled run's arch") from None
-        return net
-
-
-def point_label(name: str) -> str:
-    return name if name in NAMED_POINTS else Path(name).stem
-
 
 def build_directions(sweep: SweepConfig, pts: RunPoints, centre: str) -> tuple[torch.Tensor, list[str]]:
     """Directions [k, D] and their names, built at `centre` (the sweep's first centre)."""
@@ -155,85 +86,18 @@ def sweep_ranges(sweep: SweepConfig, pts: RunPoints, centre: torch.Tensor, direc
     return ranges
 
 
-def check_costs_fit_run(s: LandscapeJob, run: Run) -> None:
-    """RL costs need an RL run, dataset costs a dataset run: one line saying which to give otherwise."""
-    if run.is_rl:
-        wrong = [c for c in s.sweep.costs if c in DATASET_COSTS]
-        if wrong:
-            raise ConfigError(f"sweep.costs {wrong} measure a dataset, but {run.path} is a run of the RL task "
-                              f"{run.meta.get('env')}: use sweep.costs=[episode_return,ppo_loss,distilled] "
-                              f"(experiment=rl_surfaces_2x2)")
-    else:
-        wrong = [c for c in s.sweep.costs if c in RL_COSTS]
-        if wrong:
-            raise ConfigError(f"sweep.costs {wrong} are RL costs, but {run.path} was distilled from the dataset "
-                              f"{run.dataset_name}: give an RL run (distillscape-distill experiment=cartpole) or "
-                              f"dataset costs (train, test, distilled)")
+def costs_for(s: LandscapeJob, run: Run, dm, pts: RunPoints | None = None, centre: str | None = None) -> list[Cost]:
+    """`costs.build_costs`, its warnings shown on the console."""
+    built = build_costs(s, run, dm, pts, centre)
+    for line in built.warnings:
+        console.print(line)
+    return built.costs
 
 
-def rl_experience_cost(s: LandscapeJob, run: Run, pts: "RunPoints", centre: str) -> PPOLossCost:
-    """The static experience set of cost ppo_loss: the centre's policy acting (sampled actions) in
-    landscape.experience_envs environments, advantages by GAE from the run's PPO critic, held fixed."""
-    ls, env = s.landscape, run.env()
-    rl = as_settings(RLConfig, run.meta.get("config", {}).get("rl") or {})
-    loop = InnerLoop(run.net())
-    params = {k: v.unsqueeze(0) for k, v in unflatten(pts[centre], pts.swept).items()}
-    collector = Collector(env, 1, ls.experience_envs, ls.experience_seed)
-    exp = collector.collect(loop, params, -(-ls.experience_steps // ls.experience_envs))
-    collector.close()
-    batch = ppo_batch(exp, run.critic("direct"), rl.gamma, rl.gae_lambda)
-    keep = batch.mask[0]
-    obs, act, logp, adv = (t[0][keep][:ls.experience_steps] for t in (batch.obs, batch.actions, batch.logp, batch.adv))
-    return PPOLossCost("ppo", obs, act, logp, adv, rl.clip)
-
-
-def build_costs(s: LandscapeJob, run: Run, dm, pts: "RunPoints | None" = None, centre: str | None = None) -> list[Cost]:
-    """The costs sweep.costs names, in its order, on the run's data (checked by `Run.datamodule`); an RL
-    run's costs on its environment (ppo_loss: on experience of the policy at `centre`)."""
-    ls, d, kind = s.landscape, run.distilled, run.inner_loss
-    check_costs_fit_run(s, run)
-    costs: list[Cost] = []
-    for cost in s.sweep.costs:
-        if cost == "episode_return":
-            costs.append(EpisodeReturnCost("episode", run.env(), episode_seeds(ls.episode_seed, ls.episodes)))
-        elif cost == "ppo_loss":
-            costs.append(rl_experience_cost(s, run, pts, centre))
-        elif cost == "train":
-            x, y = dm.train_x, dm.train_y
-            if ls.train_subsample is not None and ls.train_subsample < len(y):
-                idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(ls.subset_seed))[:ls.train_subsample]
-                x, y = x[idx], y[idx]
-            costs.append(CrossEntropyCost("train", x, y))
-        elif cost == "test":
-            costs.append(CrossEntropyCost("test", dm.test_x, dm.test_y))
-        elif cost == "distilled":
-            costs.append(InnerLossCost("distilled", d.images, d.labels, kind))
-        elif cost == "snapshots":
-            snaps = sorted((run.path / "snapshots").glob("distilled_step*.safetensors"))
-            if not snaps:
-                raise ArtifactError(f"no snapshots in {run.path / 'snapshots'}: rerun distillscape-distill with "
-                                    f"snapshot_every > 0")
-            for p in snaps:
-                snap = load_distilled(p)
-                costs.append(InnerLossCost(p.stem, snap.images, snap.labels, kind))
-        elif cost == "random_batch":
-            # the sanity check: a batch shaped like the distilled one, of pure noise, should make no minimum
-            g = torch.Generator().manual_seed(ls.random_batch_seed)
-            costs.append(InnerLossCost("random_batch", torch.randn(d.images.shape, generator=g),
-                                       torch.randn(d.labels.shape, generator=g), kind))
-        elif cost == "train_subsets":
-            train_x, train_y = dm.train_x, dm.train_y
-            perm = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(ls.subset_seed))
-            sizes = [n for n in ls.subset_sizes if n <= len(train_y)]
-            dropped = [n for n in ls.subset_sizes if n > len(train_y)]
-            if dropped:
-                console.print(f"train_subsets: {s.dataset.name} has {len(train_y)} training images; "
-                              f"sizes {dropped} skipped")
-            for n in sizes:  # nested: each subset contains the smaller ones
-                costs.append(CrossEntropyCost(f"train_subset{n}", train_x[perm[:n]], train_y[perm[:n]]))
-        else:
-            raise ConfigError(f"sweep.costs entry {cost!r}; choose from: {', '.join(SWEEP_COSTS)}")
-    return costs
+def experience_record(costs: list[Cost]) -> dict[str, np.ndarray]:
+    """surface.npz's record of whose experience each PPO-loss metric is on: {"experience": JSON {metric: words}}
+    (nothing for a sweep without one)."""
+    return experience_arrays({f"{c.name}/loss": c.experience for c in costs if isinstance(c, PPOLossCost)})
 
 
 @dataclass
@@ -275,7 +139,9 @@ class Sweep:
         if any(c in RL_COSTS for c in job.sweep.costs):  # what an RL cost's values depend on besides the points
             data.update({k: getattr(ls, k) for k in ("episodes", "episode_seed", "experience_steps", "experience_envs",
                                                      "experience_seed")})
-        fp = fingerprint(centre, self.directions, *axes, data=[module.metric_names, data])
+        # ppo_loss_reference's values depend on the reference policy, whatever the centre
+        reference = [self.points[REFERENCE_POLICY]] if "ppo_loss_reference" in job.sweep.costs else []
+        fp = fingerprint(centre, self.directions, *axes, *reference, data=[module.metric_names, data])
         marks = [p for p in job.sweep.mark if self.points.available(p)]
         sweep_dir = self.out / (self.name or label)
         # the shards still to come are computed as the finished ones were (the paths round differently)
@@ -310,7 +176,8 @@ class Sweep:
         with holding(sweep_dir / ".sweep.lock"):  # two jobs finishing together both merge: one after the other
             remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
             path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
-                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)})
+                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)}
+                                | experience_record(module.costs))
             surface = read_npz(path)
             certificate = self._certify(module, surface, axes, sweep_dir, fp)
             self._report(surface, sweep_dir, self.name or label, module.metric_names, certificate)
@@ -370,6 +237,8 @@ class Sweep:
             sm = surface_summary(surface, metric)
             where = ", ".join(f"{sm[f'best_axis{i}']:+.3f}" for i in range(surface[metric].ndim))
             console.print(f"  {metric:32s} centre {sm['centre']:.4g}  best {sm['best']:.4g} at ({where})")
+        for metric, said in experience_of(surface).items():
+            console.print(f"  {metric:32s} experience {said}")
         if certificate is not None:
             worst = max(certificate["metrics"].items(), key=lambda kv: kv[1]["max_difference"])
             line = (f"  {certificate['precision']} against fp32 at {len(certificate['points'])} points: largest "
@@ -430,20 +299,20 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
     directions, direction_names = build_directions(s.sweep, pts, centres[0])
     per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
-    costs = None if per_centre else build_costs(s, run, dm)
+    costs = None if per_centre else costs_for(s, run, dm, pts)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
     sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir))
     planned: list[tuple[Sweep, Planned]] = []
     for centre in centres:
         if per_centre:
-            sweep.costs = build_costs(s, run, dm, pts, centre)
+            sweep.costs = costs_for(s, run, dm, pts, centre)
         planned.append((sweep, sweep.plan(centre)))
     for start, end in s.sweep.lines:  # the lines of the same job: 1-D surfaces, each in <out_dir>/<start>_to_<end>/
         line = replace(s.sweep, directions="line", centres=[start], towards=end, range=[list(s.sweep.line_range)],
                        resolution=[s.sweep.line_resolution], lines=[])
         job = replace(s, sweep=line)
         line_directions, line_names = build_directions(line, pts, start)
-        line_costs = build_costs(job, run, dm, pts, start) if per_centre else sweep.costs
+        line_costs = costs_for(job, run, dm, pts, start) if per_centre else sweep.costs
         along = Sweep(job, pts, line_directions, line_names, line_costs, trainer, sweep.out,
                       name=f"{point_label(start)}_to_{point_label(end)}")
         planned.append((along, along.plan(start)))
