@@ -182,7 +182,7 @@ def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
 
 
 # -- curvature along direct training ------------------------------------------------------------------------------
-PROBE_CHUNK = 256  # points per vmapped Hessian-vector product of the tiled Hutchinson probes (trace_and_top)
+PROBE_CHUNK = 64  # at least this many points per vmapped Hessian-vector product of the tiled probes (trace_and_top)
 
 class DistilledCost:
     """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
@@ -218,7 +218,7 @@ def trace_and_top(task, stack: Params, probes: int, lanczos_steps: int,
     t, _ = lanczos(stack_hvp(task, stack), random_unit((m, d), generator, like), lanczos_steps, generator)
     top = torch.linalg.eigvalsh(t)[:, -1]
     # all probes of all points in one tiled stack, vmapped in chunks of max(M, PROBE_CHUNK) points (or the
-    # task's own init_chunk): memory stays near the Lanczos pass's for a large stack, and a small one needs few
+    # task's own init_chunk): the memory of the Lanczos pass (M points) for a large stack, few passes for a small one
     chunked = copy.copy(task)
     chunked.init_chunk = task.init_chunk or max(m, PROBE_CHUNK)
     trace, se = block_traces(stack_hvp(chunked, tiled(stack, probes)), (m, d), [d], probes, generator, like)
