@@ -26,14 +26,13 @@ Each is a part of the landing task (analysis.early), computed on the first `earl
 """
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from .curvature import block_traces, lanczos, random_unit, stack_hvp, tiled
+from .curvature import HVP, FunctionObjective, Objective, block_traces, lanczos, random_unit, stack_hvp, tiled
 from .inner import InnerLoop, inner_loss
 from .params import Params, stack_len
 from .stats import interval, separated
@@ -182,46 +181,48 @@ def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
 
 
 # -- curvature along direct training ------------------------------------------------------------------------------
-PROBE_CHUNK = 64  # at least this many points per vmapped Hessian-vector product of the tiled probes (trace_and_top)
+PROBE_CHUNK = 64  # at least this many points per Hessian-vector product of the tiled probes (trace_and_top)
 
-class DistilledCost:
+class DistilledCost(FunctionObjective):
     """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
-    parameters: the cost the one step descends. The interface of landing.TrueTask that curvature.stack_hvp
-    uses (loop, hvp), so its curvature comes from the same batched Lanczos and Hutchinson code."""
+    parameters: the cost the one step descends, as a curvature.Objective for the batched Lanczos and Hutchinson
+    code. Its Hessian-vector products go reverse-over-reverse, the gradient of <grad L, v>: forward-over-reverse
+    (FunctionObjective's) fails inside F.mse_loss's backward on an immutable zero tangent, and the batch is
+    small, so the second reverse pass costs little."""
 
-    def __init__(self, loop: InnerLoop, images: torch.Tensor, labels: torch.Tensor, init_chunk: int | None = None):
-        self.loop, self.images, self.labels, self.init_chunk = loop, images, labels, init_chunk
-
-    def _loss(self, params: Params) -> torch.Tensor:
-        return inner_loss(self.loop.forward(params, self.images), self.labels, self.loop.loss)
+    def __init__(self, loop: InnerLoop, images: torch.Tensor, labels: torch.Tensor, chunk: int | None = None):
+        super().__init__(loop.names, lambda p: inner_loss(loop.forward(p, images), labels, loop.loss), chunk)
 
     def hvp(self, stack: Params, vecs: Params) -> Params:
-        """H v for every model of the stack (each with its own v): reverse-over-reverse, the gradient of
-        <grad L, v> (forward-over-reverse fails inside F.mse_loss's backward, on an immutable zero tangent;
-        the batch is small, so the second reverse pass costs little)."""
         def one(params, v):
-            return grad(lambda p: sum((g * v[k]).sum() for k, g in grad(self._loss)(p).items()))(params)
+            return grad(lambda p: sum((g * v[k]).sum() for k, g in grad(self.loss_one)(p).items()))(params)
 
-        return vmap(one, chunk_size=self.init_chunk)(stack, vecs)
+        return vmap(one, chunk_size=self.chunk)(stack, vecs)
 
 
-def trace_and_top(task, stack: Params, probes: int, lanczos_steps: int,
+def pieces_hvp(task: Objective, stack: Params, rows: int) -> HVP:
+    """stack_hvp in pieces of `rows` points (the same products, the memory of `rows` points at a time)."""
+    n = stack_len(stack)
+    pieces = [(i, stack_hvp(task, {k: v[i:i + rows] for k, v in stack.items()})) for i in range(0, n, rows)]
+    return lambda v: torch.cat([hvp(v[i:i + rows]) for i, hvp in pieces])
+
+
+def trace_and_top(task: Objective, stack: Params, probes: int, lanczos_steps: int,
                   generator: torch.Generator) -> dict[str, torch.Tensor]:
     """The Hessian trace (Hutchinson, `probes` Rademacher probes) and top eigenvalue (the largest Ritz value of
     `lanczos_steps` Lanczos iterations) of `task`'s loss at every point of a stack, all points in every
     Hessian-vector product: {"trace", "trace_se" (its standard error over the probes), "top_eig"} [M] float64.
     `task`: a landing.TrueTask or a DistilledCost."""
-    names = task.loop.names
+    names = task.names
     stack = {n: stack[n] for n in names}
     m, d = stack_len(stack), sum(stack[n][0].numel() for n in names)
     like = stack[names[0]]
     t, _ = lanczos(stack_hvp(task, stack), random_unit((m, d), generator, like), lanczos_steps, generator)
     top = torch.linalg.eigvalsh(t)[:, -1]
-    # all probes of all points in one tiled stack, vmapped in chunks of max(M, PROBE_CHUNK) points (or the
-    # task's own init_chunk): the memory of the Lanczos pass (M points) for a large stack, few passes for a small one
-    chunked = copy.copy(task)
-    chunked.init_chunk = task.init_chunk or max(m, PROBE_CHUNK)
-    trace, se = block_traces(stack_hvp(chunked, tiled(stack, probes)), (m, d), [d], probes, generator, like)
+    # all probes of all points in one tiled stack, in pieces of max(M, PROBE_CHUNK) points: the memory of the
+    # Lanczos pass (M points) for a large stack, few pieces for a small one
+    hvp = pieces_hvp(task, tiled(stack, probes), max(m, PROBE_CHUNK))
+    trace, se = block_traces(hvp, (m, d), [d], probes, generator, like)
     return {"trace": trace[:, 0].double().cpu(), "trace_se": se[:, 0].double().cpu(), "top_eig": top.double().cpu()}
 
 
