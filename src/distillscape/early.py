@@ -181,7 +181,7 @@ def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
 
 
 # -- curvature along direct training ------------------------------------------------------------------------------
-PROBE_CHUNK = 64  # at least this many points per Hessian-vector product of the tiled probes (trace_and_top)
+POINTS_PER_PASS = 32  # points per vmapped Hessian-vector product in trace_and_top (analysis.init_chunk lowers it)
 
 class DistilledCost(FunctionObjective):
     """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
@@ -217,11 +217,11 @@ def trace_and_top(task: Objective, stack: Params, probes: int, lanczos_steps: in
     stack = {n: stack[n] for n in names}
     m, d = stack_len(stack), sum(stack[n][0].numel() for n in names)
     like = stack[names[0]]
-    t, _ = lanczos(stack_hvp(task, stack), random_unit((m, d), generator, like), lanczos_steps, generator)
+    # every product in pieces of POINTS_PER_PASS points (vmapped, and each over the data in chunks): memory
+    # bounded whatever the stack's size (a convnet's 110 points at once over 1000 examples took ~20 GB)
+    t, _ = lanczos(pieces_hvp(task, stack, POINTS_PER_PASS), random_unit((m, d), generator, like), lanczos_steps, generator)
     top = torch.linalg.eigvalsh(t)[:, -1]
-    # all probes of all points in one tiled stack, in pieces of max(M, PROBE_CHUNK) points: the memory of the
-    # Lanczos pass (M points) for a large stack, few pieces for a small one
-    hvp = pieces_hvp(task, tiled(stack, probes), max(m, PROBE_CHUNK))
+    hvp = pieces_hvp(task, tiled(stack, probes), POINTS_PER_PASS)  # all probes of all points: one tiled stack
     trace, se = block_traces(hvp, (m, d), [d], probes, generator, like)
     return {"trace": trace[:, 0].double().cpu(), "trace_se": se[:, 0].double().cpu(), "top_eig": top.double().cpu()}
 
