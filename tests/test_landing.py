@@ -257,6 +257,8 @@ def test_cli_runs_and_explains_bad_input(digits_run, tmp_path):
     (["dataset.val_size=100"], "dataset.val_size=200"),
     (["analysis.kinds=[distilled,oops]"], "analysis.kinds entry"),
     (["distilled=/nowhere/at/all"], "does not exist"),
+    (["analysis.curve=spline"], "analysis.curve='spline' is not allowed; choose one of: none, bezier, polychain"),
+    (["analysis.curve_points=2"], "analysis.curve_points=2 must be >= 3"),
 ])
 def test_bad_input_is_one_clear_line(digits_run, tmp_path, capsys, args, message):
     from distillscape.tasks.landing import main

@@ -5,7 +5,7 @@ ARCHITECTURE.md says which module owns what):
 
   apps          tasks/            one console script per task (distill, train, landscape, landing, ...)
   presentation  report/, plots, tracking
-  analyses      run, costs, landscape, surface, landing, instances, curvature, early, rl_objective
+  analyses      run, costs, landscape, surface, landing, instances, curvature, early, rl_objective, basins
   training      distill, direct, baseline, rl/, protocols, matching, experts, imported
   core          inner, geometry
   ground        models, data, artifacts, resume, config/

@@ -26,7 +26,7 @@ from torch.func import vmap
 
 from .artifacts import load_distilled
 from .config import DATASET_COSTS, RL_COSTS, SWEEP_COSTS, LandscapeJob
-from .errors import ArtifactError, ConfigError
+from .errors import ConfigError
 from .inner import accuracy_and_loss, inner_loss
 from .params import Params, stack_len, unflatten
 from .rl import episode_seeds, ppo_surrogate, rollout_returns
@@ -326,12 +326,8 @@ class SnapshotCost(InnerLossCost, SweepCost):
 
     @classmethod
     def build(cls, src):
-        snaps = sorted((src.run.path / "snapshots").glob("distilled_step*.safetensors"))
-        if not snaps:
-            raise ArtifactError(f"no snapshots in {src.run.path / 'snapshots'}: rerun distillscape-distill with "
-                                f"snapshot_every > 0")
         costs = []
-        for p in snaps:
+        for p in src.run.snapshot_files("sweep.costs has snapshots"):
             snap = load_distilled(p)
             costs.append(cls(p.stem, snap.images, snap.labels, src.run.inner_loss))
         return BuiltCosts(costs)

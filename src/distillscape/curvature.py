@@ -327,3 +327,31 @@ def density_curves(summary: dict, sigma_fraction: float, points: int = 600) -> t
     sigma = sigma_fraction * max(hi - lo, 1e-12)
     grid = torch.linspace(lo - 5 * sigma, hi + 5 * sigma, points, dtype=torch.float64)
     return grid, {g: smoothed_density(nodes[g], weights[g], grid, sigma).mean(dim=0) for g in nodes}
+
+
+# -- Hessian directions of a plane -----------------------------------------------------------------------
+HESSIAN_PAIRS = {"top_bottom": (("top", 0), ("bottom", 0)), "top2": (("top", 0), ("top", 1)),
+                 "bottom2": (("bottom", 0), ("bottom", 1))}
+
+
+def hessian_directions(task: Objective, point: Params, pair: str, steps: int,
+                       generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Two unit eigenvectors of the true task's Hessian at one point (Ritz vectors of one Lanczos run):
+    pair "top_bottom" (largest and smallest eigenvalue; a saddle shows as a plane curving down along the
+    second), "top2" (the two largest) or "bottom2" (the two smallest). Returns {"directions" [2, D] flat
+    in the task's parameter order, "eigenvalues" [2], "residuals" [2]}. The sign of an eigenvector is
+    arbitrary: each is turned so that its largest-magnitude entry is positive, so the plane is the same
+    from run to run."""
+    if pair not in HESSIAN_PAIRS:
+        raise ValueError(f"pair={pair!r}; allowed: {', '.join(HESSIAN_PAIRS)}")
+    names = task.names
+    stack = {n: point[n].unsqueeze(0) for n in names}
+    d = sum(v[0].numel() for v in stack.values())
+    eig = extreme_eigenpairs(stack_hvp(task, stack), (1, d), steps, 2, generator, stack[names[0]])
+    if eig["top"].shape[1] < 2:
+        raise ValueError(f"{steps} Lanczos steps give fewer than 2 Ritz pairs; use at least 4")
+    vecs = torch.stack([eig[f"{end}_vectors"][0, i] for end, i in HESSIAN_PAIRS[pair]])
+    signs = torch.sign(vecs.gather(1, vecs.abs().argmax(dim=1, keepdim=True)))
+    return {"directions": vecs * signs,
+            "eigenvalues": torch.stack([eig[end][0, i] for end, i in HESSIAN_PAIRS[pair]]),
+            "residuals": torch.stack([eig[f"{end}_residual"][0, i] for end, i in HESSIAN_PAIRS[pair]])}

@@ -93,6 +93,33 @@ def converge(net: nn.Module, x: torch.Tensor, y: torch.Tensor, grad_tol: float, 
             "examples": len(y)}
 
 
+DIRECT_TRAJECTORY = "direct_trajectory"  # direct training's parameter snapshots, beside direct_minimum.*
+
+
+class ParameterSnapshots(L.Callback):
+    """Direct training's trajectory: the net's state dict at the start (epoch0000) and after every
+    `every`-th epoch, as <out_dir>/direct_trajectory/epochNNNN.safetensors (a cost surface's
+    sweep.trajectory=direct draws them and takes their principal directions). Earlier files of the
+    directory are removed first: the trajectory is one training's."""
+
+    def __init__(self, out_dir, every: int):
+        self.dir, self.every = Path(out_dir) / DIRECT_TRAJECTORY, every
+
+    def _save(self, module: "DirectModule", epoch: int) -> None:
+        write_tensors(self.dir / f"epoch{epoch:04d}.safetensors", {k: v.detach().cpu() for k, v in module.net.state_dict().items()})
+
+    def on_fit_start(self, trainer, pl_module):
+        if trainer.is_global_zero:
+            for old in self.dir.glob("epoch*.safetensors"):
+                old.unlink()
+            self._save(pl_module, 0)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        epoch = trainer.current_epoch + 1
+        if trainer.is_global_zero and (epoch % self.every == 0 or epoch == trainer.max_epochs):
+            self._save(pl_module, epoch)
+
+
 def save_direct_minimum(out_dir, net: nn.Module, meta: dict) -> Path:
     """`direct_minimum.safetensors` (the weights) + `direct_minimum.json` (arch, dataset, metrics)."""
     out_dir = Path(out_dir)

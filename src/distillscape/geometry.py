@@ -134,3 +134,22 @@ def project(point: torch.Tensor, centre: torch.Tensor, directions: torch.Tensor)
     coords = torch.linalg.lstsq(d.T, offset.unsqueeze(1)).solution.squeeze(1)
     residual = (offset - coords @ d).norm() / offset.norm().clamp_min(1e-30)
     return coords.to(point.dtype), float(residual)
+
+
+def pca_directions(trajectory: torch.Tensor, k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first k principal directions of a trajectory of flat points [T, D] (rows centred on their
+    mean; the right singular vectors of that matrix, computed in float64) and the fraction of the
+    trajectory's variance each explains [k]. Each direction's sign is set so that the trajectory's last
+    point lies on its positive side of the mean (the plane then points the way training went); a
+    direction along which the last point sits at the mean keeps its largest-magnitude entry positive."""
+    if trajectory.shape[0] < k + 1:
+        raise ValueError(f"a trajectory of {trajectory.shape[0]} points spans fewer than {k} directions; "
+                         f"give at least {k + 1} points")
+    centred = trajectory.double() - trajectory.double().mean(dim=0)
+    _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+    dirs = vh[:k]
+    along = centred[-1] @ dirs.T
+    fallback = torch.sign(dirs.gather(1, dirs.abs().argmax(dim=1, keepdim=True)).squeeze(1))
+    signs = torch.where(along.abs() > 1e-12 * centred.norm(), torch.sign(along), fallback)
+    explained = sv[:k] ** 2 / (sv ** 2).sum().clamp_min(1e-300)
+    return (dirs * signs[:, None]).to(trajectory.dtype), explained

@@ -344,21 +344,6 @@ def merge_shards(sweep_dir, num_shards: int, fp: str, axes: list[torch.Tensor], 
     return write_npz(Path(sweep_dir) / SURFACE_FILE, arrays)
 
 
-def _ranks(v: np.ndarray) -> np.ndarray:
-    order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    return r
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two samples (ties broken by position; nan when either is constant)."""
-    ra, rb = _ranks(np.asarray(a, dtype=float)), _ranks(np.asarray(b, dtype=float))
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(np.corrcoef(ra, rb)[0, 1])
-
-
 def certificate_sample(surface: dict[str, np.ndarray], metrics: list[str], random_points: int, seed: int,
                        near_best: int = 4) -> np.ndarray:
     """Flat grid indices to recompute in fp32: the point nearest the centre, each loss metric's `near_best`
@@ -423,4 +408,96 @@ def surface_summary(surface: dict[str, np.ndarray], metric: str) -> dict[str, fl
     best = np.unravel_index(np.nanargmin(v) if metric.endswith("/loss") else np.nanargmax(v), v.shape)
     out = {"centre": float(v[origin]), "best": float(v[best])}
     out.update({f"best_axis{i}": float(axes[i][best[i]]) for i in range(v.ndim)})
+    return out
+
+
+# -- comparing two costs of one surface ------------------------------------------------------------------
+# each distilled-data cost is compared with each true-task cost it was swept with
+TRUE_COSTS = ("train/loss", "test/loss")
+DISTILLED_COST = "distilled/loss"
+
+
+def average_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a sample, tied values sharing the mean of their ranks (Spearman's convention)."""
+    v = np.asarray(v, dtype=float).ravel()
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    _, group, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(group, weights=ranks)
+    return sums[group] / counts[group]
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two paired samples: the Pearson correlation of their average ranks
+    (ties handled); nan when either sample is constant or holds a non-finite value."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def rank_map(v: np.ndarray) -> np.ndarray:
+    """A grid's values as their percentile ranks in [0, 1] (0: the grid's lowest, 1: its highest), in
+    the grid's shape: the normalisation of the difference map, under which two costs of different scales
+    compare by how they order the grid's points, the order Spearman's correlation measures."""
+    v = np.asarray(v, dtype=float)
+    return ((average_ranks(v) - 1) / max(v.size - 1, 1)).reshape(v.shape)
+
+
+def grid_minimum(surface: dict[str, np.ndarray], metric: str) -> np.ndarray:
+    """The plane coordinates [k] of a metric's lowest grid point."""
+    v = surface[metric]
+    best = np.unravel_index(int(np.nanargmin(v)), v.shape)
+    return np.array([float(surface[f"axis{i}"][j]) for i, j in enumerate(best)])
+
+
+def compare_costs(surface: dict[str, np.ndarray], gram: np.ndarray, first: str, second: str) -> dict[str, float]:
+    """How alike two costs of one surface are: Spearman's rank correlation over the grid points, and the
+    distance between their grid minima in plane coordinates and in parameter norm (||delta @ directions||
+    = sqrt(delta^T G delta), G = directions @ directions^T the directions' Gram matrix [k, k])."""
+    a, b = grid_minimum(surface, first), grid_minimum(surface, second)
+    delta = a - b
+    out = {"spearman": rank_correlation(surface[first], surface[second]),
+           "minima_distance_plane": float(np.linalg.norm(delta)),
+           "minima_distance_params": float(np.sqrt(max(float(delta @ np.asarray(gram, dtype=float) @ delta), 0.0)))}
+    out.update({f"minimum_{name.split('/')[0]}_axis{i}": float(x) for name, m in ((first, a), (second, b))
+                for i, x in enumerate(m)})
+    return out
+
+
+def cost_comparisons(surface: dict[str, np.ndarray], directions: torch.Tensor) -> dict[str, dict[str, float]]:
+    """`compare_costs` of the distilled cost with every true-task cost swept beside it, keyed
+    "distilled_vs_train", ...; empty when the surface lacks either."""
+    if DISTILLED_COST not in surface:
+        return {}
+    d = directions.double()
+    gram = (d @ d.T).cpu().numpy()
+    return {f"distilled_vs_{true.split('/')[0]}": compare_costs(surface, gram, DISTILLED_COST, true)
+            for true in TRUE_COSTS if true in surface}
+
+
+def centre_curvature(surface: dict[str, np.ndarray], metric: str, norms: np.ndarray) -> list[float]:
+    """Per axis, the metric's second difference at the grid's centre point over the squared spacing in
+    parameter distance, (v(+h) - 2 v(0) + v(-h)) / (h ||d_i||)^2: the directional second derivative along
+    direction i at the grid's spacing (for a unit Hessian eigenvector, its eigenvalue up to O(h^2)).
+    nan along an axis whose grid does not hold the centre (coordinate 0) with a neighbour on each side."""
+    v = surface[metric]
+    axes = [surface[f"axis{i}"] for i in range(v.ndim)]
+    origin = [int(np.abs(a).argmin()) for a in axes]
+    out = []
+    for i, a in enumerate(axes):
+        j = origin[i]
+        spacing = float(a[1] - a[0]) if len(a) > 1 else 0.0
+        if not (0 < j < len(a) - 1) or abs(a[j]) > 1e-6 * abs(spacing):
+            out.append(float("nan"))
+            continue
+        at = list(origin)
+        values = []
+        for k in (j - 1, j, j + 1):
+            at[i] = k
+            values.append(float(v[tuple(at)]))
+        out.append((values[0] - 2 * values[1] + values[2]) / (spacing * float(norms[i])) ** 2)
     return out

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from .artifacts import atomic_write  # noqa: E402
 from .data import to_pixels  # noqa: E402
 from .inner import label_distribution  # noqa: E402
+from .landscape import rank_map  # noqa: E402
 from .stats import wilson_interval  # noqa: E402
 from .surface import metrics_of  # noqa: E402
 
@@ -413,6 +414,8 @@ def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool 
             ax.plot(xy[0], xy[1], marker="o", ms=7, mfc="none" if off > 1e-3 else f"C{k + 1}",
                     mec=f"C{k + 1}", ls="none", label=mark_label(name, off))
         marks = [m[1:] for m in shown]
+        if draw_trajectory(ax, surface):
+            marks.append(("trajectory",))
         ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1")
     else:
         a = surface["axis0"]
@@ -427,6 +430,47 @@ def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool 
         ax.legend(fontsize=7)
     ax.set_title(_titled(context, f"{metric} around {surface.get('centre_name', 'centre')}")
                  + (f"\n{not_drawn_text(left_out)}" if left_out else ""), fontsize=9)
+    fig.tight_layout()
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def draw_trajectory(ax, surface: dict) -> bool:
+    """The trajectory of a trajectory_pca plane (surface.npz's trajectory_coords: its points projected onto
+    the plane, in order) as a line with a marker per point, its first point hollow; False when it has none."""
+    coords = surface.get("trajectory_coords")
+    if coords is None or len(coords) == 0:
+        return False
+    ax.plot(coords[:, 0], coords[:, 1], color="white", lw=1.2, marker=".", ms=5, mec="black", mfc="white",
+            label="trajectory (projected)")
+    ax.plot(coords[0, 0], coords[0, 1], marker="s", ms=6, mfc="none", mec="white", ls="none")
+    return True
+
+
+def difference_figure(surface: dict[str, np.ndarray], first: str, second: str, numbers: dict[str, float], path=None):
+    """Where two costs of one plane disagree: rank(first) - rank(second), each cost's grid values as
+    percentile ranks in [0, 1] (landscape.rank_map), on the fixed scale [-1, 1] (red: the first ranks the
+    point higher than the second). Ranks, not values: the costs have different scales, and the order of
+    the grid's points is what their Spearman correlation (in the title) measures. Each cost's grid
+    minimum is marked."""
+    diff = rank_map(surface[first]) - rank_map(surface[second])
+    a, b = surface["axis0"], surface["axis1"]
+    fig, ax = plt.subplots(figsize=(5.4, 4.4))
+    cs = ax.contourf(a, b, diff.T, levels=np.linspace(-1, 1, 21), cmap="RdBu_r", vmin=-1, vmax=1)
+    fig.colorbar(cs, ax=ax, label=f"rank({first}) - rank({second})", ticks=np.linspace(-1, 1, 5))
+    for k, (metric, marker) in enumerate(((first, "o"), (second, "x"))):
+        where = [numbers[f"minimum_{metric.split('/')[0]}_axis{i}"] for i in range(2)]
+        ax.plot(*where, marker=marker, ms=9, mew=2, mfc="none", color=f"C{k + 1}", ls="none",
+                label=f"grid minimum of {metric}")
+    draw_trajectory(ax, surface)
+    dirs = [str(d) for d in surface.get("direction_names", [])]
+    ax.set_xlabel(dirs[0] if dirs else "axis 0", fontsize=8)
+    ax.set_ylabel(dirs[1] if len(dirs) > 1 else "axis 1", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.set_title(f"{first} against {second} around {surface.get('centre_name', 'centre')}\n"
+                 f"Spearman {numbers['spearman']:+.3f}; minima {numbers['minima_distance_params']:.3g} apart "
+                 f"(parameter norm)", fontsize=9)
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
@@ -508,6 +552,7 @@ def surface_grid_figure(surfaces: dict[str, dict], metrics: list[str], title: st
                 continue
             cs = ax.contourf(s["axis0"], s["axis1"], values.T, levels=levels, cmap="viridis")
             shown, left_out = drawn_marks(s)
+            draw_trajectory(ax, s)
             for k, name, xy, off in shown:  # C{k + 1}: a point keeps its colour in every panel
                 ax.plot(xy[0], xy[1], marker="o", ms=8, mfc="none" if off > 1e-3 else f"C{k + 1}",
                         mec=f"C{k + 1}", mew=2, ls="none", label=mark_label(name, off))
@@ -737,3 +782,20 @@ def density_figure(grid, densities: dict[str, "torch.Tensor"], counts: dict[str,
     save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def curve_figure(summary: dict, context: str, path: Path) -> Path:
+    """One basin or two: the mean loss over the landings along the straight line and along the trained curve
+    landing (t = 0) -> direct minimum (t = 1), train and test side by side; the titles give each path's barrier
+    (mean over the landings with its 95% interval)."""
+    t = np.asarray(summary["t"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for ax, split in zip(axes, ("train", "test")):
+        for name, label, style in (("line", "straight line", "--"), ("curve", f"{summary['kind']} curve", "-")):
+            b = summary["barriers"][f"barrier_{name}_{split}"]
+            ax.plot(t, summary[f"{name}_{split}_loss"], style, marker="o", ms=3,
+                    label=f"{label}: barrier {b['mean']:.3g} [{b['lo']:.3g}, {b['hi']:.3g}]")
+        ax.set_xlabel("t (0: landing, 1: direct minimum)")
+        ax.set_ylabel(f"{split} loss (mean over {summary['landings']} landings)")
+        ax.legend(fontsize=7)
+    return _save(fig, path, f"Loss along the paths landing -> direct minimum ({context})")

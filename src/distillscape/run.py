@@ -153,6 +153,15 @@ class Run:
     def sampler(self) -> InitSampler:
         return InitSampler(self.net(), self.init_scheme)
 
+    def snapshot_files(self, wanted: str) -> list[Path]:
+        """The snapshots of the distilled batch the run kept, in step order; ArtifactError (saying what
+        `wanted` them) when it kept none."""
+        files = sorted((self.path / "snapshots").glob("distilled_step*.safetensors"))
+        if not files:
+            raise ArtifactError(f"{wanted}, but there are no snapshots in {self.path / 'snapshots'}: rerun "
+                                f"distillscape-distill with snapshot_every > 0")
+        return files
+
     # -- points ------------------------------------------------------------------------------------
     def inits(self, n: int, seed: int, device=None) -> Params:
         """n held-out random inits (a stack), drawn as the distillation's sampler draws them."""

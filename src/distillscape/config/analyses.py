@@ -9,8 +9,8 @@ from typing import Any, Dict, List, Optional
 from ..errors import ConfigError
 from .arch import ARCH_SCHEMAS, IMAGE_ARCHS
 from .checks import _at_least, _at_most, _choice, _count, _rate, _seed
-from .names import (DATASETS, EARLY_PARTS, EVAL_PROTOCOLS, LANDING_KINDS, LANDSCAPE_BATCHINGS, MAX_MODELS, METHODS,
-                    STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
+from .names import (DATASETS, EARLY_PARTS, EVAL_PROTOCOLS, HESSIAN_PAIRS, LANDING_CURVES, LANDING_KINDS,
+                    LANDSCAPE_BATCHINGS, MAX_MODELS, METHODS, RANGE_UNITS, STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
 from .runtime import LOGGER_SCHEMAS
 
 
@@ -19,7 +19,12 @@ class SweepConfig:
     """A plane of two random filter-normalized directions (Li et al. 2018) around each centre,
     coordinates in [-1, 1] as in the reference study; the other sweep/ files change the directions."""
     centres: Any = field(default_factory=lambda: ["minimum"])  # minimum | landing | init | a checkpoint file; several: one surface each, same directions
-    directions: str = "random"         # random | through | reference | line
+    directions: str = "random"         # random | through | reference | line | hessian | trajectory_pca
+    hessian_pair: str = "top_bottom"   # directions=hessian: eigenvectors at the first centre: top_bottom | top2 | bottom2
+    hessian_examples: Optional[int] = None  # ... of the true task's Hessian on the training split (null: all of it) or a fixed random subsample
+    lanczos_steps: int = 40            # ... Lanczos iterations (Hessian-vector products) finding them
+    trajectory: List[str] = field(default_factory=lambda: ["snapshots", "landing"])  # directions=trajectory_pca: its points, in order: snapshots (the landings along the distillation's snapshots) | direct (direct training's saved snapshots) | a point name | a checkpoint file
+    range_unit: str = "coordinate"     # coordinate: sweep.range in the directions' units | step: in step lengths ||landing - init|| of parameter distance along each direction
     through: List[str] = field(default_factory=lambda: ["landing", "init"])  # directions=through: the other two points of the plane
     towards: str = "landing"           # directions=reference / line: the point at alpha = 1
     seed: int = 0                      # of the random directions
@@ -41,6 +46,17 @@ class SweepConfig:
 
     def __post_init__(self):
         _choice("sweep.directions", self.directions, SWEEP_DIRECTIONS)
+        _choice("sweep.hessian_pair", self.hessian_pair, HESSIAN_PAIRS)
+        _choice("sweep.range_unit", self.range_unit, RANGE_UNITS)
+        _at_least("sweep.lanczos_steps", self.lanczos_steps, 4)
+        if self.hessian_examples is not None:
+            _at_least("sweep.hessian_examples", self.hessian_examples, 1)
+        if self.directions == "trajectory_pca" and not self.trajectory:
+            raise ConfigError("sweep.trajectory is empty; name its points, e.g. sweep.trajectory=[snapshots] "
+                              "(the landings along the distillation's snapshots) or [direct]")
+        if self.range_unit == "step" and self.range is None:
+            raise ConfigError("sweep.range_unit=step scales sweep.range, which is null: give sweep.range in step "
+                              "lengths, e.g. sweep.range=[[-3,3],[-3,3]]")
         _choice("sweep.precision", self.precision, ("fp32", "bf16"))
         if not (math.isfinite(self.precision_tolerance) and self.precision_tolerance > 0):
             raise ConfigError(f"sweep.precision_tolerance={self.precision_tolerance} must be a positive number "
@@ -145,6 +161,13 @@ class LandingConfig:
     negative_tol: float = 1e-3         # a Ritz value theta with residual r is significantly negative when theta < -(r + negative_tol * lambda_max)
     density_sigma: float = 0.01        # Gaussian smoothing of the density figure: this fraction of the spectra's range
     barrier_points: int = 11           # points on each straight path (ends included)
+    # one basin or two (distillscape.basins): a curved path landing -> direct minimum trained on the true task,
+    # its barrier beside the straight line's; off by default (a training run per landing)
+    curve: str = "none"                # none | bezier (quadratic Bezier) | polychain (one bend)
+    curve_inits: int = 10              # distilled landings given a curve: the first ones
+    curve_steps: int = 500             # SGD steps on the middle point (polish_batch_size, polish_momentum)
+    curve_lr: float = 0.05
+    curve_points: int = 21             # the t grid the paths are evaluated at (ends included)
     trajectory_inits: int = 5          # inits trained directly on real data (polish optimizer), to compare landings with
     trajectory_steps: List[int] = field(default_factory=lambda: [1, 2, 5, 10, 20, 50, 100, 200, 500])  # (0, the init, is always added)
     data_chunk: int = 1000             # examples per forward
@@ -207,6 +230,12 @@ class LandingConfig:
             _at_least(f"analysis.{k}", getattr(self, k), 1)
         _at_least("analysis.barrier_points", self.barrier_points, 2)
         _at_most("analysis.barrier_points", self.barrier_points, 10_000, "each point is a full evaluation")
+        _choice("analysis.curve", self.curve, LANDING_CURVES)
+        _count("analysis.curve_inits", self.curve_inits)
+        _at_least("analysis.curve_steps", self.curve_steps, 0)
+        _rate("analysis.curve_lr", self.curve_lr)
+        _at_least("analysis.curve_points", self.curve_points, 3)  # an inner point: a path's height between its ends
+        _at_most("analysis.curve_points", self.curve_points, 10_000, "each point is a full evaluation")
         if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.trajectory_steps):
             raise ConfigError(f"analysis.trajectory_steps={list(self.trajectory_steps)}: give non-negative integers "
                               f"(direct-training steps at which the landing is compared), e.g. [1,10,100]")

@@ -42,7 +42,9 @@ EVAL_PROTOCOLS = ("one_step", "k_steps", "yang", "minibatch")  # how a batch tra
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
 
 
-SWEEP_DIRECTIONS = ("random", "through", "reference", "line")
+SWEEP_DIRECTIONS = ("random", "through", "reference", "line", "hessian", "trajectory_pca")
+HESSIAN_PAIRS = ("top_bottom", "top2", "bottom2")  # sweep.hessian_pair
+RANGE_UNITS = ("coordinate", "step")  # sweep.range_unit
 
 
 SWEEP_COSTS = ("train", "test", "distilled", "snapshots", "random_batch", "train_subsets", "episode_return", "ppo_loss",
@@ -58,6 +60,7 @@ DATASET_COSTS = ("train", "test", "train_subsets")
 
 
 LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
+LANDING_CURVES = ("none", "bezier", "polychain")  # analysis.curve: the curved path landing -> direct minimum (basins.py)
 
 
 EARLY_PARTS = ("influence", "fair_baselines", "mixing", "controls", "recognition", "curvature")  # the early-training analyses (issue 25, distillscape.early)

@@ -205,9 +205,11 @@ class DirectConfig:
     converge: bool = False
     converge_grad_tol: float = 1e-4
     converge_max_steps: int = 500
+    snapshot_every: int = 0            # > 0: the weights at the start and every this many epochs, in <out>/direct_trajectory/ (sweep.trajectory=direct)
 
     def __post_init__(self):
         _at_least("direct.epochs", self.epochs, 1)
+        _at_least("direct.snapshot_every", self.snapshot_every, 0)
         _rate("direct.converge_grad_tol", self.converge_grad_tol)
         _count("direct.converge_max_steps", self.converge_max_steps)
         _rate("direct.lr", self.lr)

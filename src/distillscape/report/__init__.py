@@ -14,11 +14,12 @@ The modules, from the bottom up:
   text        numbers as table text (mean ± std, k/n rates, intervals)
   reading     run directories -> `RunRecord` (what one directory holds), multiruns, unfinished parts
   tables      any JSON result as raw metric rows (appendix, the logger's table)
-  generalise, instances, landing, certificate, early, surfaces, sweeps
+  generalise, instances, landing, certificate, basins, early, surfaces, sweeps
               one module per section: its table and the sentences computed from it
   figures     captions, data files, data URIs, `Made`, the vendored plotly.js
   page        the sections in order, the appendix, rendering the template
 """
+from .basins import basin_pivot, basin_sentences
 from .certificate import CERTIFIED, VERDICT_NAMES, certificate_pivot, certificate_summary
 from .early import early_training, trajectory_reading, trajectory_summary
 from .figures import CAPTIONS, FIGURE_DATA, MIME, PLOTLY_BUNDLE, Made, caption_of, data_files, plotly_js
@@ -39,7 +40,7 @@ __all__ = [
     "CAPTIONS", "CERTIFIED", "FIGURE_DATA", "LIBRARIES", "LIKENESS_RATES", "LIKENESS_STATS", "MIME", "NOT_RESULTS",
     "PLOTLY_BUNDLE", "SEED_KEYS", "SKIP_DIRS", "SKIP_KEYS", "SWEEP_METRICS", "TEMPLATE", "VERDICT_NAMES",
     "Made", "Row", "RunRecord", "SurfaceGroup",
-    "accuracy_summary", "all_rows", "binary_count", "caption_of", "certificate_pivot", "certificate_summary",
+    "accuracy_summary", "all_rows", "basin_pivot", "basin_sentences", "binary_count", "caption_of", "certificate_pivot", "certificate_summary",
     "ci_text", "class_coverage", "class_coverage_summary", "cost_metrics", "data_files", "early_training",
     "flat_rows", "headline", "is_multirun", "landing_kinds", "landing_pivot", "landing_summary", "likeness_pivot",
     "likeness_summary", "mean_interval", "missing_parts", "nested_rows", "one_step_recall", "plotly_js",

@@ -12,6 +12,9 @@ from .reading import RunRecord
 
 
 CAPTIONS = {
+    "curve": "Mean train and test loss along the straight line (dashed) and along the trained curve (solid) from the "
+             "landing (t = 0) to the direct minimum (t = 1); the legend gives each path's barrier (mean [95% interval] "
+             "over the landings). Read: a curve that stays low where the line rises joins the two in one basin.",
     "density": "The Hessian's spectral density on the true task (stochastic Lanczos quadrature, Gaussian-smoothed, "
                "log scale), averaged over the points of each group: init, landing, direct minimum. Read: mass left "
                "of 0 is negative curvature; the right edge is the sharpest direction.",

@@ -16,6 +16,7 @@ import markupsafe
 import yaml
 
 from ..surface import SURFACE_FILE, read_surface
+from .basins import basin_pivot, basin_sentences
 from .certificate import certificate_pivot, certificate_summary
 from .early import early_training
 from .figures import CAPTIONS, Made, _by_stem, _figure, _plain_figure, plotly_js
@@ -23,7 +24,7 @@ from .generalise import accuracy_summary, headline, return_summary
 from .instances import class_coverage_summary, likeness_pivot, likeness_summary
 from .landing import landing_pivot, landing_summary
 from .reading import RunRecord, _is_path_override, _metrics, _override_kv, _quote, refused_jobs
-from .surfaces import surface_groups, surface_summary
+from .surfaces import cost_agreement, surface_groups, surface_summary
 from .sweeps import SWEEP_METRICS, sweep_groups, swept_keys
 from .tables import nested_rows
 from .text import stat_text
@@ -165,7 +166,8 @@ def sections(runs: list[RunRecord], made: Made, max_figures: int) -> list[dict]:
     sec = _section("certificate", "Is the landing a minimum?",
                    "Lanczos on the true task's Hessian at the inits, their landings and the direct minimum: the "
                    "extreme eigenvalues with their residuals, a verdict per point (minimum, saddle, not stationary) "
-                   "and the spectral density (stochastic Lanczos quadrature).")
+                   "and the spectral density (stochastic Lanczos quadrature); and whether a curved low-loss path "
+                   "joins the landing and the direct minimum (one basin or two).")
     for run in runs:
         if (cert := run.results.get("certificate.json")) and cert.get("groups"):
             header, rows = certificate_pivot(cert)
@@ -175,6 +177,14 @@ def sections(runs: list[RunRecord], made: Made, max_figures: int) -> list[dict]:
             sec["summary"] += certificate_summary(cert)
             sec["figures"] += take([_figure(run, p, f"{CAPTIONS['density']} ({run.identity})")
                                     for p in _by_stem(run, "density")])
+        if (curve := (run.results.get("landing_stats.json") or {}).get("curve")):
+            header, rows = basin_pivot(curve)
+            sec["tables"].append({"caption": f"One basin or two ({run.identity}): loss barriers landing -> direct "
+                                             "minimum along the straight line and the trained curve, mean [95% "
+                                             "interval] (n landings).", "header": header, "rows": rows})
+            sec["summary"] += basin_sentences(curve)
+            sec["figures"] += take([_figure(run, p, f"{CAPTIONS['curve']} ({run.identity})")
+                                    for p in _by_stem(run, "curve")])
     if sec["tables"]:
         out.append(sec)
 
@@ -187,7 +197,7 @@ def sections(runs: list[RunRecord], made: Made, max_figures: int) -> list[dict]:
         for g in groups:
             loaded = {c: read_surface(p) for c, p in g.surfaces.items()}
             for c, surf in loaded.items():
-                sec["summary"] += surface_summary(f"{c} ({g.key})", surf)
+                sec["summary"] += surface_summary(f"{c} ({g.key})", surf) + cost_agreement(f"{c} ({g.key})", surf)
             if g.key in made.surface_grids:
                 sec["figures"] += take([_plain_figure(
                     made.surface_grids[g.key],

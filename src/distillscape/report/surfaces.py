@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..landscape import DISTILLED_COST, TRUE_COSTS, grid_minimum, rank_correlation
 from ..surface import SURFACE_FILE, axes_of, centre_index, metrics_of
 from .reading import RunRecord
 
@@ -30,6 +31,23 @@ def surface_summary(name: str, surface: dict) -> list[str]:
             out.append(f"Around {name}, {metric} is {at:.3g} at the centre and lowest at ({where}): {low:.3g}, "
                        f"{(at - low) / abs(at) if at else 0:.0%} lower, so the centre is not this plane's minimum "
                        f"of {metric} on this grid.")
+    return out
+
+
+def cost_agreement(name: str, surface: dict) -> list[str]:
+    """Per true-task cost swept beside the distilled cost: Spearman's rank correlation of the two over the
+    grid (recomputed here from surface.npz) and how far apart their grid minima are in plane coordinates."""
+    if DISTILLED_COST not in surface:
+        return []
+    out = []
+    for true in TRUE_COSTS:
+        if true not in surface:
+            continue
+        rho = rank_correlation(surface[DISTILLED_COST], surface[true])
+        apart = float(np.linalg.norm(grid_minimum(surface, DISTILLED_COST) - grid_minimum(surface, true)))
+        out.append(f"Around {name}, {DISTILLED_COST} and {true} order the plane's {surface[true].size} grid points "
+                   f"with Spearman rank correlation {rho:+.2f} (+1: the same order, 0: no monotone relation, -1: "
+                   f"the reverse order); their grid minima are {apart:.3g} apart in plane coordinates.")
     return out
 
 

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
 from ..baseline import tune_random_real_lr
+from ..basins import CURVE_KEYS, basin_summary
 from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
 from ..curvature import VERDICTS, certificate_summary, certify, density_curves
@@ -28,7 +29,7 @@ from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, ag
 from ..params import Params, detached, head, stack_len
 from ..rl import episode_returns, episode_seeds, log_probs, one_thread, ppo_surrogate, train_ppo
 from ..rl_objective import REFERENCE_POLICY, RETURN_ESTIMATE, gather_experience, ppo_objective
-from ..plots import density_figure, trajectory_figure
+from ..plots import curve_figure, density_figure, trajectory_figure
 from ..resume import check_owner, finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
@@ -84,7 +85,7 @@ def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
     """What the per-kind results depend on; a finished kind is reused only when it matches (the early parts'
     own keys left out: adding one to a finished analysis keeps its kinds)."""
     weights = [run.path / "distilled.safetensors", direct_path]
-    analysis = {k: v for k, v in resolved(cfg.analysis).items() if k not in EARLY_KEYS}
+    analysis = {k: v for k, v in resolved(cfg.analysis).items() if k not in EARLY_KEYS and k not in CURVE_KEYS}
     what = {"analysis": analysis, "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
             "distilled": str(run.path.resolve()), "direct_minimum": str(cfg.direct_minimum),
             "mtimes": [p.stat().st_mtime_ns if p.exists() else None for p in weights]}
@@ -210,6 +211,31 @@ def certify_points(s: LandingJob, run: Run, task, loop, inits, direct, out: Path
     return summary
 
 
+def curve_part(s: LandingJob, run: Run, loop, analysis: LandingAnalysis, inits, out: Path, stamp: str) -> dict:
+    """One basin or two (distillscape.basins): curves from the first curve_inits distilled landings to the direct
+    minimum, their barriers beside the straight lines'. landing_parts/curve.safetensors (per landing) and
+    curve.json (the summary, with its fingerprint: the kinds' and the curve keys), curve.png; reused when finished."""
+    a = s.analysis
+    part = out / "landing_parts" / "curve.safetensors"
+    own = fingerprint(data={"kinds": stamp, **{k: getattr(a, k) for k in CURVE_KEYS}})
+    if (done := finished(part.with_suffix(".json"), own, on_mismatch="redo")) is not None:
+        console.print(f"curve: reusing {part}")
+        return done["summary"]
+    n = min(a.curve_inits, a.inits)
+    console.print(f"curve: training {n} {a.curve} curves landing -> direct minimum ({a.curve_steps} steps) ...")
+    t0 = time.perf_counter()
+    landed = run.land(head(inits, n), loop, a.init_chunk)
+    summary, per_landing = basin_summary(a.curve, landed, analysis, a, generator(a.seed, "analysis", "curve"))
+    summary["seconds"] = time.perf_counter() - t0
+    write_tensors(part, per_landing)
+    mark_finished(part.with_suffix(".json"), own, summary=summary)
+    curve_figure(summary, f"{run.dataset_name} / {run.arch_name}", out / "curve.png")
+    b = summary["barriers"]
+    console.print(f"curve: train-loss barrier straight {b['barrier_line_train']['mean']:.4g}, {a.curve} "
+                  f"{b['barrier_curve_train']['mean']:.4g} ({n} landings, {summary['seconds']:.0f} s; curve.png)")
+    return summary
+
+
 def certificate_table(summary: dict) -> Table:
     t = Table(title="is the point a minimum? (k of n, Wilson 95% interval; means over the points)")
     for col in ("points", *(v.replace("_", " ") for v in VERDICTS), "lambda_max", "lambda_min", "|lmin|/lmax", "||grad||"):
@@ -243,6 +269,9 @@ def check(cfg: DictConfig):
     if run.is_rl and s.analysis.certificate and s.analysis.certificate_examples is not None:
         raise ConfigError("analysis.certificate_examples subsamples a dataset's training split; an RL run is certified "
                           "on the PPO loss of its fixed reference experience: leave analysis.certificate_examples=null")
+    if run.is_rl and s.analysis.curve != "none":
+        raise ConfigError(f"analysis.curve={s.analysis.curve} trains curves on a dataset's true task; this run is an "
+                          "RL run: leave analysis.curve=none")
     if run.is_rl:
         check_early(s, run)
         return s, run, None
@@ -334,6 +363,8 @@ def landing(cfg: DictConfig) -> dict:
     if a.certificate:
         cert = certificate(s, run, loop, dm, inits, direct, out, stamp, device)
         summary["certificate"] = {g: d["counts"] for g, d in cert["groups"].items()}
+    if a.curve != "none":
+        summary["curve"] = curve_part(s, run, loop, analysis, inits, out, stamp)
     if a.early:
         held_out = head(inits, min(a.early_inits, a.inits))
         early = early_parts(Early(s, run, loop, sampler, dm, analysis, held_out, device), out, stamp)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +28,19 @@ from rich.markup import escape
 from ..artifacts import remove_temporaries, write_json, write_tensors
 from ..config import RL_COSTS, LandscapeJob, SweepConfig, settings
 from ..costs import Cost, PPOLossCost, build_costs, check_costs_fit_run
+from ..curvature import hessian_directions
+from ..direct import DIRECT_TRAJECTORY
 from ..rl import one_thread
 from ..rl_objective import REFERENCE_POLICY
-from ..errors import ConfigError
-from ..geometry import (grid_coordinates, line_between, norm_tensor_names, plane_through, project,
+from ..errors import ArtifactError, ConfigError
+from ..geometry import (grid_coordinates, line_between, norm_tensor_names, pca_directions, plane_through, project,
                         random_direction, reference_plane)
-from ..landscape import (LandscapeModule, compute_shard, grid_axes, merge_shards, missing_shards, precision_certificate,
-                         read_npz, recorded_batching, refuse_other_sweeps, surface_summary)
+from ..landing import TrueTask
+from ..landscape import (DISTILLED_COST, LandscapeModule, centre_curvature, compute_shard, cost_comparisons, grid_axes,
+                         merge_shards, missing_shards, precision_certificate, read_npz, recorded_batching,
+                         refuse_other_sweeps, surface_summary)
 from ..params import flatten, unflatten
-from ..plots import surface_figure
+from ..plots import difference_figure, surface_figure
 from ..resume import check_owner, fingerprint, finished, holding, mark_finished
 from ..run import Run, RunPoints, point_label
 from ..surface import experience_arrays, experience_of
@@ -67,16 +71,119 @@ def build_directions(sweep: SweepConfig, pts: RunPoints, centre: str) -> tuple[t
                                                                f"random direction (seed {sweep.seed})"]
     if sweep.directions == "line":
         return line_between(c, pts[sweep.towards]), [f"{point_label(sweep.towards)} - {point_label(centre)}"]
-    raise ConfigError(f"sweep.directions={sweep.directions!r}; choose one of: random, through, reference, line")
+    raise ConfigError(f"sweep.directions={sweep.directions!r}; choose one of: random, through, reference, line, "
+                      f"hessian, trajectory_pca")
 
 
-def sweep_ranges(sweep: SweepConfig, pts: RunPoints, centre: torch.Tensor, directions: torch.Tensor) -> list[list[float]]:
-    """sweep.range, or (range: null) the span of the marked points' coordinates plus a margin."""
+@dataclass
+class Plane:
+    """A sweep's directions [k, D] and names, what else surface.npz and plane.json record of them, and the
+    trajectory drawn on it (directions=trajectory_pca: flat points [T, D] and their names)."""
+    directions: torch.Tensor
+    names: list[str]
+    record: dict[str, Any] = field(default_factory=dict)
+    trajectory: torch.Tensor | None = None
+    trajectory_names: list[str] = field(default_factory=list)
+
+
+def build_plane(sweep: SweepConfig, pts: RunPoints, centre: str, dm) -> Plane:
+    """The sweep's plane at `centre`: Hessian eigenvectors, a trajectory's principal directions, or
+    `build_directions`'."""
+    if sweep.directions == "hessian":
+        return hessian_plane(sweep, pts, centre, dm)
+    if sweep.directions == "trajectory_pca":
+        return trajectory_plane(sweep, pts)
+    return Plane(*build_directions(sweep, pts, centre))
+
+
+def hessian_plane(sweep: SweepConfig, pts: RunPoints, centre: str, dm) -> Plane:
+    """Two unit eigenvectors of the true task's Hessian at `centre` (curvature.hessian_directions: one
+    Lanczos run on the training split or its fixed subsample sweep.hessian_examples), with their
+    eigenvalues, residuals and the centre's gradient norm (a Hessian direction at a point that is not
+    stationary shows curvature, not a minimum)."""
+    if dm is None:
+        raise ConfigError("sweep.directions=hessian takes the Hessian of a dataset's training loss; this is an RL "
+                          "run: use sweep.directions=random or through")
+    loop = pts.run.loop()
+    if loop.names != pts.names:
+        raise ConfigError("sweep.directions=hessian spans the network's parameters, but sweep.buffers=sweep also "
+                          "moves its buffers: use sweep.buffers=freeze")
+    x, y = dm.train_x, dm.train_y
+    gen = torch.Generator().manual_seed(sweep.seed)
+    if sweep.hessian_examples is not None and sweep.hessian_examples < len(y):
+        keep = torch.randperm(len(y), generator=gen)[:sweep.hessian_examples]
+        x, y = x[keep], y[keep]
+    task = TrueTask(loop, x, y)
+    point = unflatten(pts[centre], pts.swept)
+    console.print(f"hessian plane: Lanczos ({sweep.lanczos_steps} steps) on the true task's Hessian at "
+                  f"{point_label(centre)} ({len(y)} training examples), pair {sweep.hessian_pair} ...")
+    found = hessian_directions(task, point, sweep.hessian_pair, sweep.lanczos_steps, gen)
+    grad_norm = flatten(task.grad({k: v.unsqueeze(0) for k, v in point.items()}), loop.names).norm().item()
+    values, residuals = found["eigenvalues"].tolist(), found["residuals"].tolist()
+    ends = {"top_bottom": ("top", "bottom"), "top2": ("top", "second from top"),
+            "bottom2": ("bottom", "second from bottom")}[sweep.hessian_pair]
+    names = [f"Hessian {end} eigenvector (lambda {v:+.3g})" for end, v in zip(ends, values)]
+    record = {"hessian_pair": sweep.hessian_pair, "eigenvalues": values, "residuals": residuals,
+              "hessian_examples": len(y), "lanczos_steps": sweep.lanczos_steps, "centre_grad_norm": grad_norm}
+    return Plane(found["directions"].to(pts[centre].dtype), names, record)
+
+
+def trajectory_points(sweep: SweepConfig, pts: RunPoints) -> tuple[list[str], torch.Tensor]:
+    """The trajectory's points in order, flat [T, D], and their names: each entry of sweep.trajectory is
+    "snapshots" (the landings of the landscape's init under each of the run's snapshots/ batches),
+    "direct" (direct training's parameter snapshots, <run>/direct_trajectory/), a named point or a
+    checkpoint file."""
+    run, names, vecs = pts.run, [], []
+    for entry in sweep.trajectory:
+        if entry == "snapshots":
+            for f in run.snapshot_files("sweep.trajectory=snapshots"):
+                landing = Run.open(f).landing(pts.landscape.init_seed)
+                names.append(f"landing of {f.stem}")
+                vecs.append(flatten(landing, pts.names).detach())
+        elif entry == "direct":
+            files = sorted((run.path / DIRECT_TRAJECTORY).glob("*.safetensors"))
+            if not files:
+                raise ArtifactError(f"sweep.trajectory=direct, but {run.path / DIRECT_TRAJECTORY} holds no snapshots: "
+                                    f"rerun distillscape-distill (or distillscape-train) with direct.snapshot_every > 0")
+            for f in files:
+                names.append(f"direct {f.stem}")
+                vecs.append(pts[str(f)])
+        else:
+            names.append(point_label(entry))
+            vecs.append(pts[entry])
+    return names, torch.stack(vecs)
+
+
+def trajectory_plane(sweep: SweepConfig, pts: RunPoints) -> Plane:
+    """The first two principal directions of the trajectory (geometry.pca_directions; unit, orthogonal),
+    the share of its variance each explains, and the trajectory itself (drawn at its projection)."""
+    names, trajectory = trajectory_points(sweep, pts)
+    directions, explained = pca_directions(trajectory)
+    return Plane(directions, [f"trajectory PC{i + 1} ({e:.0%} of its variance)" for i, e in enumerate(explained.tolist())],
+                 {"trajectory": list(sweep.trajectory), "explained_variance": explained.tolist()},
+                 trajectory.clone(), names)
+
+
+def step_length(pts: RunPoints) -> float:
+    """The distilled step's length ||landing - init||, the unit of sweep.range_unit=step."""
+    return float((pts["landing"] - pts["init"]).double().norm())
+
+
+def sweep_ranges(sweep: SweepConfig, pts: RunPoints, centre: torch.Tensor, directions: torch.Tensor,
+                 also: torch.Tensor | None = None) -> list[list[float]]:
+    """sweep.range (range_unit=step: in step lengths of parameter distance along each direction, i.e.
+    times ||landing - init|| / ||direction||), or (range: null) the span of the marked points' (and `also`'s
+    rows') coordinates plus a margin."""
     if sweep.range is not None:
         ranges = [list(r) for r in sweep.range]
+        if sweep.range_unit == "step" and len(ranges) == len(directions):
+            unit = step_length(pts)
+            norms = directions.double().norm(dim=1).tolist()
+            ranges = [[lo * unit / n, hi * unit / n] for (lo, hi), n in zip(ranges, norms)]
     else:
+        extra = [project(v, centre, directions)[0] for v in also] if also is not None else []
         coords = torch.stack([project(pts[p], centre, directions)[0] for p in sweep.mark if pts.available(p)]
-                             + [torch.zeros(len(directions), dtype=centre.dtype)])
+                             + extra + [torch.zeros(len(directions), dtype=centre.dtype)])
         lo, hi = coords.min(0).values, coords.max(0).values
         pad = sweep.margin * (hi - lo).clamp_min(1e-8)
         ranges = [[float(a), float(b)] for a, b in zip(lo - pad, hi + pad)]
@@ -125,12 +232,16 @@ class Sweep:
     out: Path
     logger: Any = None
     name: str | None = None  # the surfaces' directory under `out` (default: the centre's name)
+    plane_record: dict[str, Any] = field(default_factory=dict)  # Plane.record: plane.json
+    trajectory: torch.Tensor | None = None  # Plane.trajectory, drawn at its projection
+    trajectory_names: list[str] = field(default_factory=list)
 
     def plan(self, centre_name: str) -> "Planned":
         """One surface of this job, planned: where it goes and the fingerprint its shards must hold. Writes nothing."""
         job, ls = self.job, self.job.landscape
         label, centre = point_label(centre_name), self.points[centre_name]
-        axes = grid_axes(sweep_ranges(job.sweep, self.points, centre, self.directions), job.sweep.resolution)
+        axes = grid_axes(sweep_ranges(job.sweep, self.points, centre, self.directions, self.trajectory),
+                         job.sweep.resolution)
         module = LandscapeModule(self.points.net, centre, self.directions, self.points.swept, self.costs,
                                  self.points.frozen, ls.batching, ls.data_batch, job.sweep.precision)
         data = {"train_subsample": ls.train_subsample}
@@ -176,8 +287,8 @@ class Sweep:
         with holding(sweep_dir / ".sweep.lock"):  # two jobs finishing together both merge: one after the other
             remove_temporaries(sweep_dir, recursive=False)  # of a job killed while it merged or drew
             path = merge_shards(sweep_dir, job.num_shards, fp, axes, module.metric_names,
-                                self._marked(label, centre, marks) | {"precision": np.array(job.sweep.precision)}
-                                | experience_record(module.costs))
+                                self._marked(label, centre, marks) | self._plane_arrays(centre)
+                                | {"precision": np.array(job.sweep.precision)} | experience_record(module.costs))
             surface = read_npz(path)
             certificate = self._certify(module, surface, axes, sweep_dir, fp)
             self._report(surface, sweep_dir, self.name or label, module.metric_names, certificate)
@@ -206,6 +317,22 @@ class Sweep:
                       metadata={"param_shapes": json.dumps({k: list(v.shape) for k, v in self.points.swept.items()}),
                                 "centre": label, "directions": json.dumps(self.direction_names)})
 
+    def _plane_arrays(self, centre: torch.Tensor) -> dict[str, np.ndarray]:
+        """What surface.npz records of the plane: the range's unit (and the step length, for range_unit=step),
+        the Hessian directions' eigenvalues, the trajectory at its projected coordinates."""
+        sweep = self.job.sweep
+        out = {"range_unit": np.array(sweep.range_unit)}
+        if sweep.range_unit == "step":
+            out["step_length"] = np.array(step_length(self.points))
+        if "eigenvalues" in self.plane_record:
+            out["direction_eigenvalues"] = np.array(self.plane_record["eigenvalues"])
+        if self.trajectory is not None:
+            projected = [project(v, centre, self.directions) for v in self.trajectory]
+            out.update({"trajectory_names": np.array(self.trajectory_names),
+                        "trajectory_coords": np.array([c.double().numpy() for c, _ in projected]),
+                        "trajectory_offplane": np.array([r for _, r in projected])})
+        return out
+
     def _marked(self, label: str, centre: torch.Tensor, marks: list[str]) -> dict[str, np.ndarray]:
         """The surface's names and marked points at their (projected) coordinates."""
         projected = [project(self.points[p], centre, self.directions) for p in marks]
@@ -226,6 +353,24 @@ class Sweep:
                                      context=f"{self.points.run.dataset_name} / {self.points.run.arch_name}"))
             figures[metric] = fig_path
             summary.update({f"{metric}/{k}": v for k, v in surface_summary(surface, metric).items()})
+        for pair, numbers in cost_comparisons(surface, self.directions).items():
+            summary.update({f"compare/{pair}/{k}": v for k, v in numbers.items()})
+            if surface[DISTILLED_COST].ndim == 2:
+                true = f"{pair.removeprefix('distilled_vs_')}/loss"
+                fig_path = sweep_dir / f"difference_{pair}.png"
+                plt.close(difference_figure(surface, DISTILLED_COST, true, numbers, fig_path))
+                figures[f"difference/{pair}"] = fig_path
+        record = {"directions": self.job.sweep.directions, "direction_names": self.direction_names,
+                  "range_unit": self.job.sweep.range_unit, **self.plane_record}
+        if "eigenvalues" in self.plane_record:  # the surface's own curvature along each eigenvector, beside its eigenvalue
+            norms = self.directions.double().norm(dim=1).cpu().numpy()
+            for metric in (m for m in metrics if m.endswith("/loss")):
+                curvature = centre_curvature(surface, metric, norms)
+                record.setdefault("centre_curvature", {})[metric] = curvature
+                summary.update({f"{metric}/centre_curvature_axis{i}": c for i, c in enumerate(curvature)})
+        if "step_length" in surface:
+            record["step_length"] = float(surface["step_length"])
+        write_json(sweep_dir / "plane.json", record)
         if certificate is not None:
             summary["precision/passed"] = float(certificate["passed"])
             for metric, c in certificate["metrics"].items():
@@ -239,6 +384,11 @@ class Sweep:
             console.print(f"  {metric:32s} centre {sm['centre']:.4g}  best {sm['best']:.4g} at ({where})")
         for metric, said in experience_of(surface).items():
             console.print(f"  {metric:32s} experience {said}")
+        for key, v in summary.items():
+            if key.startswith("compare/") and key.endswith("/spearman"):
+                pair = key.split("/")[1]
+                console.print(f"  {pair.replace('_', ' '):32s} Spearman {v:+.3f} over the grid, minima "
+                              f"{summary[f'compare/{pair}/minima_distance_params']:.3g} apart (parameter norm)")
         if certificate is not None:
             worst = max(certificate["metrics"].items(), key=lambda kv: kv[1]["max_difference"])
             line = (f"  {certificate['precision']} against fp32 at {len(certificate['points'])} points: largest "
@@ -297,11 +447,12 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
     dm = None if run.is_rl else run.datamodule(s.dataset)
     pts = RunPoints(run, s.landscape, s.sweep.buffers)
     centres = [s.sweep.centres] if isinstance(s.sweep.centres, str) else list(s.sweep.centres)
-    directions, direction_names = build_directions(s.sweep, pts, centres[0])
+    plane = build_plane(s.sweep, pts, centres[0], dm)
     per_centre = "ppo_loss" in s.sweep.costs  # its experience is the centre's policy's
     costs = None if per_centre else costs_for(s, run, dm, pts)
     trainer = build_trainer(cfg, logger=False, enable_checkpointing=False)
-    sweep = Sweep(s, pts, directions, direction_names, costs, trainer, Path(s.landscape.out_dir))
+    sweep = Sweep(s, pts, plane.directions, plane.names, costs, trainer, Path(s.landscape.out_dir),
+                  plane_record=plane.record, trajectory=plane.trajectory, trajectory_names=plane.trajectory_names)
     planned: list[tuple[Sweep, Planned]] = []
     for centre in centres:
         if per_centre:
@@ -309,6 +460,7 @@ def sweep_run(cfg: DictConfig, s: LandscapeJob, run: Run) -> list[Path]:
         planned.append((sweep, sweep.plan(centre)))
     for start, end in s.sweep.lines:  # the lines of the same job: 1-D surfaces, each in <out_dir>/<start>_to_<end>/
         line = replace(s.sweep, directions="line", centres=[start], towards=end, range=[list(s.sweep.line_range)],
+                       range_unit="coordinate",
                        resolution=[s.sweep.line_resolution], lines=[])
         job = replace(s, sweep=line)
         line_directions, line_names = build_directions(line, pts, start)

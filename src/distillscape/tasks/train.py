@@ -10,7 +10,7 @@ import torch
 from omegaconf import DictConfig
 
 from ..config import settings
-from ..direct import DirectModule, converge, save_direct_minimum
+from ..direct import DirectModule, ParameterSnapshots, converge, save_direct_minimum
 from ..models import init_parameters_
 from hydra.utils import instantiate
 
@@ -31,8 +31,10 @@ def train_direct(cfg: DictConfig, s, dm, net, out: Path, logger=None, fingerprin
     module = DirectModule(net, lr=s.direct.lr, weight_decay=s.direct.weight_decay, metric_prefix=metric_prefix)
     # a curve point at least once an epoch: digits has 5 steps per epoch, fewer than log_every_n_steps
     every = max(1, min(cfg.trainer.log_every_n_steps, len(dm.train_dataloader())))
+    snapshots = [ParameterSnapshots(out, s.direct.snapshot_every)] if s.direct.snapshot_every else []
     trainer = build_trainer(cfg, logger=logger, max_epochs=s.direct.epochs, max_steps=-1, log_every_n_steps=every,
-                            val_check_interval=1.0, check_val_every_n_epoch=1, enable_checkpointing=False)
+                            val_check_interval=1.0, check_val_every_n_epoch=1, enable_checkpointing=False,
+                            callbacks=snapshots)
     trainer.fit(module, dm)
     convergence = None
     if s.direct.converge:
