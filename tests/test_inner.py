@@ -144,7 +144,12 @@ def test_evaluation_chunks_models_by_activation_memory_with_identical_results():
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     per_example = (16 + 16 + 32 + 32) * 28 * 28 * 4 + 10 * 4   # conv, relu, conv, relu, linear outputs, fp32
     assert loop.activation_bytes(x) == per_example
-    assert loop.eval_chunk(torch.zeros(1000, 1, 28, 28)) == (2 << 30) // (per_example * 1000)
+    assert loop.eval_chunk(torch.zeros(1000, 1, 28, 28), 2 << 30) == (2 << 30) // (per_example * 1000)
+    # on a CPU the chunk's activations stay in cache (8 MiB): here one model at a time, never none
+    assert loop.eval_chunk(torch.zeros(1000, 1, 28, 28)) == max(1, (8 << 20) // (per_example * 1000)) == 1
+    mlp = InnerLoop(MLP(1, 8, 8, 10))
+    digits = torch.zeros(359, 1, 8, 8)
+    assert mlp.eval_chunk(digits) == (8 << 20) // (mlp.activation_bytes(digits) * 359) > 1
     stack = InitSampler(net).sample(5, seed=0)
     auto = evaluate_stack(loop, stack, x, y, batch_size=32)
     for chunk in (1, 2, 5):

@@ -19,10 +19,10 @@ from .artifacts import Distilled
 from .config import DistillConfig, as_settings
 from .inner import InitSampler, InnerLoop, evaluate_stack, outer_batching_rule, param_names
 from .models import activations_per_example
-from .params import Params, stack_len
+from .params import Params, head, stack_len
 from .protocols import train_with_protocol
 from .seeds import seed_for
-from .stats import flat_summary, interval95
+from .stats import flat_summary, interval95, precision_difference, precision_summary
 
 
 def label_targets(y: torch.Tensor, num_classes: int, inner_loss: str, hard: bool) -> torch.Tensor:
@@ -45,7 +45,7 @@ class DistillModule(L.LightningModule):
         super().__init__()
         self.s = c = as_settings(DistillConfig, settings)
         self.num_classes = num_classes
-        self.loop = InnerLoop(net, c.inner_loss)
+        self.loop = InnerLoop(net, c.inner_loss, eval_path=c.eval.path)
         self.sampler = InitSampler(net, c.init_scheme)
         n = c.images_per_class * num_classes
         y = torch.arange(num_classes).repeat_interleave(c.images_per_class)
@@ -70,6 +70,7 @@ class DistillModule(L.LightningModule):
             for k, v in fixed.items():
                 self.register_buffer("fixed_init__" + k.replace(".", "__"), v)
         self._eval: dict[str, dict[str, Any]] = {}
+        self.precision_certificates: dict[str, dict] = {}  # stage -> the last bf16 evaluation's certificate
         self.first_step = 0  # the step this process started training at (set again on resume)
         self.first_outer_loss: float | None = None  # that step's outer loss, for the at-chance check
 
@@ -199,12 +200,36 @@ class DistillModule(L.LightningModule):
 
     def _eval_step(self, batch) -> None:
         x, y = batch
+        e = self.s.eval
         for state in self._eval.values():
             acc, loss = evaluate_stack(self.loop, state["landed"], x, y, batch_size=len(y),
-                                       chunk_size=self.s.init_chunk)
+                                       chunk_size=self.s.init_chunk, precision=e.precision)
             state["correct"] = state["correct"] + acc * len(y)
             state["loss"] = state["loss"] + loss * len(y)
             state["n"] += len(y)
+            if e.precision != "fp32" and e.precision_inits:  # the certificate's sample, again in fp32
+                sample = head(state["landed"], min(e.precision_inits, stack_len(state["landed"])))
+                acc, loss = evaluate_stack(self.loop, sample, x, y, batch_size=len(y), chunk_size=self.s.init_chunk)
+                state["fp32_correct"] = state.get("fp32_correct", 0) + acc * len(y)
+                state["fp32_loss"] = state.get("fp32_loss", 0) + loss * len(y)
+
+    def precision_certificate(self) -> dict | None:
+        """How far this evaluation's per-model accuracy and loss, computed in distill.eval.precision (bf16),
+        are from fp32 on its first precision_inits models (`stats.precision_summary`); None in fp32."""
+        e = self.s.eval
+        if e.precision == "fp32":
+            return None
+        entries, count = {}, 0
+        for name, state in self._eval.items():
+            if "fp32_correct" not in state:
+                continue
+            count = len(state["fp32_correct"])
+            for metric, low, exact in (("acc", state["correct"], state["fp32_correct"]),
+                                       ("loss", state["loss"], state["fp32_loss"])):
+                entries[f"{name}_{metric}"] = precision_difference((low[:count] / state["n"]).cpu(),
+                                                                   (exact / state["n"]).cpu(), metric == "loss",
+                                                                   e.precision_tolerance)
+        return precision_summary(e.precision, e.precision_tolerance, entries, inits=count)
 
     def _eval_end(self, stage: str) -> dict[str, float]:
         metrics = {}
@@ -214,6 +239,11 @@ class DistillModule(L.LightningModule):
             metrics[f"{stage}/{name}_acc_ci95_low"], metrics[f"{stage}/{name}_acc_ci95_high"] = interval95(acc)
             metrics[f"{stage}/{name}_loss"] = (state["loss"] / state["n"]).mean().item()
             metrics[f"{stage}/{name}_inits"] = float(stack_len(state["landed"]))
+        certificate = self.precision_certificate()
+        if certificate is not None:  # the certificate itself is kept for the run's records (distilled.json)
+            self.precision_certificates[stage] = certificate
+            metrics[f"{stage}/precision_passed"] = float(certificate["passed"])
+            metrics[f"{stage}/precision_max_difference"] = certificate["max_difference"]
         if stage == "test":
             # the test row at the last training step, explicitly (a logged `step` is Lightning's x value): its
             # own step and epoch after fit differ between a run whose fit ran to the end (step 39, epoch 9 of 40

@@ -13,11 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from . import config
 from .config import INNER_LOSSES
-from .models import channels_last_params, features_channels_last, init_parameters_
+from .models import channels_last_params, features_channels_last, fused_conv_relu, init_parameters_
 from .params import Params, stack_len, unstack
 
-EVAL_PATHS = ("vmap", "channels_last")  # how evaluation runs many models: see InnerLoop.forward_models
+EVAL_PATHS = tuple(p for p in config.EVAL_PATHS if p != "auto")  # how evaluation runs many models: see InnerLoop.forward_models
+# examples per forward of the channels-last path (one model at a time), by precision: 128 in fp32, a forward
+# whose activations stay in a CPU's cache. A bfloat16 forward holds half the bytes per image and, with each
+# conv's ReLU fused into it (models.fused_conv_relu), does its work ~4x as fast (simple_convnet on MNIST, 4096
+# images, one thread's CPU time: 108 ms against 417 ms in fp32 at 128 images); 4x the images keep a forward's
+# fixed costs (each op's thread fork and join, the classifier weight's permutation) at the fp32 path's share of
+# its time. (One thread's CPU time was the same within 10% at 128, 256 and 512 images, 1.8x at 1024.)
+CHANNELS_LAST_EXAMPLES = {"fp32": 128, "bf16": 512}
+# the dtype each of config.PRECISIONS's forwards run in; their losses are taken in float32 and summed in float32 or wider
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def has_conv_weights(net: nn.Module) -> bool:
@@ -39,6 +49,12 @@ def outer_batching_rule(net: nn.Module, device_type: str) -> str:
 
 # a model's layer outputs per example from which, on a CPU, evaluation runs channels-last (see eval_path_rule)
 CHANNELS_LAST_MIN_BYTES = 256 << 10
+# the activations of the models vmapped at once in an evaluation: on a GPU, what fits in memory; on a CPU, what
+# stays in cache. Beyond that a CPU's elementwise steps (bias, ReLU) stream every layer output through memory: 1000
+# mlps on the 359 digits test images took 1.08 s in one vmap of all of them, 0.43 s 17 at a time (8 MiB; 2, 4, 16,
+# 32 MiB: 0.49, 0.46, 0.51, 0.59 s; bench/bench_eval_inits.py end to end), on MNIST 6.3-6.9 s whatever the chunk
+EVAL_BUDGET_BYTES = {"cpu": 8 << 20}
+EVAL_BUDGET_DEFAULT = 2 << 30
 
 
 def eval_path_rule(net: nn.Module, example_bytes: int, device_type: str) -> str:
@@ -162,12 +178,26 @@ class InnerLoop:
         """Logits [n_inits, batch, classes] of every model of the stack on the same inputs."""
         return vmap(self.forward, in_dims=(0, None), chunk_size=chunk_size)(stack, x)
 
-    def forward_models(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    def forward_models(self, stack: Params, x: torch.Tensor, chunk_size: int | None = None,
+                       precision: str = "fp32") -> torch.Tensor:
         """Logits [n_models, batch, classes] for evaluation (no autograd): vmapped over the models, or
         one model at a time with channels-last weights on cache-sized pieces of x; `eval_path`, or with
-        auto the path `eval_path_rule` gives for the net and x's device."""
-        if self.eval_path_for(x) == "vmap":
-            return self.forward_stack(stack, x, chunk_size or self.eval_chunk(x))
+        auto the path `eval_path_rule` gives for the net and x's device (the same path in every precision).
+        precision bf16: weights, buffers and inputs cast to bfloat16 for the forward, logits back in float32."""
+        path, chunk = self.eval_path_for(x), chunk_size or self.eval_chunk(x)  # measured on x as it is (fp32)
+        if precision == "fp32":
+            return self._forward_path(path, stack, x, chunk)
+        dtype = PRECISION_DTYPES[precision]
+        kept = self.buffers
+        self.buffers = {k: v.to(dtype) if v.is_floating_point() else v for k, v in kept.items()}
+        try:
+            return self._forward_path(path, {k: v.to(dtype) for k, v in stack.items()}, x.to(dtype), chunk).float()
+        finally:
+            self.buffers = kept
+
+    def _forward_path(self, path: str, stack: Params, x: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        if path == "vmap":
+            return self.forward_stack(stack, x, chunk_size)
         return self._forward_channels_last(stack, x)
 
     def eval_path_for(self, x: torch.Tensor) -> str:
@@ -177,8 +207,10 @@ class InnerLoop:
             return self.eval_path
         return eval_path_rule(self.net, self.example_bytes(x), x.device.type)
 
-    def _forward_channels_last(self, stack: Params, x: torch.Tensor, piece: int = 128) -> torch.Tensor:
-        with features_channels_last(self.net):
+    def _forward_channels_last(self, stack: Params, x: torch.Tensor) -> torch.Tensor:
+        piece = CHANNELS_LAST_EXAMPLES["bf16" if x.dtype == torch.bfloat16 else "fp32"]
+        # bf16 on a CPU: each conv's ReLU fused into it (models.fused_conv_relu)
+        with features_channels_last(self.net), fused_conv_relu(self.net, x.dtype == torch.bfloat16 and x.device.type == "cpu"):
             return torch.stack([torch.cat([self.forward(channels_last_params(unstack(stack, i)), x[j:j + piece])
                                            for j in range(0, len(x), piece)]) for i in range(stack_len(stack))])
 
@@ -207,10 +239,12 @@ class InnerLoop:
             self._activation_bytes[key] = max(1, self.activation_bytes(x))
         return self._activation_bytes[key]
 
-    def eval_chunk(self, x: torch.Tensor, budget_bytes: int = 2 << 30) -> int:
+    def eval_chunk(self, x: torch.Tensor, budget_bytes: int | None = None) -> int:
         """How many models to vmap at once over batch x so their activations stay within budget_bytes
-        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once)."""
-        return max(1, budget_bytes // (self.example_bytes(x) * len(x)))
+        (100 simple_convnets on 1000 MNIST images would need ~30 GB at once); default: EVAL_BUDGET_BYTES of
+        x's device kind."""
+        budget = budget_bytes or EVAL_BUDGET_BYTES.get(x.device.type, EVAL_BUDGET_DEFAULT)
+        return max(1, budget // (self.example_bytes(x) * len(x)))
 
     def run_autograd(self, params: Params, x, targets, lrs) -> Params:
         """Same as `run` with plain autograd (`create_graph=True`); one init at a time.
@@ -234,15 +268,17 @@ def accuracy_and_loss(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
 
 @torch.no_grad()
 def evaluate_stack(loop: InnerLoop, stack: Params, x: torch.Tensor, y: torch.Tensor,
-                   batch_size: int = 1000, chunk_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch_size: int = 1000, chunk_size: int | None = None,
+                   precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
     """Accuracy and mean CE of every model of a stack on (x, y): two tensors of shape [n_models].
     Models are vmapped `chunk_size` at a time (default: as many as fit in 2 GiB of activations), or run
-    one at a time in channels-last format (InnerLoop.forward_models: eval_path, or its rule)."""
+    one at a time in channels-last format (InnerLoop.forward_models: eval_path, or its rule); in bf16
+    their forwards run in bfloat16 and the losses are taken and summed in float32."""
     correct = torch.zeros(stack_len(stack), dtype=torch.long, device=x.device)
     loss = torch.zeros(stack_len(stack), device=x.device)
     for i in range(0, len(y), batch_size):
         xb = x[i:i + batch_size]
-        c, l = accuracy_and_loss(loop.forward_models(stack, xb, chunk_size), y[i:i + batch_size])
+        c, l = accuracy_and_loss(loop.forward_models(stack, xb, chunk_size, precision), y[i:i + batch_size])
         correct += c
         loss += l
     return correct.float() / len(y), loss / len(y)

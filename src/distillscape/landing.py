@@ -58,7 +58,7 @@ from .distill import label_targets
 from .inner import InnerLoop, evaluate_stack
 from .params import Params, as_stack, flat_stack, head, interpolate, stack_len  # noqa: F401  (the stack form of landings)
 from .seeds import generator
-from .stats import describe
+from .stats import describe, precision_difference, precision_summary
 
 KINDS = ("distilled", "random_real", "random_synthetic")
 
@@ -114,12 +114,13 @@ def barrier(path_losses: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
 class TrueTask:
     """Mean cross-entropy of stacks of models on fixed real data (x, y), with its gradient and
     Hessian-vector products; the data is processed in chunks of `data_chunk` examples and the models
-    vmapped in chunks of `init_chunk` (None: all at once)."""
+    vmapped in chunks of `init_chunk` (None: all at once). precision: what `evaluate` and `predictions` run
+    their forwards in (bf16: bfloat16, float32 loss sums); gradients and Hessian-vector products are fp32."""
 
     def __init__(self, loop: InnerLoop, x: torch.Tensor, y: torch.Tensor, data_chunk: int = 1000,
-                 init_chunk: int | None = None):
+                 init_chunk: int | None = None, precision: str = "fp32"):
         self.loop, self.x, self.y = loop, x, y
-        self.data_chunk, self.init_chunk = data_chunk, init_chunk
+        self.data_chunk, self.init_chunk, self.precision = data_chunk, init_chunk, precision
 
     def __len__(self) -> int:
         return len(self.y)
@@ -138,12 +139,13 @@ class TrueTask:
 
     def evaluate(self, stack: Params) -> tuple[torch.Tensor, torch.Tensor]:
         """(accuracy [M], mean loss [M])."""
-        return evaluate_stack(self.loop, stack, self.x, self.y, self.data_chunk, self.init_chunk)
+        return evaluate_stack(self.loop, stack, self.x, self.y, self.data_chunk, self.init_chunk, self.precision)
 
     @torch.no_grad()
     def predictions(self, stack: Params) -> torch.Tensor:
         """Predicted classes [M, N] of every model of the stack."""
-        return torch.cat([self.loop.forward_models(stack, x, self.init_chunk).argmax(-1) for x, _ in self._chunks()], dim=1)
+        return torch.cat([self.loop.forward_models(stack, x, self.init_chunk, self.precision).argmax(-1)
+                          for x, _ in self._chunks()], dim=1)
 
     def grad(self, stack: Params) -> Params:
         """Gradient of the mean loss for every model of the stack."""
@@ -409,6 +411,24 @@ class LandingAnalysis:
             out.update(self.versus_trajectory(landed, out["step_length"], out["landing_train_loss"], traj))
         keep = [*STATS, *(f"curve/{c}" for c in CURVES)]
         return {k: out[k].detach().cpu() for k in keep if k in out}
+
+
+def precision_certificate(train: TrueTask, test: TrueTask, inits: Params, landed: Params,
+                          stats: dict[str, torch.Tensor], count: int, tolerance: float) -> dict:
+    """How far the loss and accuracy statistics at the inits and landings, computed in `train.precision`
+    (bf16), are from fp32, measured, not assumed: the first `count` inits and their landings evaluated again
+    in fp32 on the same data. Per stat (init_/landing_ x train_/test_ x loss/acc): the largest relative loss
+    (absolute accuracy) difference over those models, their rank correlation, whether within `tolerance`
+    (`stats.precision_summary`: `passed` when every stat is)."""
+    count = min(count, stack_len(inits))
+    entries = {}
+    for where, stack in (("init", head(inits, count)), ("landing", head(landed, count))) if count else ():
+        for split, task in (("train", train), ("test", test)):
+            exact = TrueTask(task.loop, task.x, task.y, task.data_chunk, task.init_chunk, "fp32").evaluate(stack)
+            for metric, value in zip(("acc", "loss"), exact):
+                name = f"{where}_{split}_{metric}"
+                entries[name] = precision_difference(stats[name][:count], value.cpu(), metric == "loss", tolerance)
+    return precision_summary(train.precision, tolerance, entries, inits=count)
 
 
 def aggregate(values: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:

@@ -38,28 +38,30 @@ from torch.utils.data import DataLoader, TensorDataset
 from .costs import Cost, Models, OneModel, StackedModels
 from .errors import ArtifactError
 from .geometry import points
-from .inner import InnerLoop, eval_path_rule
-from .models import channels_last_params, features_channels_last
+from .config import PRECISIONS
+from .inner import CHANNELS_LAST_EXAMPLES, PRECISION_DTYPES, InnerLoop, eval_path_rule
+from .models import channels_last_params, features_channels_last, fused_conv_relu
 from .params import Params, unflatten, unflatten_stack
 from .resume import claim, matches
+from .stats import average_ranks, precision_difference, rank_correlation  # noqa: F401  (rank_correlation: for report.surfaces)
 from .surface import SURFACE_FILE, axes_of, centre_index, read_npz, write_npz
 
 BATCHINGS = ("auto", "vmap", "loop", "channels_last")
-PRECISIONS = ("fp32", "bf16")
-# the dtype a forward runs in; losses and counts are always reduced in float32 and summed in float64
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-SMALL_DATA_BATCH = 128  # a forward whose activations stay in a CPU's cache: the channels-last path's data batch
+# a forward runs in PRECISION_DTYPES[precision]; losses and counts are always reduced in float32 and summed in float64
+SMALL_DATA_BATCH = CHANNELS_LAST_EXAMPLES["fp32"]  # a forward whose activations stay in a CPU's cache
 
 
-def batching_rule(net: nn.Module, example_bytes: int, device_type: str, data_batch: int) -> tuple[str, int]:
+def batching_rule(net: nn.Module, example_bytes: int, device_type: str, data_batch: int,
+                  precision: str = "fp32") -> tuple[str, int]:
     """The path and examples per forward of `batching=auto`, a pure function of the net, the bytes of its
-    layer outputs per example, the device kind and data_batch: where evaluation runs models one at a time
-    with channels-last weights (`inner.eval_path_rule`: on a CPU, conv nets with large layer outputs),
-    channels-last on forwards of 128 examples (at most data_batch), which measured fastest for simple_convnet
-    on MNIST (README: 2.00 s against 5.97 s vmapped); otherwise vmapped over the chunk's points with
-    data_batch examples per forward. bench/bench_paths.py times every path on the machine at hand."""
+    layer outputs per example, the device kind, data_batch and the precision: where evaluation runs models
+    one at a time with channels-last weights (`inner.eval_path_rule`: on a CPU, conv nets with large layer
+    outputs), channels-last on forwards of `inner.CHANNELS_LAST_EXAMPLES[precision]` examples (at most data_batch;
+    128 in fp32, which measured fastest for simple_convnet on MNIST, README: 2.00 s against 5.97 s vmapped;
+    512 in bf16); otherwise vmapped over the chunk's points with data_batch examples per forward.
+    bench/bench_paths.py times every path on the machine at hand."""
     if eval_path_rule(net, example_bytes, device_type) == "channels_last":
-        return "channels_last", min(SMALL_DATA_BATCH, data_batch)
+        return "channels_last", min(CHANNELS_LAST_EXAMPLES[precision], data_batch)
     return "vmap", data_batch
 
 
@@ -114,7 +116,7 @@ class LandscapeModule(L.LightningModule):
         return {k: getattr(self, f"frozen{i}") for i, k in enumerate(self._frozen_names)}
 
     def forward_one(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        dtype = _DTYPES[self.precision]
+        dtype = PRECISION_DTYPES[self.precision]
         if dtype == torch.float32:
             return functional_call(self.net, (params, self._frozen()), (x,))
         frozen = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self._frozen().items()}
@@ -123,7 +125,7 @@ class LandscapeModule(L.LightningModule):
 
     def _cast(self, p: Params) -> Params:
         """A point's (or a stack's) weights in the forward's dtype, cast once per point, not per data batch."""
-        dtype = _DTYPES[self.precision]
+        dtype = PRECISION_DTYPES[self.precision]
         return p if dtype == torch.float32 else {k: v.to(dtype) for k, v in p.items()}
 
     # -- the two ways to evaluate a chunk of points ---------------------------------------------
@@ -131,8 +133,8 @@ class LandscapeModule(L.LightningModule):
     def evaluate(self, vecs: torch.Tensor, batching: str, max_examples: int | None = None) -> dict[str, torch.Tensor]:
         """Every metric at every point of `vecs` [M, D]: name -> tensor [M] (float64).
         max_examples truncates each cost's data (bench/ times the paths on part of it)."""
-        if batching == "channels_last":
-            with features_channels_last(self.net):
+        if batching == "channels_last":  # in bf16 on a CPU with each conv's ReLU fused into it (models.fused_conv_relu)
+            with features_channels_last(self.net), fused_conv_relu(self.net, self.precision == "bf16" and vecs.device.type == "cpu"):
                 return self._evaluate(vecs, batching, max_examples)
         return self._evaluate(vecs, batching, max_examples)
 
@@ -164,7 +166,7 @@ class LandscapeModule(L.LightningModule):
             examples = [getattr(self, f"cost{i}_{k}") for i, keys in enumerate(self._cost_keys) for k in keys
                         if k in ("x", "obs")]  # what the costs feed the net (none: the episode costs, no conv net)
             size = InnerLoop(self.net).activation_bytes(examples[0]) if examples else 0
-            self.batching, self.data_batch = batching_rule(self.net, size, device_type, self.data_batch)
+            self.batching, self.data_batch = batching_rule(self.net, size, device_type, self.data_batch, self.precision)
 
     def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
         # Lightning's SIGTERM handler only sets a flag, which its fit and evaluation loops read and its
@@ -383,17 +385,13 @@ def precision_certificate(module: LandscapeModule, surface: dict[str, np.ndarray
     for m in metrics:
         approx, ref = surface[m].ravel()[index], exact[m]
         is_loss = m.endswith("/loss")
-        diff = np.abs(approx - ref) / (np.maximum(np.abs(ref), np.finfo(float).tiny) if is_loss else 1.0)
-        entry = {"max_difference": float(diff.max()), "relative": bool(is_loss),
-                 "rank_correlation": rank_correlation(approx, ref)}
-        ok = bool(diff.max() <= tolerance)
+        entry = precision_difference(approx, ref, is_loss, tolerance)
         if is_loss:
             best = int(np.nanargmin(surface[m]))
             at = int(np.searchsorted(index, best))
             entry["same_minimum"] = bool(ref[at] <= ref.min() + tolerance * abs(ref.min()))
-            ok = ok and entry["same_minimum"]
-        entry["passed"] = ok
-        passed = passed and ok
+            entry["passed"] = entry["passed"] and entry["same_minimum"]
+        passed = passed and entry["passed"]
         out["metrics"][m] = entry
     out["passed"] = passed
     return out
@@ -415,28 +413,6 @@ def surface_summary(surface: dict[str, np.ndarray], metric: str) -> dict[str, fl
 # each distilled-data cost is compared with each true-task cost it was swept with
 TRUE_COSTS = ("train/loss", "test/loss")
 DISTILLED_COST = "distilled/loss"
-
-
-def average_ranks(v: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a sample, tied values sharing the mean of their ranks (Spearman's convention)."""
-    v = np.asarray(v, dtype=float).ravel()
-    order = np.argsort(v, kind="stable")
-    ranks = np.empty(len(v))
-    ranks[order] = np.arange(1, len(v) + 1)
-    _, group, counts = np.unique(v, return_inverse=True, return_counts=True)
-    sums = np.bincount(group, weights=ranks)
-    return sums[group] / counts[group]
-
-
-def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation of two paired samples: the Pearson correlation of their average ranks
-    (ties handled); nan when either sample is constant or holds a non-finite value."""
-    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
 
 
 def rank_map(v: np.ndarray) -> np.ndarray:

@@ -39,6 +39,43 @@ def features_channels_last(net: nn.Module):
             net.channels_last = before
 
 
+def _conv_relu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """relu(conv(x)) in one oneDNN primitive: the ReLU as the convolution's post-op, applied to its output
+    before it is written (the same values as the two steps: max(0, v) of the same v)."""
+    return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+                                                   list(conv.dilation), conv.groups, "relu", [], "")
+
+
+@contextmanager
+def fused_conv_relu(net: nn.Module, on: bool = True):
+    """Within the block (when `on`), every Conv2d followed by a ReLU in an nn.Sequential of `net` runs as one
+    oneDNN convolution with the ReLU fused (`_conv_relu`), the ReLU module skipped; parameter names stay as
+    they are, so functional_call feeds the same weights. For bfloat16 forwards on a CPU: there a separate
+    in-place ReLU over the conv output cost as much as the convolution itself (bf16 elementwise kernels
+    convert each element to float32 and back; simple_convnet on MNIST, 128 images: conv 1.2 ms, + ReLU
+    2.3 ms, fused 1.35 ms, bit-identical). Only zero-padded convs with numeric padding, and only where
+    oneDNN is available (the op is CPU-only); elsewhere a no-op."""
+    swapped = []
+    if on and torch.backends.mkldnn.is_available():
+        for seq in net.modules():
+            if not isinstance(seq, nn.Sequential):
+                continue
+            for i in range(len(seq) - 1):
+                conv, relu = seq[i], seq[i + 1]
+                if (type(conv) is nn.Conv2d and isinstance(relu, nn.ReLU) and conv.padding_mode == "zeros"
+                        and not isinstance(conv.padding, str)):
+                    swapped.append((seq, i, relu))
+    try:
+        for seq, i, _ in swapped:
+            seq[i].forward = lambda x, conv=seq[i]: _conv_relu(conv, x)
+            seq[i + 1] = nn.Identity()
+        yield net
+    finally:
+        for seq, i, relu in swapped:
+            del seq[i].forward
+            seq[i + 1] = relu
+
+
 def classify_features(features: torch.Tensor, linear: nn.Linear, channels_last: bool) -> torch.Tensor:
     """`linear(features.flatten(1))`. With channels_last the features are flattened in (H, W, C) order
     and the weight's columns permuted to match: the same function, but the flatten of channels-last

@@ -799,3 +799,22 @@ def curve_figure(summary: dict, context: str, path: Path) -> Path:
         ax.set_ylabel(f"{split} loss (mean over {summary['landings']} landings)")
         ax.legend(fontsize=7)
     return _save(fig, path, f"Loss along the paths landing -> direct minimum ({context})")
+
+
+# -- the atlas (distillscape.report.atlas): one statistic per job, with its 95% interval -------------------------
+def interval_figure(xs: list[str], series: dict[str, list[dict | None]], ylabel: str, title: str, path: Path,
+                    percent: bool = False) -> Path:
+    """Means with their 95% intervals ({"mean", "lo", "hi"}; None: no value) at each x, one colour per series
+    (the atlas: x = method per dataset/arch, series = evaluation protocol), dodged side by side."""
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(xs) + 1.5), 3.6))
+    width = 0.6 / max(len(series), 1)
+    scale = 100.0 if percent else 1.0
+    for i, (name, values) in enumerate(series.items()):
+        x = np.arange(len(xs)) + (i - (len(series) - 1) / 2) * width
+        _errorbar(ax, x, [{k: scale * d[k] for k in ("mean", "lo", "hi")} if d else None for d in values], label=name)
+    ax.set_xticks(np.arange(len(xs)), xs, fontsize=8)
+    ax.set_ylabel(ylabel + (" (%)" if percent else ""))
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8, title="protocol", title_fontsize=8)
+    return _save(fig, path, title)

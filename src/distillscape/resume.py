@@ -318,6 +318,18 @@ class RecordedJob:
         return f"distillscape-{self.task}" + "".join(f" {o}" for o in self.overrides or [])
 
 
+def command_with(out: Path, override: str) -> str:
+    """The command of the job recorded in `out` with `override` (key=value) in place of its own value of that
+    key: what to run to redo the job another way (e.g. in fp32); without a record, "the same command with"
+    the override."""
+    key = override.split("=", 1)[0]
+    found = recorded_job(Path(out))
+    if found is None or found.overrides is None:
+        return f"the same command with {override}"
+    kept = [o for o in found.overrides if o.split("=", 1)[0].lstrip("+~") != key]
+    return RecordedJob(found.path, found.task, found.config, [*kept, override], found.finished).command
+
+
 def _read_yaml(path: Path, kind: type = dict):
     """The YAML file's content if it is a `kind`, else None (missing, unreadable or of another shape)."""
     import yaml

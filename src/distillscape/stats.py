@@ -1,4 +1,5 @@
-"""The one summary of a set of values (over inits, landings, images, grid points): mean, std, n.
+"""The one summary of a set of values (over inits, landings, images, grid points): mean, std, n; and how far a
+bf16 sample is from the same sample in fp32 (`precision_difference`, shared by every error certificate).
 
 Statistics are taken over the finite values only; `nonfinite` counts the others (a diverged step gives
 an inf loss, which must not turn every mean into inf or nan). std has Bessel's correction, and is 0 for
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -78,3 +80,50 @@ def interval95(values: torch.Tensor) -> tuple[float, float]:
     """The 95% t-interval (`interval`) for the mean of the finite `values`, as (low, high)."""
     i = interval(values)
     return i["lo"], i["hi"]
+
+
+# -- rank correlation; how far a lower-precision result is from fp32 (the bf16 error certificates) ----------
+def average_ranks(v: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of a sample, tied values sharing the mean of their ranks (Spearman's convention)."""
+    v = np.asarray(v, dtype=float).ravel()
+    order = np.argsort(v, kind="stable")
+    ranks = np.empty(len(v))
+    ranks[order] = np.arange(1, len(v) + 1)
+    _, group, counts = np.unique(v, return_inverse=True, return_counts=True)
+    sums = np.bincount(group, weights=ranks)
+    return sums[group] / counts[group]
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two paired samples: the Pearson correlation of their average ranks
+    (ties handled); nan when either sample is constant or holds a non-finite value."""
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def precision_difference(approx, exact, relative: bool, tolerance: float) -> dict:
+    """A sample of values computed in lower precision (`approx`) against the same computed in fp32 (`exact`):
+    the largest difference, relative to |exact| for a loss (`relative`), absolute for an accuracy (a fraction
+    already); the rank correlation of the two samples (is their order kept?); `passed`: the largest
+    difference within `tolerance`. Non-finite pairs (a diverged model) count as passed only where both
+    agree on being non-finite."""
+    a, e = np.asarray(approx, dtype=float).ravel(), np.asarray(exact, dtype=float).ravel()
+    both = np.isfinite(a) & np.isfinite(e)
+    diff = np.abs(a[both] - e[both]) / (np.maximum(np.abs(e[both]), np.finfo(float).tiny) if relative else 1.0)
+    worst = float(diff.max()) if diff.size else 0.0
+    agree_nonfinite = bool(np.array_equal(np.isfinite(a), np.isfinite(e)))
+    return {"max_difference": worst, "relative": bool(relative), "rank_correlation": rank_correlation(a[both], e[both]) if both.sum() > 1 else float("nan"),
+            "passed": bool(worst <= tolerance and agree_nonfinite)}
+
+
+def precision_summary(precision: str, tolerance: float, entries: dict[str, dict], **extra) -> dict:
+    """An error certificate from its `precision_difference` entries (name -> entry): the precision and
+    tolerance it was judged by, `extra` (what was sampled), every entry, the largest difference of any, and
+    `passed` when every entry passed."""
+    return {"precision": precision, "tolerance": float(tolerance), **extra, "entries": entries,
+            "max_difference": max((e["max_difference"] for e in entries.values()), default=0.0),
+            "passed": all(e["passed"] for e in entries.values())}

@@ -30,9 +30,9 @@ from .convert import OPEN_SECTIONS, as_settings, section, settings, validate
 from .data import DATA_IDENTITY, DatasetConfig, EnvConfig
 from .jobs import (GROUPS, JOBS, DistillJob, InstancesJob, Job, LandingJob, LandscapeJob, ReportJob, StudyJob,
                    TrainJob, register)
-from .names import (ACCELERATORS, BATCHINGS, DATASETS, DATASET_COSTS, EARLY_PARTS, ENVS, EVAL_ACTIONS, EVAL_PROTOCOLS,
+from .names import (ACCELERATORS, BATCHINGS, DATASETS, DATASET_COSTS, EARLY_PARTS, ENVS, EVAL_ACTIONS, EVAL_PATHS, EVAL_PROTOCOLS,
                     IMAGE_INITS, INIT_MODES, INIT_SCHEMES, INNER_LOSSES, LABEL_MODES, LANDING_KINDS,
-                    LANDSCAPE_BATCHINGS, MAX_MODELS, MAX_SEED, METHODS, RL_COSTS, RL_ESTIMATORS, STUDY_TASKS,
+                    LANDSCAPE_BATCHINGS, MAX_MODELS, MAX_SEED, METHODS, PRECISIONS, RL_COSTS, RL_ESTIMATORS, STUDY_TASKS,
                     SWEEP_COSTS, SWEEP_DIRECTIONS)
 from .runtime import (LOGGER_SCHEMAS, CSVLoggerConfig, PathsConfig, TensorBoardLoggerConfig, TrainerConfig,
                       WandbLoggerConfig)
@@ -43,11 +43,11 @@ __all__ = [
     "ACCELERATORS", "ARCHS", "ARCH_SCHEMAS", "AtariActorConfig", "BATCHINGS", "BaselineConfig", "CSVLoggerConfig",
     "ConfigError", "ConvNetConfig", "DATASETS", "DATASET_COSTS", "DATA_IDENTITY", "DMConfig", "DatasetConfig",
     "DirectConfig", "DistillConfig", "DistillJob", "DistillOptimConfig", "EARLY_PARTS", "ENVS", "EVAL_ACTIONS",
-    "EVAL_PROTOCOLS", "EnvConfig", "EvalConfig", "GMConfig", "GROUPS", "IMAGE_ARCHS", "IMAGE_INITS", "INIT_MODES",
+    "EVAL_PATHS", "EVAL_PROTOCOLS", "EnvConfig", "EvalConfig", "GMConfig", "GROUPS", "IMAGE_ARCHS", "IMAGE_INITS", "INIT_MODES",
     "INIT_SCHEMES", "INNER_LOSSES", "ImportConfig", "InstancesConfig", "InstancesJob", "JOBS", "Job", "LABEL_MODES",
     "LANDING_KINDS", "LANDSCAPE_BATCHINGS", "LOGGER_SCHEMAS", "LandingConfig", "LandingJob", "LandscapeConfig",
     "LandscapeJob", "LeNetConfig", "MAX_MODELS", "MAX_SEED", "METHODS", "MLPConfig", "MTTConfig", "OPEN_SECTIONS",
-    "POLICY_ARCHS", "PPOConfig", "PathsConfig", "PolicyMLPConfig", "RLConfig", "RL_COSTS", "RL_ESTIMATORS",
+    "POLICY_ARCHS", "PPOConfig", "PRECISIONS", "PathsConfig", "PolicyMLPConfig", "RLConfig", "RL_COSTS", "RL_ESTIMATORS",
     "ReportConfig", "ReportJob", "STUDY_TASKS", "SWEEP_COSTS", "SWEEP_DIRECTIONS", "SimpleConvNetConfig",
     "StudyConfig", "StudyJob", "SweepConfig", "TensorBoardLoggerConfig", "TrainJob", "TrainerConfig",
     "WandbLoggerConfig", "as_settings", "register", "section", "settings", "validate",

@@ -8,8 +8,8 @@ from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 from .arch import ARCH_SCHEMAS, IMAGE_ARCHS
-from .checks import _at_least, _at_most, _choice, _count, _rate, _seed
-from .names import (DATASETS, EARLY_PARTS, EVAL_PROTOCOLS, HESSIAN_PAIRS, LANDING_CURVES, LANDING_KINDS,
+from .checks import _at_least, _at_most, _choice, _count, _precision, _rate, _seed
+from .names import (DATASETS, EARLY_PARTS, EVAL_PATHS, EVAL_PROTOCOLS, HESSIAN_PAIRS, LANDING_CURVES, LANDING_KINDS,
                     LANDSCAPE_BATCHINGS, MAX_MODELS, METHODS, RANGE_UNITS, STUDY_TASKS, SWEEP_COSTS, SWEEP_DIRECTIONS)
 from .runtime import LOGGER_SCHEMAS
 
@@ -57,11 +57,7 @@ class SweepConfig:
         if self.range_unit == "step" and self.range is None:
             raise ConfigError("sweep.range_unit=step scales sweep.range, which is null: give sweep.range in step "
                               "lengths, e.g. sweep.range=[[-3,3],[-3,3]]")
-        _choice("sweep.precision", self.precision, ("fp32", "bf16"))
-        if not (math.isfinite(self.precision_tolerance) and self.precision_tolerance > 0):
-            raise ConfigError(f"sweep.precision_tolerance={self.precision_tolerance} must be a positive number "
-                              f"(e.g. 1e-3: a bf16 loss within 0.1% of fp32)")
-        _at_least("sweep.precision_points", self.precision_points, 0)
+        _precision("sweep", self.precision, self.precision_tolerance, "precision_points", self.precision_points)
         _choice("sweep.bias", self.bias, ("zero", "keep"))
         _choice("sweep.norm", self.norm, ("zero", "keep"))
         _choice("sweep.buffers", self.buffers, ("freeze", "sweep"))
@@ -173,6 +169,12 @@ class LandingConfig:
     data_chunk: int = 1000             # examples per forward
     init_chunk: Optional[int] = None   # models per vmapped forward (lower it if memory runs out)
     device: str = "cpu"                # cpu | cuda
+    # true-task loss / accuracy / predictions of the stacks (not gradients, curvature or polish): fp32 | bf16
+    # (bfloat16 forwards, float32 loss sums), checked against fp32 on the first precision_inits inits and landings
+    precision: str = "fp32"
+    precision_tolerance: float = 1e-2  # bf16: largest relative loss (absolute accuracy) difference per model that passes
+    precision_inits: int = 8
+    eval_path: str = "auto"            # how the stacks' forwards run: vmap | channels_last | auto (inner.eval_path_rule)
     # -- does the distilled batch only encode early training? (issue 25; distillscape.early; [] runs none)
     early: List[str] = field(default_factory=list)  # any of influence, fair_baselines, mixing, controls, recognition, curvature
     early_inits: int = 20              # the first this many of the M inits are the held-out inits of every early part
@@ -193,6 +195,8 @@ class LandingConfig:
     def __post_init__(self):
         for k in self.kinds:
             _choice("analysis.kinds entry", k, LANDING_KINDS)
+        _precision("analysis", self.precision, self.precision_tolerance, "precision_inits", self.precision_inits)
+        _choice("analysis.eval_path", self.eval_path, EVAL_PATHS)
         for k in self.early:
             _choice("analysis.early entry", k, EARLY_PARTS)
         for k in self.recognition_archs:

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from ..errors import ConfigError
-from .names import MAX_MODELS, MAX_SEED
+from .names import MAX_MODELS, MAX_SEED, PRECISIONS
 
 
 def _choice(key: str, value: Any, allowed: tuple) -> None:
@@ -47,3 +47,13 @@ def _seed(key: str, value) -> None:
 
 def _rate(key: str, value) -> None:
     _at_least(key, value, 0.0, strict=True)
+
+
+def _precision(prefix: str, precision: str, tolerance: float, sample_key: str, sample: int) -> None:
+    """A precision option and its certificate's settings: precision one of PRECISIONS, a positive tolerance,
+    a sample of at least 0 (the certificate's fp32 recomputations)."""
+    _choice(f"{prefix}.precision", precision, PRECISIONS)
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ConfigError(f"{prefix}.precision_tolerance={tolerance} must be a positive number "
+                          f"(e.g. 1e-3: a bf16 loss within 0.1% of fp32)")
+    _at_least(f"{prefix}.{sample_key}", sample, 0)

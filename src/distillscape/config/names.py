@@ -40,6 +40,8 @@ EVAL_PROTOCOLS = ("one_step", "k_steps", "yang", "minibatch")  # how a batch tra
 
 
 LANDSCAPE_BATCHINGS = ("auto", "vmap", "loop", "channels_last")
+EVAL_PATHS = ("auto", "vmap", "channels_last")  # how many models are evaluated (inner.InnerLoop.forward_models)
+PRECISIONS = ("fp32", "bf16")  # what the many-model forwards run in (sweep.precision, analysis.precision, distill.eval.precision)
 
 
 SWEEP_DIRECTIONS = ("random", "through", "reference", "line", "hessian", "trajectory_pca")

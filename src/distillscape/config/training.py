@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..errors import ConfigError
-from .checks import _at_least, _at_most, _choice, _count, _rate, _seed
-from .names import (BATCHINGS, EVAL_ACTIONS, EVAL_PROTOCOLS, IMAGE_INITS, INIT_MODES, INIT_SCHEMES, INNER_LOSSES,
+from .checks import _at_least, _at_most, _choice, _count, _precision, _rate, _seed
+from .names import (BATCHINGS, EVAL_ACTIONS, EVAL_PATHS, EVAL_PROTOCOLS, IMAGE_INITS, INIT_MODES, INIT_SCHEMES, INNER_LOSSES,
                     LABEL_MODES, METHODS, RL_ESTIMATORS)
 
 
@@ -51,9 +51,18 @@ class EvalConfig:
     # the one-step rate of a method that does not learn one (dm, gm, mtt, import without a rate): the rate of
     # this grid with the best mean val accuracy over distill.val_inits held-out inits, as baseline.lr_grid
     lr_grid: List[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0])
+    # the held-out models' forwards on the val / test data: fp32 | bf16 (bfloat16 forwards, float32 loss sums),
+    # checked against fp32 on the first precision_inits models of each evaluation (the test's certificate is in
+    # distilled.json and metrics.json)
+    precision: str = "fp32"
+    precision_tolerance: float = 1e-2  # bf16: largest relative loss (absolute accuracy) difference per model that passes
+    precision_inits: int = 8
+    path: str = "auto"  # how the held-out models are run: vmap | channels_last | auto (inner.eval_path_rule, never a timing)
 
     def __post_init__(self):
         _choice("distill.eval.protocol", self.protocol, EVAL_PROTOCOLS)
+        _precision("distill.eval", self.precision, self.precision_tolerance, "precision_inits", self.precision_inits)
+        _choice("distill.eval.path", self.path, EVAL_PATHS)
         for k in ("k", "yang_steps", "minibatch_size", "minibatch_epochs"):
             _at_least(f"distill.eval.{k}", getattr(self, k), 1)
             _at_most(f"distill.eval.{k}", getattr(self, k), 100_000, "steps run one after another")

@@ -18,6 +18,8 @@ The modules, from the bottom up:
               one module per section: its table and the sentences computed from it
   figures     captions, data files, data URIs, `Made`, the vendored plotly.js
   page        the sections in order, the appendix, rendering the template
+  atlas       an atlas multirun (experiment=atlas, jobs that are studies) -> one cross-method table, its
+              sentences and what is missing (its own page, templates/atlas.html.j2)
 """
 from .basins import basin_pivot, basin_sentences
 from .certificate import CERTIFIED, VERDICT_NAMES, certificate_pivot, certificate_summary

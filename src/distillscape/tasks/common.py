@@ -26,6 +26,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
+from rich.markup import escape
 
 from ..artifacts import atomic_write, remove_temporaries
 from ..data import TensorDataModule
@@ -572,3 +573,15 @@ def build_policy(cfg: DictConfig, obs_shape: tuple[int, ...], num_actions: int):
         return instantiate(cfg.arch)(obs_dim=obs_shape[0], num_actions=num_actions)
     c, h, w = obs_shape
     return instantiate(cfg.arch)(obs_dim=c * h * w, num_actions=num_actions, in_channels=c, height=h, width_px=w)
+
+
+def certificate_line(precision: str, sample: str, worst: float, tolerance: float, passed: bool, where: str,
+                     results: str, fp32_command: str) -> str:
+    """The console line of a bf16 error certificate: how far `sample` was from fp32 against the tolerance, and
+    where it is recorded; when it failed, a warning that names the command computing `results` in fp32."""
+    line = f"{precision} against fp32 on {sample}: largest difference {worst:.2e}, tolerance {tolerance:g}"
+    if passed:
+        return f"{line}: passed ({where})"
+    return "[bold]distillscape: warning:[/bold] " + escape(
+        f"{line}: FAILED ({where}); {results} are not to be trusted to that tolerance: compute them in fp32 with "
+        f"`{fp32_command}`")

@@ -34,10 +34,10 @@ from ..rl import (RLDistiller, RLDistillModule, VecEnv, action_targets, one_thre
 from ..seeds import seed_for
 from ..stats import flat_summary
 from ..plots import distilled_figure
-from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, finished, finished_metrics, fingerprint, identity,
+from ..resume import (AtomicCheckpointIO, RngState, check_checkpoint_origin, check_owner, command_with, finished, finished_metrics, fingerprint, identity,
                       keep_csv_history, mark_complete)
 from ..tracking import DIRECT_TEST, finish_run, log_direct_test, log_distilled, log_snapshot, own_step_axis
-from .common import (CONF_DIR, build_datamodule, check_fits, build_logger, build_net, build_policy,
+from .common import (CONF_DIR, build_datamodule, certificate_line, check_fits, build_logger, build_net, build_policy,
                      build_trainer, console, console_script, peak_memory, resolved, start_job, task)
 from .train import train_direct
 
@@ -272,6 +272,9 @@ def check(cfg: DictConfig) -> tuple[DistillJob, dict[str, float] | None, tuple[P
     # missing dataset
     check_owner(cfg, out)
     resume = resume_checkpoint(cfg, s, out)
+    if s.env is not None and (s.distill.eval.precision != "fp32" or s.distill.eval.path != "auto"):
+        raise ConfigError("distill.eval.precision and distill.eval.path set how image classifiers are evaluated; an RL "
+                          "run is evaluated by its episodes in fp32: leave them at fp32 and auto")
     if s.env is not None:
         check_rl_trainer(s)
         rl_nets(cfg, s)  # an unknown game, a missing ROM, an image classifier as the policy
@@ -307,6 +310,9 @@ def distill(cfg: DictConfig) -> dict[str, float]:
                "train/steps_per_second": (module.global_step - module.first_step) / seconds if seconds else 0.0,
                **peak_memory(device)}
     meta = {**artifact_meta(cfg, dm, module, metrics), "computed_with": module.computed_with(device.type)}
+    if "test" in module.precision_certificates:  # bf16 evaluation: its certificate, and how to redo it in fp32
+        meta["precision"] = {**module.precision_certificates["test"],
+                             "fp32_command": command_with(out, "distill.eval.precision=fp32")}
     distilled = module.to_distilled(meta)
     save_distilled(out, distilled)
     write_json(out / "metrics.json", metrics)
@@ -326,10 +332,17 @@ def distill(cfg: DictConfig) -> dict[str, float]:
     mark_complete(cfg, out)
     console.print(summary_table(cfg, metrics, distilled.images.shape[0]))
     console.print(f"distilled batch: {out / 'distilled.safetensors'} (+ .json, .png)")
+    if "precision" in meta:
+        console.print(eval_precision_line(meta["precision"]))
     warning = at_chance_warning(metrics["test/onestep_acc_mean"], dm.num_classes, module.first_outer_loss)
     if warning:
         console.print(f"[bold]distillscape: warning:[/bold] {warning}")
     return metrics
+
+
+def eval_precision_line(c: dict) -> str:
+    return certificate_line(c["precision"], f"the test evaluation's first {c['inits']} inits", c["max_difference"],
+                            c["tolerance"], c["passed"], "distilled.json: precision", "the test numbers", c["fp32_command"])
 
 
 # -- an RL task (env=cartpole | centipede) ---------------------------------------------------------------------------

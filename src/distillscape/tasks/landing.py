@@ -25,18 +25,19 @@ from ..basins import CURVE_KEYS, basin_summary
 from ..config import LandingJob, RLConfig, as_settings, settings
 from ..errors import ArtifactError, ConfigError
 from ..curvature import VERDICTS, certificate_summary, certify, density_curves
-from ..landing import CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, random_real_batches, random_synthetic_batches
+from ..landing import (CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, precision_certificate,
+                       random_real_batches, random_synthetic_batches)
 from ..params import Params, detached, head, stack_len
 from ..rl import episode_returns, episode_seeds, log_probs, one_thread, ppo_surrogate, train_ppo
 from ..rl_objective import REFERENCE_POLICY, RETURN_ESTIMATE, gather_experience, ppo_objective
 from ..plots import curve_figure, density_figure, trajectory_figure
-from ..resume import check_owner, finished, fingerprint, mark_finished
+from ..resume import check_owner, command_with, finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
 from ..stats import describe
 from ..tracking import log_csv_table
 from .landing_early import EARLY_KEYS, Early, check_early, early_parts
-from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, check_fits, compose_task, console, console_script,
+from .common import (RUNTIME_BYTES, CONF_DIR, build_logger, certificate_line, check_fits, compose_task, console, console_script,
                      dataset_bytes, model_sizes, resolved, start_job, task)
 
 
@@ -86,6 +87,10 @@ def parts_fingerprint(cfg: DictConfig, run: Run, direct_path: Path) -> str:
     own keys left out: adding one to a finished analysis keeps its kinds)."""
     weights = [run.path / "distilled.safetensors", direct_path]
     analysis = {k: v for k, v in resolved(cfg.analysis).items() if k not in EARLY_KEYS and k not in CURVE_KEYS}
+    if analysis.get("precision", "fp32") == "fp32":  # fp32 parts keep the fingerprints they were written with
+        analysis = {k: v for k, v in analysis.items() if not k.startswith("precision")}
+    if analysis.get("eval_path") == "auto":  # as do parts of the rule's path
+        analysis.pop("eval_path")
     what = {"analysis": analysis, "baseline": resolved(cfg.baseline), "dataset": resolved(cfg.dataset),
             "distilled": str(run.path.resolve()), "direct_minimum": str(cfg.direct_minimum),
             "mtimes": [p.stat().st_mtime_ns if p.exists() else None for p in weights]}
@@ -272,6 +277,9 @@ def check(cfg: DictConfig):
     if run.is_rl and s.analysis.curve != "none":
         raise ConfigError(f"analysis.curve={s.analysis.curve} trains curves on a dataset's true task; this run is an "
                           "RL run: leave analysis.curve=none")
+    if run.is_rl and (s.analysis.precision != "fp32" or s.analysis.eval_path != "auto"):
+        raise ConfigError("analysis.precision and analysis.eval_path set how image classifiers are evaluated on the "
+                          "true task; an RL run's landing analysis runs episodes in fp32: leave them at fp32 and auto")
     if run.is_rl:
         check_early(s, run)
         return s, run, None
@@ -310,24 +318,26 @@ def landing(cfg: DictConfig) -> dict:
         check_early(s, run, dm)
 
     loop, sampler = run.loop(device), run.sampler()
+    loop.eval_path = a.eval_path  # auto: inner.eval_path_rule; recorded in computed_with
     direct_path = run.direct_minimum_path(s.direct_minimum)
     direct = {k: v.detach().to(device) for k, v in run.direct_minimum(s.direct_minimum).named_parameters()}
 
     sub = torch.randperm(len(dm.train_y), generator=generator(a.seed, "analysis", "train_subsample"))
     sub = sub[: a.train_examples or len(dm.train_y)]
     n_test = a.test_examples or len(dm.test_y)
-    train = TrueTask(loop, dm.train_x[sub].to(device), dm.train_y[sub].to(device), a.data_chunk, a.init_chunk)
-    test = TrueTask(loop, dm.test_x[:n_test].to(device), dm.test_y[:n_test].to(device), a.data_chunk, a.init_chunk)
+    train = TrueTask(loop, dm.train_x[sub].to(device), dm.train_y[sub].to(device), a.data_chunk, a.init_chunk, a.precision)
+    test = TrueTask(loop, dm.test_x[:n_test].to(device), dm.test_y[:n_test].to(device), a.data_chunk, a.init_chunk,
+                    a.precision)
     analysis = LandingAnalysis(loop, train, test, (dm.train_x.to(device), dm.train_y.to(device)), direct, a)
 
     inits = sampler.sample(a.inits, seed=a.init_seed, device=device)
     at_inits = traj = None
     stamp = parts_fingerprint(cfg, run, direct_path)
-    results, lrs = {}, {}
+    results, lrs, certificates = {}, {}, {}
     for kind in a.kinds:
         part = out / "landing_parts" / f"{kind}.safetensors"
         if (done := finished(part.with_suffix(".json"), stamp, on_mismatch="redo")) is not None:
-            results[kind], lrs[kind] = read_tensors(part, finite=False), done["lr"]
+            results[kind], lrs[kind], certificates[kind] = read_tensors(part, finite=False), done["lr"], done.get("precision")
             console.print(f"{kind}: reusing {part}")
             continue
         console.print(f"{kind}: landing {a.inits} inits and measuring them on the true task ...")
@@ -339,8 +349,11 @@ def landing(cfg: DictConfig) -> dict:
                           {k: traj[k].cpu() for k in ("steps", "train_loss", "test_acc")})
         landed, lrs[kind] = land(kind, s, run, loop, sampler, inits, dm, device)
         results[kind] = analysis.landings(inits, landed, at_inits, traj)
+        certificates[kind] = (None if a.precision == "fp32" else  # a sample of the bf16 stats again in fp32
+                              precision_certificate(train, test, inits, landed, results[kind], a.precision_inits,
+                                                    a.precision_tolerance))
         write_tensors(part, results[kind])
-        mark_finished(part.with_suffix(".json"), stamp, lr=lrs[kind])
+        mark_finished(part.with_suffix(".json"), stamp, lr=lrs[kind], precision=certificates[kind])
         console.print(f"{kind}: done ({len(results[kind]['landing_test_acc'])} landings, "
                       f"{time.perf_counter() - t0:.0f} s)")
 
@@ -360,6 +373,8 @@ def landing(cfg: DictConfig) -> dict:
             **{c: {kind: r[f"curve/{c}"].mean(dim=0).tolist() for kind, r in results.items() if f"curve/{c}" in r}
                for c in CURVES}}
         trajectory_figure(summary, out / "trajectory.png")
+    if a.precision != "fp32":
+        summary["precision"] = precision_record(a, certificates, out)
     if a.certificate:
         cert = certificate(s, run, loop, dm, inits, direct, out, stamp, device)
         summary["certificate"] = {g: d["counts"] for g, d in cert["groups"].items()}
@@ -384,8 +399,25 @@ def landing(cfg: DictConfig) -> dict:
         from ..report import early_training
         for line in early_training(summary, early)[0]:
             console.print(line)
+    if "precision" in summary:
+        console.print(precision_line(summary["precision"]))
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")
     return summary
+
+
+def precision_record(a, certificates: dict[str, dict], out: Path) -> dict:
+    """landing_stats.json's `precision`: each kind's certificate (landing.precision_certificate), whether all
+    passed, and the command that computes the same statistics in fp32."""
+    return {"precision": a.precision, "tolerance": a.precision_tolerance, "kinds": certificates,
+            "passed": all(c["passed"] for c in certificates.values()),
+            "fp32_command": command_with(out, "analysis.precision=fp32")}
+
+
+def precision_line(record: dict) -> str:
+    worst = max(((c["max_difference"], kind) for kind, c in record["kinds"].items()), default=(0.0, "-"))
+    return certificate_line(record["precision"], f"the first inits and landings (most: {worst[1]})", worst[0],
+                            record["tolerance"], record["passed"], "landing_stats.json: precision",
+                            "these statistics", record["fp32_command"])
 
 
 # -- an RL run -------------------------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ import hydra
 import matplotlib.pyplot as plt
 from omegaconf import DictConfig, OmegaConf
 
-from ..artifacts import atomic_write
+from ..artifacts import atomic_write, write_json
 from ..config import ConfigError, settings
-from ..plots import learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
+from ..plots import interval_figure, learning_curves_figure, surface_3d, surface_grid_figure, surface_vtk, sweep_figure
+from ..report import atlas
 from ..report import (Made, all_rows, cost_metrics, read_runs, read_surface, render, surface_groups,
                       sweep_groups, swept_keys)
 from ..resume import check_owner
@@ -66,6 +67,30 @@ def draw(runs, out: Path) -> Made:
     return made
 
 
+def atlas_report(sweep: Path, out: Path, file: str, title: str) -> Path:
+    """An atlas multirun (experiment=atlas: each job a study) -> its cross-method page (distillscape.report.atlas) with
+    a figure per question, and atlas.json with the table's numbers; returns the page's path."""
+    jobs, missing = atlas.read_atlas(sweep)
+    figures = []
+    for stem, get, ylabel, percent, caption in (
+            ("accuracy", lambda j: j.accuracy, "test accuracy", True,
+             "test accuracy per method and protocol, mean over held-out inits with its 95% t-interval"),
+            ("minima", atlas.minima_rate, "fraction certified minima", False,
+             "fraction of certified landings that are minima, with its 95% Wilson interval"),
+            ("barrier", lambda j: j.barrier, "barrier to direct minimum", False,
+             "straight-line barrier from the landing to the direct minimum, mean over landings with its 95% t-interval")):
+        if any(get(j) for j in jobs):
+            xs, series = atlas.figure_series(jobs, get)
+            path = interval_figure(xs, series, ylabel, f"atlas: {caption.split(',')[0]}",
+                                   out / "figures" / f"atlas_{sweep.name}_{stem}.png", percent)
+            figures.append((path, caption))
+    write_json(out / f"atlas_{sweep.name}.json", atlas.as_json(jobs, missing))
+    page = atlas.render(sweep, jobs, missing, figures, title)
+    path = atomic_write(out / file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    console.print(f"atlas: {path} ({len(jobs)} jobs, {len(missing)} missing items, {len(figures)} figures)")
+    return path
+
+
 def report(cfg: DictConfig) -> Path:
     """The report task without Hydra: read the run dirs, write the page, log it; returns the page's path."""
     if OmegaConf.is_missing(cfg, "runs") or not cfg.runs:
@@ -73,8 +98,14 @@ def report(cfg: DictConfig) -> Path:
     s = settings(cfg)
     check_owner(cfg, Path(cfg.paths.output_dir))
     dirs = [s.runs] if isinstance(s.runs, str) else list(s.runs)
+    atlases = [Path(d) for d in dirs if Path(d).is_dir() and atlas.is_atlas(Path(d))]
+    dirs = [d for d in dirs if Path(d) not in atlases]
     runs = read_runs(dirs)
     out = start_job(cfg)
+    pages = [atlas_report(a, out, s.report.file if not dirs and len(atlases) == 1 else f"atlas_{a.name}.html",
+                          s.report.title) for a in atlases]
+    if not dirs:  # only atlases: their pages are the report
+        return pages[0]
     made = draw(runs, out)
     page = render(runs, s.report.title, s.report.max_figures, made, out_dir=out)
     path = atomic_write(out / s.report.file, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
