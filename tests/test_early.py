@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillscape.early import (agreement, control_agreements, influence, influence_summary, nearest_checkpoint,
-                                scaled_onehot, train_on_subsets)
+from distillscape.early import (DistilledCost, agreement, control_agreements, influence, influence_summary,
+                                matched_steps, nearest_checkpoint, scaled_onehot, trace_and_top, train_on_subsets)
 from distillscape.inner import InitSampler, InnerLoop, evaluate_stack, inner_loss, weighted_inner_loss
+from distillscape.landing import TrueTask, sgd_checkpoints
 from distillscape.models import MLP
-from distillscape.params import unstack
+from distillscape.params import flatten, unflatten, unstack
 
 
 @pytest.fixture(scope="module", params=["mse", "soft_ce"])
@@ -112,6 +113,124 @@ def test_train_on_subsets_is_full_batch_momentum_descent(tiny):
             torch.testing.assert_close(got[k][m], p[k].detach(), atol=1e-5, rtol=1e-5)
 
 
+# -- curvature along direct training ---------------------------------------------------------------------------
+def explicit_hessians(loop, stack, loss):
+    """The Hessian of loss(params) at every model of a stack, by torch.func.hessian of the flat vector: [M, D, D]."""
+    out = []
+    for i in range(stack[loop.names[0]].shape[0]):
+        params = unstack(stack, i)
+        out.append(torch.func.hessian(lambda v, like=params: loss(unflatten(v, like)))(flatten(params, loop.names).detach()))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("cost, loss", [("true_task", "mse"), ("distilled", "mse"), ("distilled", "soft_ce")])
+def test_trace_and_top_match_the_explicit_hessian_at_checkpoints(cost, loss):
+    """A stack of direct-training checkpoints (steps 0, 3 and 10 of SGD from two inits: six points in one
+    stack) of a 35-parameter MLP, on the true task and on the distilled batch's own cost (mse and soft_ce):
+    the Hutchinson trace within four standard errors of the exact trace of the explicit Hessian, the Lanczos
+    top eigenvalue equal to its top eigenvalue (the Lanczos run spans the whole space)."""
+    torch.manual_seed(0)
+    net = MLP(1, 2, 2, 3, hidden=[4])
+    loop = InnerLoop(net, loss)
+    x, y = torch.randn(23, 1, 2, 2), torch.randint(0, 3, (23,))
+    images, labels = torch.randn(5, 1, 2, 2), torch.randn(5, 3)
+    ckpts = sgd_checkpoints(loop, InitSampler(net).sample(2, seed=3), x, y, [0, 3, 10], lr=0.5, momentum=0.9,
+                            batch_size=8, generator=torch.Generator().manual_seed(2))
+    stack = {k: torch.cat([c[k] for c in ckpts]) for k in loop.names}
+    if cost == "true_task":
+        task = TrueTask(loop, x, y, data_chunk=10)  # chunks of 10 over 23 examples: the last one is short
+        H = explicit_hessians(loop, stack, lambda p: F.cross_entropy(loop.forward(p, x), y))
+    else:
+        task = DistilledCost(loop, images, labels)
+        H = explicit_hessians(loop, stack, lambda p: inner_loss(loop.forward(p, images), labels, loop.loss))
+    d = H.shape[1]
+    got = trace_and_top(task, stack, probes=300, lanczos_steps=d, generator=torch.Generator().manual_seed(5))
+    exact_trace = torch.diagonal(H, dim1=1, dim2=2).sum(1).double()
+    assert ((got["trace"] - exact_trace).abs() <= 4 * got["trace_se"]).all(), (got["trace"], exact_trace)
+    assert (got["trace_se"] < 0.1 * exact_trace.abs()).all()  # tight enough to mean something
+    torch.testing.assert_close(got["top_eig"], torch.linalg.eigvalsh(H.double())[:, -1], atol=1e-5, rtol=1e-4)
+    # the checkpoints differ: a stack that measured one point six times would fail the per-point checks above
+    assert exact_trace.unique().numel() == 6
+
+
+def _curve(point_shift, noise, p=8):
+    """A hand-made curve [T=5, P] over steps 0, 1, 10, 100, 1000: 1, 4, 9, 6, 5 plus per-init noise, and a point
+    [P] equal to step 10's value plus `point_shift` (own noise: `noise`)."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.tensor([1.0, 4.0, 9.0, 6.0, 5.0])
+    curve = base[:, None] + 0.01 * torch.randn(5, p, generator=g, dtype=torch.float64)
+    return curve[2] + point_shift + noise * torch.randn(p, generator=g, dtype=torch.float64), curve
+
+
+STEPS = [0, 1, 10, 100, 1000]
+
+
+def test_matched_steps_on_a_hand_made_curve():
+    point, curve = _curve(0.0, 0.01)
+    got = matched_steps(point, curve, STEPS)
+    assert got["verdict"] == "matched" and got["matched"] == [10] and (got["first"], got["last"]) == (10, 10)
+    d = got["differences"]
+    assert [r["step"] for r in d] == STEPS and d[0]["mean"] == pytest.approx((point - curve[0]).mean().item())
+    point, curve = _curve(-3.5, 0.01)  # 5.5: above 1 and 4, below 9 and 6, above 5: crosses twice
+    got = matched_steps(point, curve, STEPS)
+    assert got["verdict"] == "between" and got["between"] == [[1, 10], [100, 1000]] and got["matched"] == []
+    assert matched_steps(*_curve(2.0, 0.01), STEPS)["verdict"] == "above"  # 11: above every checkpoint
+    assert matched_steps(*_curve(-8.5, 0.01), STEPS)["verdict"] == "below"  # 0.5
+    point, curve = _curve(-4.0, 0.01)  # 5: matches step 1000 alone
+    assert matched_steps(point, curve, STEPS)["matched"] == [1000]
+    wide = matched_steps(*_curve(0.0, 30.0), STEPS)  # an interval as wide as the whole curve
+    assert wide["verdict"] == "inconclusive" and wide["matched"] == STEPS
+    one = matched_steps(*_curve(0.0, 0.01, p=1), STEPS)  # a single init: no interval
+    assert one["verdict"] == "inconclusive" and "no interval" in one["why"]
+
+
+def _curvature_summary(point, curve):
+    """An early.json "curvature" entry built from a hand-made trace curve (the top eigenvalue: the same values)."""
+    from distillscape.stats import interval
+
+    p = point.numel()
+    along = [{"step": s, "trace": interval(curve[i]), "top_eig": interval(curve[i])} for i, s in enumerate(STEPS)]
+    own = {"trace": interval(torch.ones(p)), "top_eig": interval(torch.ones(p))}
+    return {"inits": p, "examples": 100, "steps": STEPS, "inner_loss": "mse",
+            "true_task": {"along": along, "landing": {"trace": interval(point), "top_eig": interval(point)}},
+            "distilled_cost": {"init": own, "landing": own, "landing_minus_init": own},
+            "match": {k: matched_steps(point, curve, STEPS) for k in ("trace", "top_eig")}}
+
+
+@pytest.mark.parametrize("shift, noise, says", [
+    (0.0, 0.01, "it matches direct training at step 10,"),
+    (-3.5, 0.01, "it lies between the checkpoints at steps 1 and 10; 100 and 1000"),
+    (2.0, 0.01, "it is above every checkpoint's"),
+    (0.0, 30.0, "inconclusive: the difference's interval holds 0 at every checkpoint"),
+])
+def test_curvature_sentence_states_what_the_intervals_separate(shift, noise, says):
+    from distillscape.report import early_training
+    from distillscape.report.text import ci_text
+
+    cv = _curvature_summary(*_curve(shift, noise))
+    lines, rows = early_training({}, {"curvature": cv})
+    sentence = next(line for line in lines if line.startswith("Curvature along direct training"))
+    assert says in sentence, sentence
+    # the sentence quotes the table's values
+    assert ci_text(cv["true_task"]["landing"]["trace"]) in sentence
+    assert next(r for r in rows if r[0] == "curvature: true-task trace at the landing")[1] == ci_text(cv["true_task"]["landing"]["trace"])
+
+
+def test_curvature_sentence_names_a_run_of_matched_checkpoints_as_a_range():
+    from distillscape.report import early_training
+
+    point, curve = _curve(0.0, 0.01)
+    curve[3] = curve[2] + 0.001 * torch.arange(curve.shape[1])  # step 100 as high as step 10: both match
+    cv = _curvature_summary(point, curve)
+    assert cv["match"]["trace"]["matched"] == [10, 100]
+    assert "it matches direct training at steps 10–100," in early_training({}, {"curvature": cv})[0][-1]
+    point, curve = _curve(0.0, 0.01)
+    curve = torch.stack([curve[2], curve[1], curve[0], curve[2], curve[4]])  # steps 0 and 100 match, 1 and 10 not
+    cv = _curvature_summary(point, curve)
+    assert cv["match"]["trace"]["matched"] == [0, 100]
+    assert "it matches direct training at steps 0 and 100," in early_training({}, {"curvature": cv})[0][-1]
+
+
 # -- the landing task's early parts, end to end -------------------------------------------------------------
 TINY_EARLY = ["analysis.kinds=[distilled]", "analysis.inits=4", "analysis.polish_inits=0", "analysis.curvature_inits=0",
               "analysis.train_examples=300", "analysis.trajectory_inits=4", "analysis.trajectory_steps=[1,5,20]",
@@ -179,11 +298,53 @@ def test_early_parts_end_to_end_and_resumed(digits_run, tmp_path, capsys):
     assert [r["per_class"] for r in read_json(out / "early.json")["mixing"]["rows"]] == [0, 3]
 
 
+def test_curvature_part_end_to_end_and_its_report_sentence(digits_run, tmp_path, capsys):
+    """analysis.early=[curvature] on a real distillation: the checkpoints of direct training (steps 0, 1, 5, 20
+    from every held-out init) and the landings in early/curvature.json, the match recomputed from the per-point
+    values it keeps, the figure, a rerun that reuses it, and the report's sentence quoting the table's values."""
+    from distillscape.artifacts import read_json
+    from distillscape.report import early_training
+    from distillscape.report.text import ci_text
+    from distillscape.stats import interval
+    from distillscape.tasks.landing import landing
+    from test_landing import compose_landing
+
+    out = tmp_path / "landing"
+    args = [f"distilled={digits_run}", "logger=none", *TINY_EARLY, "analysis.early=[curvature]",
+            "analysis.curvature_examples=100", "analysis.early_curvature_probes=3", "analysis.early_curvature_lanczos_steps=6"]
+    landing(compose_landing(args, out))
+    cv = read_json(out / "early.json")["curvature"]
+    assert (out / "curvature.png").stat().st_size > 5_000
+    assert cv["steps"] == [0, 1, 5, 20] and cv["inits"] == 4 and cv["examples"] == 100
+    pp = cv["per_point"]
+    assert [len(r) for r in pp["checkpoint_trace"]] == [4] * 4 and len(pp["landing_trace"]) == 4
+    assert len(pp["distilled_cost_trace"]) == 2 and all(len(r) == 4 for r in pp["distilled_cost_trace"])
+    for key in ("trace", "top_eig"):
+        point, curve = (torch.tensor(pp[f"{w}_{key}"], dtype=torch.float64) for w in ("landing", "checkpoint"))
+        assert matched_steps(point, curve, cv["steps"]) == cv["match"][key]
+        assert cv["true_task"]["landing"][key] == pytest.approx(interval(point))
+    # the paired differences are per init, so their mean is the difference of the means (landing − step 0)
+    d0 = cv["match"]["trace"]["differences"][0]
+    assert d0["mean"] == pytest.approx(cv["true_task"]["landing"]["trace"]["mean"] - cv["true_task"]["along"][0]["trace"]["mean"])
+    lines, rows = early_training({}, {"curvature": cv})
+    sentence = next(line for line in lines if line.startswith("Curvature along direct training"))
+    landing_row = next(r for r in rows if r[0] == "curvature: true-task trace at the landing")
+    assert landing_row[1] == ci_text(cv["true_task"]["landing"]["trace"]) and landing_row[1] in sentence
+    verdict = cv["match"]["trace"]["verdict"]
+    assert {"matched": "matches direct training at", "inconclusive": "inconclusive", "between": "lies between",
+            "above": "above every", "below": "below every"}[verdict] in sentence
+
+    capsys.readouterr()
+    landing(compose_landing(args, out))
+    assert "early curvature: reusing" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("args, message", [
     (["analysis.early=[influence,oops]"], "analysis.early entry"),
     (["analysis.control_models=1"], "analysis.control_models=1"),
     (["analysis.mixing_per_class=[0,5000]"], "analysis.mixing_per_class"),
     (["analysis.control_fractions=[0,0.1]"], "analysis.control_fractions"),
+    (["analysis.early_curvature_probes=0"], "analysis.early_curvature_probes"),
 ])
 def test_bad_early_input_is_one_line_before_the_job_record(digits_run, tmp_path, capsys, args, message):
     from distillscape.tasks.landing import main

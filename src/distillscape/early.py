@@ -17,6 +17,12 @@ Each is a part of the landing task (analysis.early), computed on the first `earl
   when it exceeds the agreement with accuracy-matched networks that are not early training.
 - fair baselines (the Trainer runs in tasks/landing.py): random real images with learned soft labels and
   rates against the distilled batch, train beside test accuracy, and directly trained networks.
+- curvature (their 4.3): the true task's Hessian trace and top eigenvalue at every checkpoint of direct
+  training from the held-out inits and at their landings (one stack: `trace_and_top`), beside the curvature
+  of the distilled batch's own cost (the inner loss on it, its soft labels: `DistilledCost`) at the inits and
+  the landings. Where the landing falls on the direct-training curve (`matched_steps`): per init the
+  landing's value minus each checkpoint's (same init), a checkpoint matches when that difference's interval
+  holds 0; when every checkpoint matches, the curve cannot place the landing (inconclusive).
 """
 from __future__ import annotations
 
@@ -26,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import grad, vmap
 
-from .inner import InnerLoop
+from .curvature import HVP, FunctionObjective, Objective, block_traces, lanczos, random_unit, stack_hvp, tiled
+from .inner import InnerLoop, inner_loss
 from .params import Params, stack_len
-from .stats import interval
+from .stats import interval, separated
 
 
 def merged(stack: Params) -> Params:
@@ -171,3 +178,74 @@ def nearest_checkpoint(checkpoint_acc: torch.Tensor, landing_acc: torch.Tensor) 
 
 def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
     return {k: interval(v) for k, v in values.items()}
+
+
+# -- curvature along direct training ------------------------------------------------------------------------------
+POINTS_PER_PASS = 32  # points per vmapped Hessian-vector product in trace_and_top (analysis.init_chunk lowers it)
+
+class DistilledCost(FunctionObjective):
+    """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
+    parameters: the cost the one step descends, as a curvature.Objective for the batched Lanczos and Hutchinson
+    code. Its Hessian-vector products go reverse-over-reverse, the gradient of <grad L, v>: forward-over-reverse
+    (FunctionObjective's) fails inside F.mse_loss's backward on an immutable zero tangent, and the batch is
+    small, so the second reverse pass costs little."""
+
+    def __init__(self, loop: InnerLoop, images: torch.Tensor, labels: torch.Tensor, chunk: int | None = None):
+        super().__init__(loop.names, lambda p: inner_loss(loop.forward(p, images), labels, loop.loss), chunk)
+
+    def hvp(self, stack: Params, vecs: Params) -> Params:
+        def one(params, v):
+            return grad(lambda p: sum((g * v[k]).sum() for k, g in grad(self.loss_one)(p).items()))(params)
+
+        return vmap(one, chunk_size=self.chunk)(stack, vecs)
+
+
+def pieces_hvp(task: Objective, stack: Params, rows: int) -> HVP:
+    """stack_hvp in pieces of `rows` points (the same products, the memory of `rows` points at a time)."""
+    n = stack_len(stack)
+    pieces = [(i, stack_hvp(task, {k: v[i:i + rows] for k, v in stack.items()})) for i in range(0, n, rows)]
+    return lambda v: torch.cat([hvp(v[i:i + rows]) for i, hvp in pieces])
+
+
+def trace_and_top(task: Objective, stack: Params, probes: int, lanczos_steps: int,
+                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The Hessian trace (Hutchinson, `probes` Rademacher probes) and top eigenvalue (the largest Ritz value of
+    `lanczos_steps` Lanczos iterations) of `task`'s loss at every point of a stack, all points in every
+    Hessian-vector product: {"trace", "trace_se" (its standard error over the probes), "top_eig"} [M] float64.
+    `task`: a landing.TrueTask or a DistilledCost."""
+    names = task.names
+    stack = {n: stack[n] for n in names}
+    m, d = stack_len(stack), sum(stack[n][0].numel() for n in names)
+    like = stack[names[0]]
+    # every product in pieces of POINTS_PER_PASS points (vmapped, and each over the data in chunks): memory
+    # bounded whatever the stack's size (a convnet's 110 points at once over 1000 examples took ~20 GB)
+    t, _ = lanczos(pieces_hvp(task, stack, POINTS_PER_PASS), random_unit((m, d), generator, like), lanczos_steps, generator)
+    top = torch.linalg.eigvalsh(t)[:, -1]
+    hvp = pieces_hvp(task, tiled(stack, probes), POINTS_PER_PASS)  # all probes of all points: one tiled stack
+    trace, se = block_traces(hvp, (m, d), [d], probes, generator, like)
+    return {"trace": trace[:, 0].double().cpu(), "trace_se": se[:, 0].double().cpu(), "top_eig": top.double().cpu()}
+
+
+def matched_steps(point: torch.Tensor, checkpoints: torch.Tensor, steps: list[int]) -> dict:
+    """Where a point falls on a curve along direct training, per init: point [P] (e.g. the landings' trace),
+    checkpoints [T, P] (the same quantity at each checkpoint of direct training from the same inits), steps [T].
+    Per checkpoint the paired difference point - checkpoint with its 95% interval over the inits; a checkpoint
+    matches when that interval holds 0. verdict: "matched" (some, not all, match: `matched` lists their steps),
+    "inconclusive" (every one matches, or there is no interval: the curve cannot place the point), "between"
+    (none matches and the difference changes sign: `between` lists the pairs of consecutive steps it crosses
+    between), "above" / "below" (none matches: the point exceeds / stays under every checkpoint)."""
+    diffs = [interval(point - checkpoints[t]) for t in range(len(steps))]
+    out = {"differences": [{"step": int(s), **d} for s, d in zip(steps, diffs)]}
+    if not all(math.isfinite(d["lo"]) and math.isfinite(d["hi"]) for d in diffs):
+        return {**out, "verdict": "inconclusive", "why": "no interval (fewer than two finite inits)", "matched": []}
+    side = [separated(d, 0.0) for d in diffs]
+    matched = [int(s) for s, v in zip(steps, side) if v == 0]
+    if len(matched) == len(steps):
+        return {**out, "verdict": "inconclusive", "why": "the difference's interval holds 0 at every checkpoint",
+                "matched": matched}
+    if matched:
+        return {**out, "verdict": "matched", "matched": matched, "first": matched[0], "last": matched[-1]}
+    if all(v > 0 for v in side) or all(v < 0 for v in side):
+        return {**out, "verdict": "above" if side[0] > 0 else "below", "matched": []}
+    crossings = [[int(steps[t]), int(steps[t + 1])] for t in range(len(steps) - 1) if side[t] != side[t + 1]]
+    return {**out, "verdict": "between", "matched": [], "between": crossings}

@@ -356,6 +356,43 @@ def recognition_figure(summary: dict, path: Path) -> Path:
                             f"networks per architecture; 95% intervals)")
 
 
+def curvature_along_figure(summary: dict, path: Path) -> Path:
+    """Left and middle: the true task's Hessian trace and top eigenvalue along direct training from the held-out
+    inits, the landings' as a band (their 95% interval), the checkpoints they match (paired difference holding 0)
+    shaded. Right: the curvature of the distilled batch's own cost at the inits and at the landings."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    along, landing, steps = summary["true_task"]["along"], summary["true_task"]["landing"], summary["steps"]
+    for ax, key, name in ((axes[0], "trace", "Hessian trace"), (axes[1], "top_eig", "top Hessian eigenvalue")):
+        _errorbar(ax, steps, [r[key] for r in along], color="k", label="direct training (true task)")
+        land = landing[key]
+        if math.isfinite(land["lo"]):
+            ax.axhspan(land["lo"], land["hi"], color="C0", alpha=0.25, label="landings (true task)")
+        ax.axhline(land["mean"], color="C0", lw=1)
+        match = summary["match"][key]
+        for s in match.get("matched", []) if match["verdict"] == "matched" else []:
+            ax.axvspan(*((s / 1.15, s * 1.15) if s else (-0.2, 0.2)), color="C2", alpha=0.25, lw=0)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(-0.3, max(steps) * 1.5 + 1)
+        ax.set_xlabel("direct-training step (0: the init)")
+        ax.set_ylabel(f"{name} (true task)")
+        where = {"matched": "matches steps " + ", ".join(map(str, match["matched"])), "inconclusive": "inconclusive",
+                 "above": "above every checkpoint", "below": "below every checkpoint",
+                 "between": "between steps " + "; ".join(f"{a}, {b}" for a, b in match.get("between", []))}
+        ax.set_title(f"landing: {where[match['verdict']]}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    own = summary["distilled_cost"]
+    for i, key in enumerate(("trace", "top_eig")):
+        _errorbar(axes[2], np.array([0, 1]) + (i - 0.5) * 0.1, [own["init"][key], own["landing"][key]], color=f"C{i + 3}",
+                  label=key.replace("top_eig", "top eigenvalue"))
+    axes[2].set_yscale("symlog", linthresh=1)  # the cost's curvature can grow by orders of magnitude in the step
+    axes[2].set_xticks([0, 1], ["inits", "landings"])
+    axes[2].set_xlim(-0.5, 1.5)
+    axes[2].set_ylabel(f"distilled batch's own cost ({summary['inner_loss']})")
+    axes[2].legend(fontsize=7)
+    return _save(fig, path, f"curvature along direct training ({summary['inits']} inits, true task on {summary['examples']} "
+                            f"training examples, {summary['probes']} probes; 95% intervals)")
+
+
 def surface_figure(surface: dict[str, np.ndarray], metric: str, log_scale: bool = True, path=None, context: str = ""):
     """Contour plot (plane) or line plot (line) of one metric of a cost surface (the arrays of its
     surface.npz), with the marked points at their coordinates (hollow markers: the point lies off the

@@ -44,6 +44,7 @@ ANALYSIS_STREAMS = {
     "certificate": 90,         # the curvature certificate: Lanczos starts, SLQ starts, Hutchinson probes (90: past
     "certificate_subsample": 91,  # ... fair_direct's and recognition's per-network streams); its train subsample
     "curve": 92,               # the curved paths landing -> direct minimum (distillscape.basins): minibatches and t draws
+    "early_curvature": 93,     # early part curvature: Lanczos starts and Hutchinson probes along direct training
 }
 
 STREAMS = {"eval": EVAL_STREAMS, "analysis": ANALYSIS_STREAMS}

@@ -176,7 +176,7 @@ class LandingConfig:
     precision_inits: int = 8
     eval_path: str = "auto"            # how the stacks' forwards run: vmap | channels_last | auto (inner.eval_path_rule)
     # -- does the distilled batch only encode early training? (issue 25; distillscape.early; [] runs none)
-    early: List[str] = field(default_factory=list)  # any of influence, fair_baselines, mixing, controls
+    early: List[str] = field(default_factory=list)  # any of influence, fair_baselines, mixing, controls, recognition, curvature
     early_inits: int = 20              # the first this many of the M inits are the held-out inits of every early part
     influence_top: int = 5             # test images listed per distilled image: those its removal hurts most
     mixing_per_class: List[int] = field(default_factory=lambda: [0, 2, 10, 50])  # real images per class added
@@ -189,6 +189,8 @@ class LandingConfig:
     recognition_archs: List[str] = field(default_factory=lambda: ["mlp", "simple_convnet"])  # trained directly (their defaults) ...
     recognition_epochs: List[int] = field(default_factory=lambda: [1, 5, 20])  # ... and measured on the distilled images after these epochs
     recognition_seeds: int = 3         # networks per architecture
+    early_curvature_probes: int = 10   # curvature: Hutchinson probes of the Hessian trace at every checkpoint and landing ...
+    early_curvature_lanczos_steps: int = 20  # ... and Lanczos iterations for its top eigenvalue (true task: curvature_examples)
 
     def __post_init__(self):
         for k in self.kinds:
@@ -203,7 +205,8 @@ class LandingConfig:
                                                   for k in self.recognition_epochs):
             raise ConfigError(f"analysis.recognition_epochs={list(self.recognition_epochs)}: give epochs from 1 to "
                               f"10000 after which the directly trained networks are measured, e.g. [1,5,20]")
-        for k in ("early_inits", "influence_top", "fair_steps", "fair_direct_seeds", "control_models", "recognition_seeds"):
+        for k in ("early_inits", "influence_top", "fair_steps", "fair_direct_seeds", "control_models", "recognition_seeds",
+                  "early_curvature_probes", "early_curvature_lanczos_steps"):
             _count(f"analysis.{k}", getattr(self, k))
         _at_least("analysis.fair_direct_epochs", self.fair_direct_epochs, 1)
         _at_least("analysis.control_steps", self.control_steps, 0)

@@ -65,7 +65,7 @@ LANDING_KINDS = ("distilled", "random_real", "random_synthetic")
 LANDING_CURVES = ("none", "bezier", "polychain")  # analysis.curve: the curved path landing -> direct minimum (basins.py)
 
 
-EARLY_PARTS = ("influence", "fair_baselines", "mixing", "controls", "recognition")  # the early-training analyses (issue 25, distillscape.early)
+EARLY_PARTS = ("influence", "fair_baselines", "mixing", "controls", "recognition", "curvature")  # the early-training analyses (issue 25, distillscape.early)
 
 
 STUDY_TASKS = ("distill", "landscape", "landing", "instances", "report", "none")  # none: the stage is left out

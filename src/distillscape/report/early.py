@@ -1,5 +1,5 @@
 """Section "Does the distilled data only encode early training?": the trajectory reading and the
-early-training analyses (controls, mixing, fair baselines, recognition, influence) as sentences and a table
+early-training analyses (controls, mixing, fair baselines, recognition, influence, curvature) as sentences and a table
 that use the same statistics."""
 from __future__ import annotations
 
@@ -48,6 +48,69 @@ def trajectory_reading(stats: dict, kind: str = "distilled") -> dict | None:
 def trajectory_summary(stats: dict) -> list[str]:
     """trajectory_reading of every kind that has the trajectory statistics."""
     return [r["text"] for kind in landing_kinds(stats) if (r := trajectory_reading(stats, kind))]
+
+
+def _steps_text(matched: list[int], steps: list[int]) -> str:
+    """Matched checkpoints: "step X", "steps X–Y" when they are consecutive checkpoints, else listed."""
+    if len(matched) == 1:
+        return f"step {matched[0]}"
+    at = [steps.index(s) for s in matched]
+    if at == list(range(at[0], at[-1] + 1)):
+        return f"steps {matched[0]}–{matched[-1]}"
+    return "steps " + ", ".join(map(str, matched[:-1])) + f" and {matched[-1]}"
+
+
+def curvature_reading(cv: dict) -> tuple[str, list[list[str]]]:
+    """The curvature part (early.json "curvature"): where the landings' true-task Hessian trace falls on the
+    direct-training curve from the same inits (the paired difference landing − checkpoint per step, a step
+    matched when its 95% interval holds 0), the top eigenvalue's match, and the distilled batch's own cost's
+    curvature at the inits and the landings: (sentence, table rows) from the same statistics."""
+    rows = []
+    along, land, own = cv["true_task"]["along"], cv["true_task"]["landing"], cv["distilled_cost"]
+    for r in along:
+        rows.append([f"curvature: true-task trace at step {r['step']}", ci_text(r["trace"]),
+                     f"top eigenvalue {ci_text(r['top_eig'])}; direct training from the held-out inits"])
+    rows.append(["curvature: true-task trace at the landing", ci_text(land["trace"]), f"top eigenvalue {ci_text(land['top_eig'])}"])
+    for key, name in (("trace", "trace"), ("top_eig", "top eigenvalue")):
+        m = cv["match"][key]
+        word = {"matched": f"matches {_steps_text(m['matched'], cv['steps'])}" if m["verdict"] == "matched" else "",
+                "inconclusive": "inconclusive", "above": "above every checkpoint", "below": "below every checkpoint",
+                "between": "between steps " + "; ".join(f"{a} and {b}" for a, b in m.get("between", []))}[m["verdict"]]
+        rows.append([f"curvature: landing's {name} on the direct-training curve", word,
+                     "paired landing − checkpoint (same init); a step matches when its 95% interval holds 0"])
+    for d in cv["match"]["trace"]["differences"]:
+        rows.append([f"curvature: landing − step {d['step']} trace", ci_text(d), "paired over inits"])
+    for where in ("init", "landing"):
+        rows.append([f"curvature: distilled cost's trace at the {where}s", ci_text(own[where]["trace"]),
+                     f"top eigenvalue {ci_text(own[where]['top_eig'])}; the inner loss ({cv['inner_loss']}) on the distilled batch"])
+    rows.append(["curvature: distilled cost's trace, landing − init", ci_text(own["landing_minus_init"]["trace"]), "paired over inits"])
+
+    m = cv["match"]["trace"]
+    text = (f"Curvature along direct training ({cv['inits']} inits, true task on {cv['examples']} training examples): the "
+            f"landing's true-task Hessian trace is {ci_text(land['trace'])}, against {ci_text(along[0]['trace'])} at the "
+            f"init and {ci_text(along[-1]['trace'])} at step {along[-1]['step']} of direct training; ")
+    if m["verdict"] == "matched":
+        text += (f"it matches direct training at {_steps_text(m['matched'], cv['steps'])}, where the paired difference "
+                 "landing − checkpoint has a 95% interval holding 0, and is separated from the other checkpoints.")
+    elif m["verdict"] == "inconclusive":
+        text += f"inconclusive: {m['why']}, so the curve cannot place the landing."
+    elif m["verdict"] == "between":
+        text += ("it lies between the checkpoints at steps " + "; ".join(f"{a} and {b}" for a, b in m["between"]) +
+                 ", separated from every checkpoint.")
+    else:
+        text += (f"it is {'above' if m['verdict'] == 'above' else 'below'} every checkpoint's, beyond the intervals: "
+                 f"{'sharper' if m['verdict'] == 'above' else 'flatter'} than any point of direct training measured.")
+    top = cv["match"]["top_eig"]
+    if top["verdict"] == "matched":
+        text += f" The top eigenvalue ({ci_text(land['top_eig'])}) matches {_steps_text(top['matched'], cv['steps'])}."
+    else:
+        text += f" The top eigenvalue ({ci_text(land['top_eig'])}) is " + {
+            "inconclusive": "not placed by the curve (inconclusive).", "above": "above every checkpoint's.",
+            "below": "below every checkpoint's.",
+            "between": "between the checkpoints at steps " + "; ".join(f"{a} and {b}" for a, b in top.get("between", [])) + "."}[top["verdict"]]
+    text += (f" The distilled batch's own cost ({cv['inner_loss']}) has trace {ci_text(own['init']['trace'])} at the "
+             f"inits and {ci_text(own['landing']['trace'])} at the landings.")
+    return text, rows
 
 
 def early_training(stats: dict, early: dict) -> tuple[list[str], list[list[str]]]:
@@ -158,6 +221,11 @@ def early_training(stats: dict, early: dict) -> tuple[list[str], list[list[str]]
                      "test loss without the image rises / falls beyond its 95% interval"])
         out.append(f"Leave-one-out influence ({i['inits']} inits): removing {i['helpful']} of the {n} distilled images raises "
                    f"test loss beyond its interval, removing {i['harmful']} lowers it.")
+
+    if cv := early.get("curvature"):
+        text, curvature_rows = curvature_reading(cv)
+        out.append(text)
+        rows += curvature_rows
 
     # the reading: from the analysis that separates early training from equal accuracy
     if control_verdict == "early" and (traj is None or traj["verdict"] == "early"):

@@ -49,6 +49,12 @@ CAPTIONS = {
                    "from the held-out inits, step by step, beside its test accuracy; right, of other architectures "
                    "trained directly, by epochs (95% intervals). Read: recognition that peaks early and falls later "
                    "marks an early-training summary.",
+    "curvature": "The true task's Hessian trace (left) and top eigenvalue (middle) along direct training from the "
+                 "held-out inits (95% intervals over inits; step 0 is the init, the axis symlog), the landings' as a "
+                 "band (their 95% interval), the checkpoints the landing matches shaded green (the paired difference "
+                 "landing − checkpoint holds 0). Right: the curvature of the distilled batch's own cost (the inner "
+                 "loss on it) at the inits and the landings. Read: a band that meets the curve at an early step alone "
+                 "places the landing's curvature early in training.",
     "influence": "Change of test loss when the one step is taken without each distilled image (95% intervals over "
                  "inits), sorted. Read: above 0 the image helps.",
     "trajectory": "The one-step landings against direct training on real data from the same inits: left, the "

@@ -221,8 +221,8 @@ def sections(runs: list[RunRecord], made: Made, max_figures: int) -> list[dict]:
     # 5 early training
     sec = _section("trajectory", "Does the distilled data only encode early training?",
                    "The landing against direct training from the same init, against networks of equal accuracy "
-                   "trained on small real subsets, with real images mixed in, against fair baselines, and image by "
-                   "image (Yang et al., ICML 2024, in one step). Every number: mean [95% interval] (n).")
+                   "trained on small real subsets, with real images mixed in, against fair baselines, image by "
+                   "image, and by the true task's curvature along direct training (Yang et al., ICML 2024, in one step). Every number: mean [95% interval] (n).")
     for run in runs:
         stats, early = run.results.get("landing_stats.json"), run.results.get("early.json") or {}
         if (stats and stats.get("trajectory")) or early:
@@ -233,7 +233,8 @@ def sections(runs: list[RunRecord], made: Made, max_figures: int) -> list[dict]:
                                                  "use these values (mean [95% interval] (n)).",
                                       "header": ["statistic", "value", "what it is"], "rows": rows})
         sec["figures"] += take([_figure(run, p, f"{CAPTIONS[k]} ({run.identity})")
-                                for k in ("trajectory", "controls", "mixing", "fair_baselines", "recognition", "influence")
+                                for k in ("trajectory", "controls", "mixing", "fair_baselines", "recognition", "influence",
+                                          "curvature")
                                 for p in _by_stem(run, k)])
     if sec["summary"] or sec["figures"]:
         out.append(sec)

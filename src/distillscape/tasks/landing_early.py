@@ -18,14 +18,14 @@ from ..baseline import tune_random_real_lr
 from ..config import ARCH_SCHEMAS, DistillConfig, LandingJob, as_settings
 from ..direct import DirectModule
 from ..distill import DistillModule, label_targets
-from ..early import (control_agreements, influence, influence_summary, intervals, mixed_batches, nearest_checkpoint,
-                     random_subsets, train_on_subsets)
+from ..early import (DistilledCost, control_agreements, influence, influence_summary, intervals, matched_steps,
+                     mixed_batches, nearest_checkpoint, random_subsets, trace_and_top, train_on_subsets)
 from ..errors import ConfigError
 from ..inner import InitSampler, InnerLoop, evaluate_stack
 from ..landing import LandingAnalysis, random_real_batches
 from ..models import build_net, init_parameters_
-from ..params import detached, stack_len, unflatten_stack
-from ..plots import controls_figure, fair_figure, influence_figure, mixing_figure, recognition_figure
+from ..params import detached, flat_stack, stack_len, unflatten_stack
+from ..plots import controls_figure, curvature_along_figure, fair_figure, influence_figure, mixing_figure, recognition_figure
 from ..resume import finished, fingerprint, mark_finished
 from ..run import Run
 from ..seeds import generator, seed_for
@@ -298,13 +298,52 @@ def part_recognition(e: Early, out: Path) -> dict:
     return summary
 
 
+def part_curvature(e: Early, out: Path) -> dict:
+    """The true task's Hessian trace and top eigenvalue at every checkpoint of direct training from the held-out
+    inits and at their landings (one stack), where the landings fall on that curve (early.matched_steps), and the
+    curvature of the distilled batch's own cost at the inits and the landings (early.DistilledCost)."""
+    a, names = e.a, e.loop.names
+    images, labels, _ = e.batch()
+    traj = e.trajectory()
+    steps = [int(s) for s in traj["steps"].tolist()]
+    t, p = traj["weights"].shape[:2]
+    landed = e.distilled_landings()
+    like = {k: e.inits[k][0] for k in names}
+    # every checkpoint of every init (row t * P + i: step t from init i), then the landings: one stack
+    points = unflatten_stack(torch.cat([traj["weights"].reshape(t * p, -1), flat_stack(landed, names)]), like)
+    g = generator(a.seed, "analysis", "early_curvature")
+    true = trace_and_top(e.analysis.curv_task, points, a.early_curvature_probes, a.early_curvature_lanczos_steps, g)
+    own = trace_and_top(DistilledCost(e.loop, images, labels, a.init_chunk),
+                        {k: torch.cat([e.inits[k], landed[k]]) for k in names},
+                        a.early_curvature_probes, a.early_curvature_lanczos_steps, g)
+    along = {k: true[k][:t * p].view(t, p) for k in ("trace", "top_eig")}
+    at_landing = {k: true[k][t * p:] for k in ("trace", "top_eig")}
+    summary = {"inits": p, "examples": len(e.analysis.curv_task), "steps": steps, "probes": a.early_curvature_probes,
+               "lanczos_steps": a.early_curvature_lanczos_steps, "inner_loss": e.loop.loss,
+               "true_task": {"along": [{"step": s, **{k: interval(along[k][i]) for k in along}} for i, s in enumerate(steps)],
+                             "landing": intervals(at_landing),
+                             # Hutchinson's own noise beside the spread over inits the intervals hold
+                             "trace_probe_se": interval(true["trace_se"])},
+               "distilled_cost": {"init": intervals({k: own[k][:p] for k in ("trace", "top_eig")}),
+                                  "landing": intervals({k: own[k][p:] for k in ("trace", "top_eig")}),
+                                  "landing_minus_init": intervals({k: own[k][p:] - own[k][:p] for k in ("trace", "top_eig")})},
+               "match": {k: matched_steps(at_landing[k], along[k], steps) for k in ("trace", "top_eig")},
+               "per_point": {"checkpoint_trace": along["trace"].tolist(), "checkpoint_top_eig": along["top_eig"].tolist(),
+                             "landing_trace": at_landing["trace"].tolist(), "landing_top_eig": at_landing["top_eig"].tolist(),
+                             "distilled_cost_trace": own["trace"].view(2, p).tolist(),
+                             "distilled_cost_top_eig": own["top_eig"].view(2, p).tolist()}}
+    curvature_along_figure(summary, out / "curvature.png")
+    return summary
+
+
 PARTS = {"influence": part_influence, "recognition": part_recognition, "fair_baselines": part_fair_baselines, "mixing": part_mixing,
-         "controls": part_controls}
+         "controls": part_controls, "curvature": part_curvature}
 # the analysis keys each part depends on beyond those of the landing kinds (and early_inits, shared by all)
 PART_KEYS = {"influence": ("influence_top",), "mixing": ("mixing_per_class",),
              "fair_baselines": ("fair_steps", "fair_direct_seeds", "fair_direct_epochs"),
              "controls": ("control_fractions", "control_models", "control_steps"),
-             "recognition": ("recognition_archs", "recognition_epochs", "recognition_seeds")}
+             "recognition": ("recognition_archs", "recognition_epochs", "recognition_seeds"),
+             "curvature": ("early_curvature_probes", "early_curvature_lanczos_steps")}
 EARLY_KEYS = {"early", "early_inits", *(k for keys in PART_KEYS.values() for k in keys)}
 
 
