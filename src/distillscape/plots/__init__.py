@@ -14,12 +14,12 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import torch  # noqa: E402
 
-from .artifacts import atomic_write  # noqa: E402
-from .data import to_pixels  # noqa: E402
-from .inner import label_distribution  # noqa: E402
-from .landscape import rank_map  # noqa: E402
-from .stats import wilson_interval  # noqa: E402
-from .surface import metrics_of  # noqa: E402
+from ..artifacts import atomic_write  # noqa: E402
+from ..data import to_pixels  # noqa: E402
+from ..inner import label_distribution  # noqa: E402
+from ..landscape import rank_map  # noqa: E402
+from ..stats import wilson_interval  # noqa: E402
+from ..surface import metrics_of  # noqa: E402
 
 
 def _lr_text(lrs) -> str:
