@@ -217,7 +217,7 @@ def test_an_rl_distillation_refuses_bf16_evaluation_in_one_line(tmp_path):
     from distillscape.tasks.distill import check
 
     with pytest.raises(ConfigError, match="an RL run is evaluated by its episodes in fp32"):
-        check(compose_cfg("distill", ["env=cartpole", "arch=policy_mlp", "distill.eval.precision=bf16"], tmp_path))
+        check(Job.of(compose_cfg("distill", ["env=cartpole", "arch=policy_mlp", "distill.eval.precision=bf16"], tmp_path)))
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 

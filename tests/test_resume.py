@@ -209,13 +209,16 @@ def test_the_old_runs_own_marker_is_recognised_where_it_ran():
 
 
 def test_every_added_setting_has_the_default_old_jobs_ran_with():
-    """Each key of resume.ADDED_SETTINGS names a setting of the distill task with a schema default (what jobs
-    before it ran as), and the composed default config holds exactly that value."""
+    """Each key of resume.ADDED_SETTINGS names a setting of some task with a schema default (what jobs before it
+    ran as), and that task's composed default config holds exactly that value."""
     from distillscape.job import Job
     from distillscape.resume import _NO_DEFAULT, ADDED_SETTINGS, _at, schema_default
 
-    resolved = Job.of(compose_cfg("distill", [], Path("/tmp/unused"))).resolved()
+    tasks = ("distill", "train", "landscape", "landing")
+    resolved = {t: Job.of(compose_cfg(t, [] if t in ("distill", "train") else ["distilled=x"], Path("/tmp/unused")))
+                .resolved() for t in tasks}
     for key in (k for added in ADDED_SETTINGS for k in added):
-        default = schema_default("distill", key)
-        assert default is not _NO_DEFAULT, key
-        assert _at(resolved, key) == default, key
+        having = [t for t in tasks if schema_default(t, key) is not _NO_DEFAULT]
+        assert having, key
+        for t in having:
+            assert _at(resolved[t], key) == schema_default(t, key), (t, key)

@@ -221,6 +221,13 @@ ADDED_SETTINGS: tuple[tuple[str, ...], ...] = (
     ("env", "rl"),  # RL tasks
     ("distill.method", "distill.eval", "distill.dm", "distill.gm", "distill.mtt", "distill.imported"),  # other distillers
     ("direct.converge", "direct.converge_grad_tol", "direct.converge_max_steps"),  # direct.converge
+    # bf16 evaluation and landing statistics, direct training's snapshots, Hessian / trajectory planes, curved
+    # paths, curvature along early training
+    ("distill.eval.precision", "distill.eval.precision_tolerance", "distill.eval.precision_inits", "distill.eval.path",
+     "direct.snapshot_every", "sweep.hessian_pair", "sweep.hessian_examples", "sweep.lanczos_steps", "sweep.trajectory",
+     "sweep.range_unit", "analysis.precision", "analysis.precision_tolerance", "analysis.precision_inits",
+     "analysis.eval_path", "analysis.curve", "analysis.curve_inits", "analysis.curve_steps", "analysis.curve_lr",
+     "analysis.curve_points", "analysis.early_curvature_probes", "analysis.early_curvature_lanczos_steps"),
 )
 _NO_DEFAULT = object()
 
