@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from distillscape.curvature import (block_traces, certify, extreme_eigenpairs, lanczos, negative_count, slq,
                                     slq_trace, smoothed_density, verdict_counts, wilson)
+from distillscape.errors import ConfigError
 from distillscape.inner import InnerLoop
 from distillscape.landing import TrueTask
 from distillscape.models import MLP
@@ -246,3 +247,35 @@ def test_converge_stops_at_the_gradient_rule_or_the_cap():
     norm = torch.cat([t.flatten() for t in grads]).norm().item()
     assert record["converged"] and norm <= 1e-4 and norm == pytest.approx(record["grad_norm"], rel=1e-3, abs=1e-7)
     assert record["train_loss"] == pytest.approx(loss.item(), rel=1e-5)
+
+
+def test_certificate_passes_are_bounded_by_rule_and_an_oversized_one_is_refused_before_work(digits_run, tmp_path):
+    """65 conv-net points in one vmapped Hessian-vector product ran out of 24 GB: the certificate now takes
+    analysis.init_chunk points per pass, or by rule as many as keep a pass near 2 GiB; the memory check counts
+    the certificate's pass and refuses, in one line and before any file is written, one that cannot fit."""
+    from test_landing import compose_landing
+
+    from distillscape.job import Job
+    from distillscape.run import Run
+    from distillscape.tasks.common import model_sizes
+    from distillscape.tasks.landing import (CERTIFICATE_CHUNK_BYTES, HVP_ACTIVATIONS, certificate_chunk, landing,
+                                            memory_parts)
+
+    run = Run.open(digits_run)
+    s = Job.of(compose_landing([f"distilled={digits_run}", "analysis.certificate=true"], tmp_path / "a")).settings
+    _, acts = model_sizes(run.net(), run.meta["image_shape"])
+    by_rule = certificate_chunk(s, run)
+    assert by_rule >= 1 and HVP_ACTIVATIONS * by_rule * s.analysis.data_chunk * acts * 4 <= CERTIFICATE_CHUNK_BYTES
+    assert HVP_ACTIVATIONS * (by_rule + 1) * s.analysis.data_chunk * acts * 4 > CERTIFICATE_CHUNK_BYTES
+    pinned = Job.of(compose_landing([f"distilled={digits_run}", "analysis.certificate=true", "analysis.init_chunk=3"],
+                                    tmp_path / "b")).settings
+    assert certificate_chunk(pinned, run) == 3
+    assert "certificate" in memory_parts(s, run) and "certificate" not in memory_parts(
+        Job.of(compose_landing([f"distilled={digits_run}"], tmp_path / "c")).settings, run)
+    huge = ["analysis.certificate=true", "analysis.inits=4000", "analysis.certificate_inits=4000",
+            "analysis.init_chunk=4000", "analysis.polish_inits=0", "analysis.curvature_inits=0",
+            "analysis.trajectory_inits=0", "logger=none"]
+    out = tmp_path / "huge"
+    with pytest.raises(ConfigError, match="certificate"):
+        landing(compose_landing([f"distilled={digits_run}", *huge], out))
+    assert not out.exists() or not any(out.iterdir())

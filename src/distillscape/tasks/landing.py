@@ -170,7 +170,7 @@ def certificate(s: LandingJob, run: Run, loop, dm, inits, direct, out: Path, sta
     if a.certificate_examples is not None and a.certificate_examples < len(y):
         keep = torch.randperm(len(y), generator=generator(a.seed, "analysis", "certificate_subsample"))[:a.certificate_examples]
         x, y = x[keep], y[keep]
-    task = TrueTask(loop, x.to(device), y.to(device), a.data_chunk, a.init_chunk)
+    task = TrueTask(loop, x.to(device), y.to(device), a.data_chunk, certificate_chunk(s, run))
     return certify_points(s, run, task, loop, inits, direct, out, stamp, f"the true task ({len(y)} training examples)",
                           {"examples": len(y)}, f"{run.dataset_name} / {run.arch_name}")
 
@@ -291,6 +291,23 @@ def check(job: Job):
     return run, dm
 
 
+# A Hessian-vector product (forward-over-reverse, vmapped over points) holds about this many times one forward's
+# activations: measured, 22 GB at the peak for 65 simple_convnet points on 1000-example chunks of digits.
+HVP_ACTIVATIONS = 14
+CERTIFICATE_CHUNK_BYTES = 2 * 2**30  # points per vmapped pass of the certificate by rule, when analysis.init_chunk is unset
+
+
+def certificate_chunk(s: LandingJob, run: Run) -> int:
+    """Points per vmapped pass of the certificate: analysis.init_chunk, or as many as keep one pass's
+    Hessian-vector product near CERTIFICATE_CHUNK_BYTES (a fixed rule of the net and the data chunk, never a
+    timing). Its 2 * certificate_inits + 1 points were all one pass before: 65 conv nets ran out of 24 GB."""
+    a = s.analysis
+    if a.init_chunk:
+        return a.init_chunk
+    _, acts = model_sizes(run.net(), run.meta["image_shape"])
+    return max(1, CERTIFICATE_CHUNK_BYTES // (HVP_ACTIVATIONS * a.data_chunk * acts * 4))
+
+
 def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
     """Bytes a dataset run's landing analysis holds at its peak, from its settings (float32): the dataset; the
     inits and every kind's landings as parameter stacks; one vmapped chunk of models on one data chunk, kept
@@ -300,7 +317,9 @@ def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
     chunk = min(a.init_chunk or a.inits, a.inits)
     return {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(run.dataset_name),
             "parameter_stacks": (2 + len(a.kinds)) * a.inits * params * f32,
-            "forward": 3 * chunk * a.data_chunk * acts * f32}
+            "forward": 3 * chunk * a.data_chunk * acts * f32,
+            **({"certificate": HVP_ACTIVATIONS * min(certificate_chunk(s, run), 2 * a.certificate_inits + 1)
+                * a.data_chunk * acts * f32} if a.certificate else {})}
 
 
 def landing(cfg: DictConfig) -> dict:
