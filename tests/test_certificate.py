@@ -264,12 +264,12 @@ def test_certificate_passes_are_bounded_by_rule_and_an_oversized_one_is_refused_
     run = Run.open(digits_run)
     s = Job.of(compose_landing([f"distilled={digits_run}", "analysis.certificate=true"], tmp_path / "a")).settings
     _, acts = model_sizes(run.net(), run.meta["image_shape"])
-    by_rule = certificate_chunk(s, run)
+    by_rule = certificate_chunk(s.analysis, acts)
     assert by_rule >= 1 and HVP_ACTIVATIONS * by_rule * s.analysis.data_chunk * acts * 4 <= CERTIFICATE_CHUNK_BYTES
     assert HVP_ACTIVATIONS * (by_rule + 1) * s.analysis.data_chunk * acts * 4 > CERTIFICATE_CHUNK_BYTES
     pinned = Job.of(compose_landing([f"distilled={digits_run}", "analysis.certificate=true", "analysis.init_chunk=3"],
                                     tmp_path / "b")).settings
-    assert certificate_chunk(pinned, run) == 3
+    assert certificate_chunk(pinned.analysis, acts) == 3
     assert "certificate" in memory_parts(s, run) and "certificate" not in memory_parts(
         Job.of(compose_landing([f"distilled={digits_run}"], tmp_path / "c")).settings, run)
     huge = ["analysis.certificate=true", "analysis.inits=4000", "analysis.certificate_inits=4000",

@@ -21,7 +21,7 @@ from rich.table import Table
 from ..artifacts import atomic_write, read_tensors, write_json, write_tensors
 from ..baseline import tune_random_real_lr
 from ..basins import CURVE_KEYS, basin_summary
-from ..config import LandingJob, RLConfig, as_settings
+from ..config import LandingConfig, LandingJob, RLConfig, as_settings
 from ..errors import ArtifactError, ConfigError
 from ..curvature import VERDICTS, certificate_summary, certify, density_curves
 from ..job import Job
@@ -170,7 +170,8 @@ def certificate(s: LandingJob, run: Run, loop, dm, inits, direct, out: Path, sta
     if a.certificate_examples is not None and a.certificate_examples < len(y):
         keep = torch.randperm(len(y), generator=generator(a.seed, "analysis", "certificate_subsample"))[:a.certificate_examples]
         x, y = x[keep], y[keep]
-    task = TrueTask(loop, x.to(device), y.to(device), a.data_chunk, certificate_chunk(s, run))
+    _, acts = model_sizes(run.net(), run.meta["image_shape"])
+    task = TrueTask(loop, x.to(device), y.to(device), a.data_chunk, certificate_chunk(a, acts))
     return certify_points(s, run, task, loop, inits, direct, out, stamp, f"the true task ({len(y)} training examples)",
                           {"examples": len(y)}, f"{run.dataset_name} / {run.arch_name}")
 
@@ -297,14 +298,13 @@ HVP_ACTIVATIONS = 14
 CERTIFICATE_CHUNK_BYTES = 2 * 2**30  # points per vmapped pass of the certificate by rule, when analysis.init_chunk is unset
 
 
-def certificate_chunk(s: LandingJob, run: Run) -> int:
+def certificate_chunk(a: LandingConfig, acts: int) -> int:
     """Points per vmapped pass of the certificate: analysis.init_chunk, or as many as keep one pass's
-    Hessian-vector product near CERTIFICATE_CHUNK_BYTES (a fixed rule of the net and the data chunk, never a
-    timing). Its 2 * certificate_inits + 1 points were all one pass before: 65 conv nets ran out of 24 GB."""
-    a = s.analysis
+    Hessian-vector product near CERTIFICATE_CHUNK_BYTES (a fixed rule of the net's activations per example,
+    `acts`, and the data chunk, never a timing). Its 2 * certificate_inits + 1 points were all one pass
+    before: 65 conv nets ran out of 24 GB."""
     if a.init_chunk:
         return a.init_chunk
-    _, acts = model_sizes(run.net(), run.meta["image_shape"])
     return max(1, CERTIFICATE_CHUNK_BYTES // (HVP_ACTIVATIONS * a.data_chunk * acts * 4))
 
 
@@ -318,7 +318,7 @@ def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:
     return {"runtime": RUNTIME_BYTES, "dataset": dataset_bytes(run.dataset_name),
             "parameter_stacks": (2 + len(a.kinds)) * a.inits * params * f32,
             "forward": 3 * chunk * a.data_chunk * acts * f32,
-            **({"certificate": HVP_ACTIVATIONS * min(certificate_chunk(s, run), 2 * a.certificate_inits + 1)
+            **({"certificate": HVP_ACTIVATIONS * min(certificate_chunk(a, acts), 2 * a.certificate_inits + 1)
                 * a.data_chunk * acts * f32} if a.certificate else {})}
 
 
