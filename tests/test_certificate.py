@@ -163,6 +163,40 @@ def test_negative_count_uses_the_residual_and_the_relative_tolerance():
     assert negative_count(bottom, torch.tensor([[0.5, 0.5, 0.0]]), lam_max, 1e-3).item() == 1  # -0.1 + 0.5 >= 0
 
 
+def test_function_objective_hvp_of_an_mse_loss_matches_the_explicit_hessian():
+    """F.mse_loss's backward cannot take a forward tangent ("ZeroTensors are immutable"): FunctionObjective
+    switches to reverse-over-reverse, and its products still equal H v of torch.func.hessian, point by point."""
+    from distillscape.curvature import FunctionObjective
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(7, 3, generator=g), torch.randn(7, 2, generator=g)
+
+    def loss_one(p):
+        return F.mse_loss(torch.tanh(x @ p["w"] + p["b"]), y)
+
+    stack = {"w": torch.randn(4, 3, 2, generator=g), "b": torch.randn(4, 2, generator=g)}
+    vecs = {"w": torch.randn(4, 3, 2, generator=g), "b": torch.randn(4, 2, generator=g)}
+    obj = FunctionObjective(["w", "b"], loss_one)
+    out = obj.hvp(stack, vecs)
+    assert obj.reverse_over_reverse  # the forward-over-reverse attempt failed and the object switched
+    for m in range(4):
+        point = {k: v[m] for k, v in stack.items()}
+        flat = torch.cat([point["w"].reshape(-1), point["b"]])
+        h = torch.func.hessian(lambda f: loss_one({"w": f[:6].reshape(3, 2), "b": f[6:]}))(flat)
+        expected = h @ torch.cat([vecs["w"][m].reshape(-1), vecs["b"][m]])
+        got = torch.cat([out["w"][m].reshape(-1), out["b"][m]])
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # a loss whose ops take forward tangents stays forward-over-reverse, with the same oracle
+    ce = FunctionObjective(["w", "b"], lambda p: F.cross_entropy(x @ p["w"] + p["b"], y.argmax(1)))
+    out = ce.hvp(stack, vecs)
+    assert not ce.reverse_over_reverse
+    point = {k: v[0] for k, v in stack.items()}
+    flat = torch.cat([point["w"].reshape(-1), point["b"]])
+    h = torch.func.hessian(lambda f: F.cross_entropy(x @ f[:6].reshape(3, 2) + f[6:], y.argmax(1)))(flat)
+    torch.testing.assert_close(torch.cat([out["w"][0].reshape(-1), out["b"][0]]),
+                               h @ torch.cat([vecs["w"][0].reshape(-1), vecs["b"][0]]), rtol=1e-5, atol=1e-6)
+
+
 def test_wilson_interval_matches_scipy():
     stats = pytest.importorskip("scipy.stats")
     for k, n in ((0, 10), (3, 10), (10, 10), (17, 32)):

@@ -63,6 +63,15 @@ def test_eta_and_plain_text():
     text = plain_text("[bold]done[/bold]", t)
     assert text.startswith("done ") and "┃ a ┃ b ┃" in text and "│ 1 │ 2 │" in text
     assert "[bold]" not in text and "\x1b[" not in text
+    # a sentence naming a setting in brackets, printed with markup off, keeps its brackets on screen and in the log
+    sentence = "Reading: inconclusive — no controls (analysis.early=[controls])."
+    assert plain_text(sentence, markup=False) == sentence
+    assert "[controls]" not in plain_text(sentence)  # what rich makes of it as markup: the reason for markup=False
+    from distillscape.tasks.common import console
+
+    with console.capture() as cap:
+        console.print(sentence, markup=False)
+    assert "analysis.early=[controls]" in cap.get()
 
 
 def test_job_log_holds_our_messages_and_no_lightning_tips(tmp_path):

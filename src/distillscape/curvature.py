@@ -55,19 +55,35 @@ class Objective(Protocol):
 class FunctionObjective:
     """An `Objective` from a scalar loss of ONE point's parameters (`loss_one(params) -> 0-dim tensor`,
     written with torch.func-compatible ops): vmapped over the stack (`chunk` points at a time, None: all),
-    gradient by reverse mode, Hessian-vector products forward-over-reverse (jvp of grad), as `TrueTask`."""
+    gradient by reverse mode, Hessian-vector products forward-over-reverse (jvp of grad), as `TrueTask`.
+    Some backward formulas cannot take a forward tangent: F.mse_loss's writes into an immutable zero tangent
+    ("ZeroTensors are immutable"). On that error the object switches, for good, to reverse-over-reverse
+    (the gradient of <grad L, v>): the same products, one more reverse pass instead of a forward one.
+    `reverse_over_reverse=True` chooses it from the start."""
 
-    def __init__(self, names: list[str], loss_one: Callable[[Params], torch.Tensor], chunk: int | None = None):
+    def __init__(self, names: list[str], loss_one: Callable[[Params], torch.Tensor], chunk: int | None = None,
+                 reverse_over_reverse: bool = False):
         self.names, self.loss_one, self.chunk = list(names), loss_one, chunk
+        self.reverse_over_reverse = reverse_over_reverse
 
     def grad(self, stack: Params) -> Params:
         return vmap(grad(self.loss_one), chunk_size=self.chunk)(stack)
 
     def hvp(self, stack: Params, vecs: Params) -> Params:
-        def one(params, v):
-            return jvp(grad(self.loss_one), (params,), (v,))[1]
+        if not self.reverse_over_reverse:
+            try:
+                return vmap(self._forward_over_reverse, chunk_size=self.chunk)(stack, vecs)
+            except RuntimeError as e:
+                if "ZeroTensors are immutable" not in str(e):
+                    raise
+                self.reverse_over_reverse = True
+        return vmap(self._reverse_over_reverse, chunk_size=self.chunk)(stack, vecs)
 
-        return vmap(one, chunk_size=self.chunk)(stack, vecs)
+    def _forward_over_reverse(self, params: Params, v: Params) -> Params:
+        return jvp(grad(self.loss_one), (params,), (v,))[1]
+
+    def _reverse_over_reverse(self, params: Params, v: Params) -> Params:
+        return grad(lambda p: sum((g * v[k]).sum() for k, g in grad(self.loss_one)(p).items()))(params)
 
 
 # -- Hessian-vector products of stacks ------------------------------------------------------------------

@@ -186,18 +186,12 @@ POINTS_PER_PASS = 32  # points per vmapped Hessian-vector product in trace_and_t
 class DistilledCost(FunctionObjective):
     """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
     parameters: the cost the one step descends, as a curvature.Objective for the batched Lanczos and Hutchinson
-    code. Its Hessian-vector products go reverse-over-reverse, the gradient of <grad L, v>: forward-over-reverse
-    (FunctionObjective's) fails inside F.mse_loss's backward on an immutable zero tangent, and the batch is
-    small, so the second reverse pass costs little."""
+    code. Its Hessian-vector products go reverse-over-reverse from the start: the batch is small, so the second
+    reverse pass costs little, and an mse inner loss cannot go forward-over-reverse (FunctionObjective)."""
 
     def __init__(self, loop: InnerLoop, images: torch.Tensor, labels: torch.Tensor, chunk: int | None = None):
-        super().__init__(loop.names, lambda p: inner_loss(loop.forward(p, images), labels, loop.loss), chunk)
-
-    def hvp(self, stack: Params, vecs: Params) -> Params:
-        def one(params, v):
-            return grad(lambda p: sum((g * v[k]).sum() for k, g in grad(self.loss_one)(p).items()))(params)
-
-        return vmap(one, chunk_size=self.chunk)(stack, vecs)
+        super().__init__(loop.names, lambda p: inner_loss(loop.forward(p, images), labels, loop.loss), chunk,
+                         reverse_over_reverse=True)
 
 
 def pieces_hvp(task: Objective, stack: Params, rows: int) -> HVP:

@@ -39,7 +39,7 @@ class _Console(Console):
         super().print(*objects, **kwargs)
         progress.said()
         if progress.recording:
-            progress.record(progress.plain_text(*objects))
+            progress.record(progress.plain_text(*objects, markup=kwargs.get("markup") is not False))
 
 
 def _the_console() -> Console:

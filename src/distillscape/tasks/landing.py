@@ -420,7 +420,7 @@ def landing(cfg: DictConfig) -> dict:
     if a.early:  # the report's early-training sentences, from the same files
         from ..report import early_training
         for line in early_training(summary, early)[0]:
-            console.print(line)
+            console.print(line, markup=False)  # plain text: "[controls]" in a sentence is not a rich tag
     if "precision" in summary:
         console.print(precision_line(summary["precision"]))
     console.print(f"landing statistics: {out / 'landing_stats.json'} (+ landing_stats.csv)")

@@ -169,15 +169,16 @@ def progress_callbacks(enabled: bool) -> tuple[list[Callback], bool]:
 
 
 # -- messages and noise -----------------------------------------------------------------------------
-def plain_text(*objects) -> str:
-    """What rich prints for `objects`, without colours or markup (for the log file)."""
+def plain_text(*objects, markup: bool = True) -> str:
+    """What rich prints for `objects`, without colours or markup (for the log file); `markup=False`: strings
+    as written, as `console.print(..., markup=False)` shows them."""
     from rich.console import Console
     from rich.text import Text
 
     parts = []
     for o in objects:
         if isinstance(o, str):
-            parts.append(Text.from_markup(o).plain)
+            parts.append(Text.from_markup(o).plain if markup else o)
         else:
             buf = io.StringIO()
             Console(file=buf, width=120, color_system=None, highlight=False).print(o)
