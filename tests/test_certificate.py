@@ -292,15 +292,15 @@ def test_certificate_passes_are_bounded_by_rule_and_an_oversized_one_is_refused_
     from distillscape.job import Job
     from distillscape.run import Run
     from distillscape.tasks.common import model_sizes
-    from distillscape.tasks.landing import (CERTIFICATE_CHUNK_BYTES, HVP_ACTIVATIONS, certificate_chunk, landing,
-                                            memory_parts)
+    from distillscape.curvature import HVP_ACTIVATIONS, HVP_PASS_BYTES
+    from distillscape.tasks.landing import certificate_chunk, landing, memory_parts
 
     run = Run.open(digits_run)
     s = Job.of(compose_landing([f"distilled={digits_run}", "analysis.certificate=true"], tmp_path / "a")).settings
     _, acts = model_sizes(run.net(), run.meta["image_shape"])
     by_rule = certificate_chunk(s.analysis, acts)
-    assert by_rule >= 1 and HVP_ACTIVATIONS * by_rule * s.analysis.data_chunk * acts * 4 <= CERTIFICATE_CHUNK_BYTES
-    assert HVP_ACTIVATIONS * (by_rule + 1) * s.analysis.data_chunk * acts * 4 > CERTIFICATE_CHUNK_BYTES
+    assert by_rule >= 1 and HVP_ACTIVATIONS * by_rule * s.analysis.data_chunk * acts * 4 <= HVP_PASS_BYTES
+    assert HVP_ACTIVATIONS * (by_rule + 1) * s.analysis.data_chunk * acts * 4 > HVP_PASS_BYTES
     pinned = Job.of(compose_landing([f"distilled={digits_run}", "analysis.certificate=true", "analysis.init_chunk=3"],
                                     tmp_path / "b")).settings
     assert certificate_chunk(pinned.analysis, acts) == 3

@@ -181,8 +181,6 @@ def intervals(values: dict[str, torch.Tensor]) -> dict[str, dict]:
 
 
 # -- curvature along direct training ------------------------------------------------------------------------------
-POINTS_PER_PASS = 32  # points per vmapped Hessian-vector product in trace_and_top (analysis.init_chunk lowers it)
-
 class DistilledCost(FunctionObjective):
     """The inner loss on the distilled batch (its soft labels, the run's inner loss) as a function of the
     parameters: the cost the one step descends, as a curvature.Objective for the batched Lanczos and Hutchinson
@@ -201,21 +199,22 @@ def pieces_hvp(task: Objective, stack: Params, rows: int) -> HVP:
     return lambda v: torch.cat([hvp(v[i:i + rows]) for i, hvp in pieces])
 
 
-def trace_and_top(task: Objective, stack: Params, probes: int, lanczos_steps: int,
-                  generator: torch.Generator) -> dict[str, torch.Tensor]:
+def trace_and_top(task: Objective, stack: Params, probes: int, lanczos_steps: int, generator: torch.Generator,
+                  rows: int) -> dict[str, torch.Tensor]:
     """The Hessian trace (Hutchinson, `probes` Rademacher probes) and top eigenvalue (the largest Ritz value of
     `lanczos_steps` Lanczos iterations) of `task`'s loss at every point of a stack, all points in every
     Hessian-vector product: {"trace", "trace_se" (its standard error over the probes), "top_eig"} [M] float64.
-    `task`: a landing.TrueTask or a DistilledCost."""
+    `task`: a landing.TrueTask or a DistilledCost; `rows`: points per vmapped pass (curvature.points_per_pass's
+    rule, or analysis.init_chunk), the same products in every case."""
     names = task.names
     stack = {n: stack[n] for n in names}
     m, d = stack_len(stack), sum(stack[n][0].numel() for n in names)
     like = stack[names[0]]
-    # every product in pieces of POINTS_PER_PASS points (vmapped, and each over the data in chunks): memory
-    # bounded whatever the stack's size (a convnet's 110 points at once over 1000 examples took ~20 GB)
-    t, _ = lanczos(pieces_hvp(task, stack, POINTS_PER_PASS), random_unit((m, d), generator, like), lanczos_steps, generator)
+    # every product in pieces of `rows` points (vmapped, and each over the data in chunks): memory bounded
+    # whatever the stack's size (a convnet's 110 points at once over 1000 examples took ~20 GB)
+    t, _ = lanczos(pieces_hvp(task, stack, rows), random_unit((m, d), generator, like), lanczos_steps, generator)
     top = torch.linalg.eigvalsh(t)[:, -1]
-    hvp = pieces_hvp(task, tiled(stack, probes), POINTS_PER_PASS)  # all probes of all points: one tiled stack
+    hvp = pieces_hvp(task, tiled(stack, probes), rows)  # all probes of all points: one tiled stack
     trace, se = block_traces(hvp, (m, d), [d], probes, generator, like)
     return {"trace": trace[:, 0].double().cpu(), "trace_se": se[:, 0].double().cpu(), "top_eig": top.double().cpu()}
 

@@ -23,7 +23,7 @@ from ..baseline import tune_random_real_lr
 from ..basins import CURVE_KEYS, basin_summary
 from ..config import LandingConfig, LandingJob, RLConfig, as_settings
 from ..errors import ArtifactError, ConfigError
-from ..curvature import VERDICTS, certificate_summary, certify, density_curves
+from ..curvature import HVP_ACTIVATIONS, VERDICTS, certificate_summary, certify, density_curves, points_per_pass
 from ..job import Job
 from ..landing import (CURVES, DIRECT_STATS, STATS, LandingAnalysis, TrueTask, aggregate, precision_certificate,
                        random_real_batches, random_synthetic_batches)
@@ -292,20 +292,11 @@ def check(job: Job):
     return run, dm
 
 
-# A Hessian-vector product (forward-over-reverse, vmapped over points) holds about this many times one forward's
-# activations: measured, 22 GB at the peak for 65 simple_convnet points on 1000-example chunks of digits.
-HVP_ACTIVATIONS = 14
-CERTIFICATE_CHUNK_BYTES = 2 * 2**30  # points per vmapped pass of the certificate by rule, when analysis.init_chunk is unset
-
-
 def certificate_chunk(a: LandingConfig, acts: int) -> int:
-    """Points per vmapped pass of the certificate: analysis.init_chunk, or as many as keep one pass's
-    Hessian-vector product near CERTIFICATE_CHUNK_BYTES (a fixed rule of the net's activations per example,
-    `acts`, and the data chunk, never a timing). Its 2 * certificate_inits + 1 points were all one pass
-    before: 65 conv nets ran out of 24 GB."""
-    if a.init_chunk:
-        return a.init_chunk
-    return max(1, CERTIFICATE_CHUNK_BYTES // (HVP_ACTIVATIONS * a.data_chunk * acts * 4))
+    """Points per vmapped pass of the certificate: analysis.init_chunk, or curvature.points_per_pass's rule
+    on the data chunk and the net's activations per example (`acts`). Its 2 * certificate_inits + 1 points
+    were all one pass before: 65 conv nets ran out of 24 GB."""
+    return a.init_chunk or points_per_pass(a.data_chunk, acts)
 
 
 def memory_parts(s: LandingJob, run: Run) -> dict[str, int]:

@@ -23,7 +23,8 @@ from ..early import (DistilledCost, control_agreements, influence, influence_sum
 from ..errors import ConfigError
 from ..inner import InitSampler, InnerLoop, evaluate_stack
 from ..landing import LandingAnalysis, random_real_batches
-from ..models import build_net, init_parameters_
+from ..curvature import points_per_pass
+from ..models import activations_per_example, build_net, init_parameters_
 from ..params import detached, flat_stack, stack_len, unflatten_stack
 from ..plots import controls_figure, curvature_along_figure, fair_figure, influence_figure, mixing_figure, recognition_figure
 from ..resume import finished, fingerprint, mark_finished
@@ -312,10 +313,15 @@ def part_curvature(e: Early, out: Path) -> dict:
     # every checkpoint of every init (row t * P + i: step t from init i), then the landings: one stack
     points = unflatten_stack(torch.cat([traj["weights"].reshape(t * p, -1), flat_stack(landed, names)]), like)
     g = generator(a.seed, "analysis", "early_curvature")
-    true = trace_and_top(e.analysis.curv_task, points, a.early_curvature_probes, a.early_curvature_lanczos_steps, g)
+    # points per pass: analysis.init_chunk, else the certificate's memory rule on each cost's examples per forward
+    acts = activations_per_example(e.loop.net, images[:1])
+    true_task = e.analysis.curv_task
+    true = trace_and_top(true_task, points, a.early_curvature_probes, a.early_curvature_lanczos_steps, g,
+                         a.init_chunk or points_per_pass(min(true_task.data_chunk, len(true_task)), acts))
     own = trace_and_top(DistilledCost(e.loop, images, labels, a.init_chunk),
                         {k: torch.cat([e.inits[k], landed[k]]) for k in names},
-                        a.early_curvature_probes, a.early_curvature_lanczos_steps, g)
+                        a.early_curvature_probes, a.early_curvature_lanczos_steps, g,
+                        a.init_chunk or points_per_pass(len(images), acts))
     along = {k: true[k][:t * p].view(t, p) for k in ("trace", "top_eig")}
     at_landing = {k: true[k][t * p:] for k in ("trace", "top_eig")}
     summary = {"inits": p, "examples": len(e.analysis.curv_task), "steps": steps, "probes": a.early_curvature_probes,
