@@ -106,6 +106,14 @@ def test_table_has_each_jobs_intervals_and_lists_what_is_missing(hand_made_atlas
     assert [("early training" in s, "Caution" in s) for s in said if "controls" in s] == [(True, True), (False, False)]
 
 
+def test_a_barrier_of_zero_on_every_landing_reads_as_linearly_connected(hand_made_atlas):
+    """A barrier is >= 0 by construction: 0 on all 25 landings (std 0) is a finding, not an inconclusive interval."""
+    hand_made_job(hand_made_atlas, 3, "dm", "yang", (0.85, 0.84, 0.86), {"mean": 0.0, "std": 0.0, "n": 25}, minima=0)
+    said = [s for s in sentences(read_atlas(hand_made_atlas)[0]) if s.startswith("job 3 (dm/digits/mlp/yang): barrier")]
+    assert said == ["job 3 (dm/digits/mlp/yang): barrier from the landing to the direct minimum 0 [0, 0] over 25 "
+                    "landings: 0 on every landing: linearly connected (no straight path rises above its end losses)."]
+
+
 def test_report_on_an_atlas_writes_its_page_figures_and_numbers(hand_made_atlas, tmp_path):
     from distillscape.tasks.report import report
 

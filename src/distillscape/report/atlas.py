@@ -234,10 +234,15 @@ def sentences(jobs: list[AtlasJob]) -> list[str]:
     for j in jobs:
         if j.barrier and math.isfinite(j.barrier.get("lo", math.nan)):
             side = separated(j.barrier, 0.0)
+            # a barrier is >= 0 by construction; 0 on every landing is a finding (each straight path stays on or
+            # under the line joining its end losses), not an interval that merely reaches 0
+            flat = j.barrier["mean"] == 0 and j.barrier["hi"] <= 0
             out.append(f"job {j.number} ({j.name}): barrier from the landing to the direct minimum {ci(j.barrier)} "
-                       f"over {j.barrier['n']} landings: " + ("above 0 beyond its 95% interval (not linearly connected)."
-                                                               if side > 0 else "inconclusive, the interval reaches 0."
-                                                               if side == 0 else "below 0 beyond its interval."))
+                       f"over {j.barrier['n']} landings: " + (
+                           "0 on every landing: linearly connected (no straight path rises above its end losses)."
+                           if flat else "above 0 beyond its 95% interval (not linearly connected)."
+                           if side > 0 else "inconclusive, the interval reaches 0."
+                           if side == 0 else "below 0 beyond its interval."))
         if j.early:
             word = {1: "more than accuracy-matched controls: early training",
                     -1: "less than accuracy-matched controls: not early training",
