@@ -28,11 +28,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-from distillscape.curvature import extreme_eigenpairs, slq, stack_hvp, tiled
+from distillscape.curvature import extreme_eigenpairs, points_per_pass, slq, stack_hvp, tiled
 from distillscape.data import TensorDataModule
 from distillscape.inner import InitSampler, InnerLoop
 from distillscape.landing import TrueTask
-from distillscape.models import MLP, SimpleConvNet
+from distillscape.models import MLP, SimpleConvNet, activations_per_example
 from distillscape.params import head, stack_len
 
 ARCHS = {"mlp": lambda: MLP(1, 28, 28, 10, hidden=[128]), "simple_convnet": lambda: SimpleConvNet(1, 28, 28, 10)}
@@ -105,7 +105,8 @@ def main():
     ap.add_argument("--peer-iters", type=int, default=100, help="PyHessian's power iterations per eigenvalue")
     ap.add_argument("--peer-tol", type=float, default=1e-3)
     ap.add_argument("--data-chunk", type=int, default=1000)
-    ap.add_argument("--init-chunk", type=int, default=None, help="models per vmapped pass (lower it if memory runs out)")
+    ap.add_argument("--init-chunk", type=int, default=None,
+                    help="models per vmapped pass (default: curvature.points_per_pass's rule, as the certificate)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -121,11 +122,13 @@ def main():
         loop.net.to(device)
         points = {k: v.to(device) for k, v in points.items()}
         d = sum(v[0].numel() for v in points.values())
-        task = TrueTask(loop, x, y, args.data_chunk, args.init_chunk)
+        # points per pass by the certificate's memory rule: 32 conv nets in one pass ran out of 24 GB
+        chunk = args.init_chunk or points_per_pass(args.data_chunk, activations_per_example(loop.net, x[:1]))
+        task = TrueTask(loop, x, y, args.data_chunk, chunk)
         t0 = time.perf_counter()
         ours = spectra(task, points, args, seed=0)
         ours_s = (time.perf_counter() - t0) / args.points
-        print(f"\n{arch} ({d} parameters)")
+        print(f"\n{arch} ({d} parameters, {chunk} landings per vmapped pass)")
         print(f"  ours (batched over {args.points})   : {ours_s:8.2f} s/landing")
         if args.loop_points:
             t0 = time.perf_counter()
